@@ -1,0 +1,215 @@
+//! Command line and environment: every option is a flag and an environment
+//! variable. Secrets are never echoed, not even by `--help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::Policy;
+use crate::signature::Secrets;
+use crate::store::StoreOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Access entitlements for products that bill with Stripe",
+    long_about = "Tollgate ingests verified Stripe webhooks into an exactly-once subscription \
+                  store and answers HasAccess over gRPC.\n\nEvery option can also be set through \
+                  the environment variable shown next to it."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook (HTTP) and HasAccess (gRPC) servers; applies migrations first.
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format. Verbosity follows RUST_LOG (default: info).
+    #[arg(
+        long,
+        env = "TOLLGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database: sqlite://PATH (a file, created on first run, WAL mode) or
+    /// postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        env = "TOLLGATE_DATABASE_URL",
+        default_value = "sqlite://tollgate.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// How long a write waits on a locked or unreachable database before the
+    /// webhook answers 503 (so Stripe retries).
+    #[arg(long, env = "TOLLGATE_DB_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_busy_timeout: Duration,
+
+    /// Connections in the read pool (SQLite) or the pool (PostgreSQL).
+    #[arg(long, env = "TOLLGATE_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.database_url.clone(),
+            busy_timeout: self.db_busy_timeout,
+            max_connections: self.db_max_connections,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address of the HTTP port (Stripe webhooks, health, readiness). Port 0
+    /// picks a free port; the bound address is logged.
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the gRPC port (HasAccess, health, reflection). Port 0 picks
+    /// a free port; the bound address is logged.
+    #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Required. Webhook signing secret(s), whsec_..., comma-separated while
+    /// rotating: a delivery is accepted if it matches any of them.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Seconds a webhook's signed timestamp may differ from now.
+    #[arg(long, env = "TOLLGATE_SIGNATURE_TOLERANCE", default_value_t = 300)]
+    pub signature_tolerance: u64,
+
+    /// Metadata key (on checkout sessions, subscriptions and customers) that
+    /// holds the product's user id when client_reference_id is not set.
+    #[arg(long, env = "TOLLGATE_USER_ID_METADATA_KEY", default_value = "user_id")]
+    pub user_id_metadata_key: String,
+
+    /// How long a past_due subscription keeps access after it became
+    /// past_due, e.g. 7d or 36h.
+    #[arg(long, env = "TOLLGATE_PAST_DUE_GRACE", default_value = "7d", value_parser = parse_duration)]
+    pub past_due_grace: Duration,
+}
+
+/// Everything `Application::build` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreOptions,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub secrets: Secrets,
+    pub signature_tolerance_secs: u64,
+    pub user_id_metadata_key: String,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "STRIPE_WEBHOOK_SECRET is not set: set it to your webhook endpoint's signing secret, \
+         e.g. `export STRIPE_WEBHOOK_SECRET=whsec_...` (comma-separate several to rotate), \
+         or pass --stripe-webhook-secret"
+    )]
+    MissingWebhookSecret,
+    #[error("TOLLGATE_USER_ID_METADATA_KEY must not be empty")]
+    EmptyMetadataKey,
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let secrets = self
+            .stripe_webhook_secret
+            .as_deref()
+            .and_then(|s| Secrets::parse(s).ok())
+            .ok_or(ConfigError::MissingWebhookSecret)?;
+        if self.user_id_metadata_key.trim().is_empty() {
+            return Err(ConfigError::EmptyMetadataKey);
+        }
+        Ok(Config {
+            store: self.database.store_options(),
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            secrets,
+            signature_tolerance_secs: self.signature_tolerance,
+            user_id_metadata_key: self.user_id_metadata_key.trim().to_owned(),
+            policy: Policy {
+                past_due_grace: self.past_due_grace,
+            },
+        })
+    }
+}
+
+/// Parses durations such as `7d`, `36h`, `15m`, `2s` or `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try e.g. 7d, 36h, 15m or 2s)"))
+}
+
+/// The database URL without credentials, safe to log.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_days_hours_minutes_seconds() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            parse_duration("36h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(redacted_url("postgres://u:pw@db/x"), "postgres://***@db/x");
+        assert_eq!(redacted_url("sqlite://tollgate.db"), "sqlite://tollgate.db");
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,495 @@
+//! Stripe event parsing: the envelope, then the object in either API shape.
+//!
+//! Parsing happens only after the signature has been verified. The envelope
+//! (`id`, `type`, `created`) is required of every event; a body without it is
+//! refused. The object is then read as one of the domain events Tollgate acts
+//! on. Objects are read in both shapes: up to `2025-02-24.acacia`
+//! (`subscription.current_period_end`, `invoice.subscription`) and from
+//! `2025-03-31.basil` (`items.data[].current_period_end`,
+//! `invoice.parent.subscription_details.subscription`). An object that matches
+//! neither is a [`ShapeError`]: it is recorded as failed, never stored as
+//! nulls.
+
+use serde_json::Value;
+
+use crate::subscription::{Item, Status, SubscriptionSnapshot};
+
+/// A verified event's envelope and object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub api_version: Option<String>,
+    /// `data.object`; `Null` when absent, which only matters for types we act on.
+    pub object: Value,
+}
+
+/// Why a body is not a Stripe event at all. Shown to the sender with a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is not valid JSON")]
+    NotJson,
+    #[error("event has no string `id`")]
+    MissingId,
+    #[error("event has no string `type`")]
+    MissingType,
+    #[error("event has no integer `created`")]
+    MissingCreated,
+}
+
+/// Why an event's object could not be read. Recorded as a failed event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShapeError(pub String);
+
+fn shape(msg: impl Into<String>) -> ShapeError {
+    ShapeError(msg.into())
+}
+
+/// Parses the envelope of a verified body.
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| EnvelopeError::NotJson)?;
+    if !value.is_object() {
+        return Err(EnvelopeError::MissingId);
+    }
+    let id = non_empty_str(&value, "id").ok_or(EnvelopeError::MissingId)?;
+    let event_type = non_empty_str(&value, "type").ok_or(EnvelopeError::MissingType)?;
+    let created = value
+        .get("created")
+        .and_then(Value::as_i64)
+        .ok_or(EnvelopeError::MissingCreated)?;
+    let livemode = value
+        .get("livemode")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let api_version = value
+        .get("api_version")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let object = value
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok(Envelope {
+        id,
+        event_type,
+        created,
+        livemode,
+        api_version,
+        object,
+    })
+}
+
+/// `checkout.session.completed`: ties the product's user to Stripe ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutCompleted {
+    pub user_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+}
+
+/// A paid invoice for a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePaid {
+    pub subscription_id: String,
+    pub customer_id: String,
+    /// The latest line period end for this subscription, if any line has one.
+    pub period_end: Option<i64>,
+}
+
+/// A failed invoice payment for a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceFailed {
+    pub subscription_id: Option<String>,
+    pub customer_id: String,
+}
+
+/// A customer created or updated, possibly carrying the user id in metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerLink {
+    pub customer_id: String,
+    pub user_id: Option<String>,
+}
+
+/// What an event means to Tollgate. Dispatch on event types happens here,
+/// once; everything downstream matches on this enum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    CheckoutCompleted(CheckoutCompleted),
+    Subscription(SubscriptionSnapshot),
+    InvoicePaid(InvoicePaid),
+    InvoiceFailed(InvoiceFailed),
+    Customer(CustomerLink),
+    /// A type Tollgate does not act on; recorded as ignored.
+    Unhandled,
+}
+
+/// Every event type Tollgate acts on.
+pub const HANDLED_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "customer.created",
+    "customer.updated",
+];
+
+/// Reads the envelope's object as the domain event its type calls for.
+/// `user_key` is the metadata key that carries the product's user id.
+pub fn classify(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
+    let obj = &envelope.object;
+    match envelope.event_type.as_str() {
+        "checkout.session.completed" => {
+            parse_checkout(obj, user_key).map(DomainEvent::CheckoutCompleted)
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed"
+        | "customer.subscription.trial_will_end" => {
+            parse_subscription(obj, user_key).map(DomainEvent::Subscription)
+        }
+        "invoice.paid" | "invoice.payment_succeeded" => parse_invoice_paid(obj)
+            .map(|paid| paid.map_or(DomainEvent::Unhandled, DomainEvent::InvoicePaid)),
+        "invoice.payment_failed" => parse_invoice_failed(obj).map(DomainEvent::InvoiceFailed),
+        "customer.created" | "customer.updated" => {
+            parse_customer(obj, user_key).map(DomainEvent::Customer)
+        }
+        _ => Ok(DomainEvent::Unhandled),
+    }
+}
+
+fn non_empty_str(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// A field that is an id string or an expanded object with an `id`.
+fn id_of(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn metadata(v: &Value, key: &str) -> Option<String> {
+    v.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn expect_object<'a>(obj: &'a Value, kind: &str) -> Result<&'a Value, ShapeError> {
+    if !obj.is_object() {
+        return Err(shape(format!("data.object is not a {kind} object")));
+    }
+    match obj.get("object").and_then(Value::as_str) {
+        Some(k) if k != kind => Err(shape(format!("data.object is a {k}, expected a {kind}"))),
+        _ => Ok(obj),
+    }
+}
+
+fn optional_i64(v: &Value, key: &str) -> Result<Option<i64>, ShapeError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| shape(format!("`{key}` is not an integer"))),
+    }
+}
+
+/// Reads a subscription object in either API shape.
+pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSnapshot, ShapeError> {
+    let obj = expect_object(obj, "subscription")?;
+    let id = non_empty_str(obj, "id").ok_or_else(|| shape("subscription has no id"))?;
+    let customer_id =
+        id_of(obj, "customer").ok_or_else(|| shape("subscription has no customer"))?;
+    let status_text = obj
+        .get("status")
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape("subscription has no status"))?;
+    let status = Status::parse(status_text)
+        .ok_or_else(|| shape(format!("unknown subscription status `{status_text}`")))?;
+
+    let item_values: &[Value] = match obj.get("items").and_then(|i| i.get("data")) {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(shape("subscription items.data is not a list")),
+        None => &[],
+    };
+    let mut items = Vec::with_capacity(item_values.len());
+    let mut item_period_end: Option<i64> = None;
+    for item in item_values {
+        if let Some(end) = optional_i64(item, "current_period_end")? {
+            item_period_end = Some(item_period_end.map_or(end, |e| e.max(end)));
+        }
+        let price = item.get("price").unwrap_or(&Value::Null);
+        let price_id = non_empty_str(price, "id")
+            .or_else(|| item.get("plan").and_then(|p| non_empty_str(p, "id")))
+            .unwrap_or_default();
+        items.push(Item {
+            price_id,
+            product_id: id_of(price, "product"),
+            lookup_key: non_empty_str(price, "lookup_key"),
+        });
+    }
+
+    // Before basil the period end sits on the subscription; from basil on,
+    // on each item. Take the latest of whatever is there.
+    let top_period_end = optional_i64(obj, "current_period_end")?;
+    let current_period_end = match (top_period_end, item_period_end) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => {
+            return Err(shape(
+                "subscription has no current_period_end, neither top-level (until 2025-02-24) nor on items (from 2025-03-31.basil)",
+            ))
+        }
+    };
+
+    let cancel_at_period_end = match obj.get("cancel_at_period_end") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(shape("`cancel_at_period_end` is not a boolean")),
+    };
+
+    Ok(SubscriptionSnapshot {
+        id,
+        customer_id,
+        status,
+        current_period_end,
+        trial_end: optional_i64(obj, "trial_end")?,
+        cancel_at_period_end,
+        items,
+        user_id: metadata(obj, user_key),
+    })
+}
+
+fn parse_checkout(obj: &Value, user_key: &str) -> Result<CheckoutCompleted, ShapeError> {
+    let obj = expect_object(obj, "checkout.session")?;
+    if non_empty_str(obj, "id").is_none() {
+        return Err(shape("checkout session has no id"));
+    }
+    Ok(CheckoutCompleted {
+        user_id: non_empty_str(obj, "client_reference_id").or_else(|| metadata(obj, user_key)),
+        customer_id: id_of(obj, "customer"),
+        subscription_id: id_of(obj, "subscription"),
+    })
+}
+
+/// The subscription an invoice belongs to, in either shape.
+fn invoice_subscription(obj: &Value) -> Option<String> {
+    id_of(obj, "subscription").or_else(|| {
+        obj.get("parent")
+            .and_then(|p| p.get("subscription_details"))
+            .and_then(|d| id_of(d, "subscription"))
+    })
+}
+
+/// The subscription a line item belongs to, in either shape.
+fn line_subscription(line: &Value) -> Option<String> {
+    id_of(line, "subscription").or_else(|| {
+        line.get("parent")
+            .and_then(|p| p.get("subscription_item_details"))
+            .and_then(|d| id_of(d, "subscription"))
+    })
+}
+
+/// `Ok(None)` for an invoice that belongs to no subscription.
+fn parse_invoice_paid(obj: &Value) -> Result<Option<InvoicePaid>, ShapeError> {
+    let obj = expect_object(obj, "invoice")?;
+    let customer_id = id_of(obj, "customer").ok_or_else(|| shape("invoice has no customer"))?;
+    let Some(subscription_id) = invoice_subscription(obj) else {
+        return Ok(None);
+    };
+    let lines: &[Value] = match obj.get("lines").and_then(|l| l.get("data")) {
+        Some(Value::Array(a)) => a,
+        _ => &[],
+    };
+    let mut period_end: Option<i64> = None;
+    for line in lines {
+        // Lines of another subscription (rare, but possible on combined
+        // invoices) must not extend this one.
+        if line_subscription(line).is_some_and(|s| s != subscription_id) {
+            continue;
+        }
+        if let Some(end) = line
+            .get("period")
+            .and_then(|p| p.get("end"))
+            .and_then(Value::as_i64)
+        {
+            period_end = Some(period_end.map_or(end, |e| e.max(end)));
+        }
+    }
+    Ok(Some(InvoicePaid {
+        subscription_id,
+        customer_id,
+        period_end,
+    }))
+}
+
+fn parse_invoice_failed(obj: &Value) -> Result<InvoiceFailed, ShapeError> {
+    let obj = expect_object(obj, "invoice")?;
+    let customer_id = id_of(obj, "customer").ok_or_else(|| shape("invoice has no customer"))?;
+    Ok(InvoiceFailed {
+        subscription_id: invoice_subscription(obj),
+        customer_id,
+    })
+}
+
+fn parse_customer(obj: &Value, user_key: &str) -> Result<CustomerLink, ShapeError> {
+    let obj = expect_object(obj, "customer")?;
+    let customer_id = non_empty_str(obj, "id").ok_or_else(|| shape("customer has no id"))?;
+    Ok(CustomerLink {
+        customer_id,
+        user_id: metadata(obj, user_key),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(event_type: &str, object: Value) -> Envelope {
+        Envelope {
+            id: "evt_1".into(),
+            event_type: event_type.into(),
+            created: 100,
+            livemode: false,
+            api_version: None,
+            object,
+        }
+    }
+
+    #[test]
+    fn envelope_requires_id_type_and_created() {
+        let table: [(&[u8], Result<(), EnvelopeError>); 7] = [
+            (b"not json", Err(EnvelopeError::NotJson)),
+            (b"[1]", Err(EnvelopeError::MissingId)),
+            (
+                br#"{"type":"x","created":1}"#,
+                Err(EnvelopeError::MissingId),
+            ),
+            (
+                br#"{"id":"evt","created":1}"#,
+                Err(EnvelopeError::MissingType),
+            ),
+            (
+                br#"{"id":"evt","type":"x"}"#,
+                Err(EnvelopeError::MissingCreated),
+            ),
+            (
+                br#"{"id":"evt","type":"x","created":"2026-01-01T00:00:00Z"}"#,
+                Err(EnvelopeError::MissingCreated),
+            ),
+            (br#"{"id":"evt","type":"x","created":1}"#, Ok(())),
+        ];
+        for (body, expected) in table {
+            assert_eq!(
+                parse_envelope(body).map(|_| ()),
+                expected,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn acacia_subscription_reads_top_level_period_end() {
+        let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"active",
+            "current_period_end": 500, "metadata": {"user_id":"u1"},
+            "items":{"data":[{"price":{"id":"price_1","product":"prod_1","lookup_key":"pro"}}]}});
+        let s = parse_subscription(&obj, "user_id").unwrap();
+        assert_eq!(s.current_period_end, 500);
+        assert_eq!(s.user_id.as_deref(), Some("u1"));
+        assert!(s.items[0].matches("prod_1") && s.items[0].matches("pro"));
+    }
+
+    #[test]
+    fn basil_subscription_takes_the_latest_item_period_end() {
+        let obj = json!({"object":"subscription","id":"sub_1","customer":{"id":"cus_1"},"status":"trialing",
+            "trial_end": 400,
+            "items":{"data":[{"current_period_end": 300,"price":{"id":"p1"}},{"current_period_end": 700,"price":{"id":"p2"}}]}});
+        let s = parse_subscription(&obj, "user_id").unwrap();
+        assert_eq!(s.current_period_end, 700);
+        assert_eq!(s.customer_id, "cus_1");
+        assert_eq!(s.trial_end, Some(400));
+    }
+
+    #[test]
+    fn subscription_without_any_period_end_is_a_shape_error() {
+        let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"active","items":{"data":[]}});
+        assert!(parse_subscription(&obj, "user_id").is_err());
+        let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"bogus","current_period_end":1});
+        assert!(parse_subscription(&obj, "user_id").is_err());
+        let obj = json!({"object":"invoice","id":"in_1"});
+        assert!(parse_subscription(&obj, "user_id").is_err());
+    }
+
+    #[test]
+    fn invoices_are_read_in_both_shapes() {
+        let acacia = json!({"object":"invoice","customer":"cus_1","subscription":"sub_1",
+            "lines":{"data":[{"subscription":"sub_1","period":{"start":1,"end":900}}]}});
+        let basil = json!({"object":"invoice","customer":"cus_1",
+            "parent":{"subscription_details":{"subscription":"sub_1"}},
+            "lines":{"data":[{"parent":{"subscription_item_details":{"subscription":"sub_1"}},"period":{"start":1,"end":900}},
+                             {"parent":{"subscription_item_details":{"subscription":"sub_other"}},"period":{"start":1,"end":5000}}]}});
+        for obj in [acacia, basil] {
+            let ev = classify(&env("invoice.paid", obj), "user_id").unwrap();
+            assert_eq!(
+                ev,
+                DomainEvent::InvoicePaid(InvoicePaid {
+                    subscription_id: "sub_1".into(),
+                    customer_id: "cus_1".into(),
+                    period_end: Some(900)
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn checkout_prefers_client_reference_id_then_metadata() {
+        let obj = json!({"object":"checkout.session","id":"cs_1","client_reference_id":"u1","metadata":{"user_id":"u2"},"customer":"cus_1","subscription":"sub_1"});
+        let DomainEvent::CheckoutCompleted(c) =
+            classify(&env("checkout.session.completed", obj), "user_id").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.user_id.as_deref(), Some("u1"));
+        let obj = json!({"object":"checkout.session","id":"cs_1","client_reference_id":null,"metadata":{"account":"u2"},"customer":"cus_1"});
+        let DomainEvent::CheckoutCompleted(c) =
+            classify(&env("checkout.session.completed", obj), "account").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.user_id.as_deref(), Some("u2"));
+        assert_eq!(c.subscription_id, None);
+    }
+
+    #[test]
+    fn unknown_types_are_unhandled() {
+        assert_eq!(
+            classify(&env("plan.created", json!({})), "user_id").unwrap(),
+            DomainEvent::Unhandled
+        );
+    }
+}

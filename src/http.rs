@@ -1,0 +1,105 @@
+//! The HTTP edge: Stripe webhooks and health checks. Handlers only convert
+//! between HTTP and the domain.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::error::WebhookError;
+use crate::event;
+use crate::ledger::{Ingested, Ledger, Source};
+use crate::signature::{self, Secrets};
+use crate::store::Store;
+
+/// Stripe's events are far smaller; anything bigger is not from Stripe.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct HttpState {
+    pub ledger: Arc<Ledger>,
+    pub store: Arc<dyn Store>,
+    pub secrets: Secrets,
+    pub tolerance_secs: u64,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/webhooks/stripe", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn receive_webhook(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, WebhookError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebhookError::TooLarge
+        } else {
+            WebhookError::BodyRead
+        }
+    })?;
+    let header = match headers.get("stripe-signature") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| signature::SignatureError::MalformedHeader)?,
+        ),
+    };
+    signature::verify(
+        &state.secrets,
+        header,
+        &body,
+        crate::access::now_secs(),
+        state.tolerance_secs,
+    )?;
+    let envelope = event::parse_envelope(&body)?;
+    let span =
+        tracing::info_span!("webhook", event_id = %envelope.id, event_type = %envelope.event_type);
+    let _enter = span.enter();
+    match state
+        .ledger
+        .ingest(&envelope, &body, Source::Webhook)
+        .await?
+    {
+        Ingested::Duplicate => {
+            tracing::info!("duplicate delivery acknowledged");
+            Ok(Json(json!({ "received": true, "duplicate": true })))
+        }
+        Ingested::Recorded { outcome, .. } => {
+            tracing::info!(outcome = outcome.as_str(), "event recorded");
+            Ok(Json(json!({
+                "received": true,
+                "duplicate": false,
+                "outcome": outcome.as_str(),
+            })))
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "ready": true }))),
+        Err(e) => {
+            tracing::warn!(error = ?e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "ready": false, "error": "database unavailable" })),
+            )
+        }
+    }
+}

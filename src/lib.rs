@@ -1,0 +1,42 @@
+//! Tollgate: access entitlements for products that bill with Stripe.
+//!
+//! Stripe's webhooks come in verified and are recorded exactly once; their
+//! effects build a subscription store; product backends ask `HasAccess` over
+//! gRPC and get an answer computed from that store.
+//!
+//! # Layout
+//! - [`signature`]: `Stripe-Signature` verification, as Stripe's SDKs do it.
+//! - [`event`]: event envelope and object parsing, in both API shapes.
+//! - [`subscription`]: the subscription model, ordering and state machine.
+//! - [`policy`]: the access decision, a pure function of (records, now, policy).
+//! - [`ledger`]: the exactly-once pipeline: record an event, apply it, commit.
+//! - [`store`]: the store trait, with SQLite and PostgreSQL implementations.
+//! - [`access`]: HasAccess in domain terms: look up records, decide.
+//! - [`http`]: the webhook endpoint and health checks (axum).
+//! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic).
+//! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
+//! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
+
+pub mod access;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod grpc;
+pub mod http;
+pub mod ledger;
+pub mod policy;
+pub mod signature;
+pub mod startup;
+pub mod store;
+pub mod subscription;
+pub mod telemetry;
+
+/// Generated protobuf and gRPC code for `tollgate.v1`.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("tollgate.v1");
+
+    /// The encoded descriptors, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));
+}

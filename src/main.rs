@@ -1,0 +1,59 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use tollgate::config::{Cli, Command};
+use tollgate::startup::Application;
+use tollgate::{store, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(args) => store::connect(&args.store_options())
+            .await
+            .map(|_| tracing::info!("migrations applied"))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tollgate: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: tollgate::config::ServeArgs) -> Result<(), String> {
+    let config = args.into_config().map_err(|e| e.to_string())?;
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,506 @@
+//! The subscription model and its state machine.
+//!
+//! A [`SubscriptionRecord`] is what Tollgate believes about one Stripe
+//! subscription. It changes only through [`apply_snapshot`], a pure function
+//! that takes the stored record and a new Stripe snapshot (from an event or an
+//! API read) and says whether the snapshot applies.
+//!
+//! # Ordering
+//! Every record keeps the *watermark* of the snapshot it was built from. A
+//! snapshot applies only when its key is greater than the watermark's:
+//!
+//! `(created, status rank, period end, event id)`
+//!
+//! compared left to right. `created` is Stripe's own second-resolution clock.
+//! For snapshots created in the same second the status rank decides (later in
+//! a subscription's life wins: `incomplete < trialing < paused < active <
+//! past_due < unpaid < canceled < incomplete_expired`), then the later period
+//! end, then the event id as text. Because it is a total order, the final
+//! state is the same whatever order the events arrive in. A same-second tie
+//! that changes the status is applied and also reported, so it can be flagged
+//! for review and checked against Stripe.
+//!
+//! # Transitions
+//! Stripe cannot move a subscription out of `canceled` or
+//! `incomplete_expired`, back into `incomplete`, or into `incomplete_expired`
+//! from anything but `incomplete`. These hold even when webhooks in between
+//! went missing, so a newer snapshot that breaks them is not applied and is
+//! reported as impossible. Every other move is accepted, because the events in
+//! between may simply not have arrived.
+
+use serde::{Deserialize, Serialize};
+
+/// The eight statuses Stripe gives a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Incomplete,
+        Status::IncompleteExpired,
+        Status::Trialing,
+        Status::Active,
+        Status::PastDue,
+        Status::Canceled,
+        Status::Unpaid,
+        Status::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Incomplete => "incomplete",
+            Status::IncompleteExpired => "incomplete_expired",
+            Status::Trialing => "trialing",
+            Status::Active => "active",
+            Status::PastDue => "past_due",
+            Status::Canceled => "canceled",
+            Status::Unpaid => "unpaid",
+            Status::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Terminal statuses never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Canceled | Status::IncompleteExpired)
+    }
+
+    /// Position in a subscription's life, used only to break same-second ties.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Incomplete => 0,
+            Status::Trialing => 1,
+            Status::Paused => 2,
+            Status::Active => 3,
+            Status::PastDue => 4,
+            Status::Unpaid => 5,
+            Status::Canceled => 6,
+            Status::IncompleteExpired => 7,
+        }
+    }
+
+    /// Whether Stripe can ever move a subscription from `self` to `to`, even
+    /// with events in between that we never saw.
+    pub fn can_become(self, to: Status) -> bool {
+        if self == to {
+            return true;
+        }
+        if self.is_terminal() {
+            return false;
+        }
+        match to {
+            Status::Incomplete => false,
+            Status::IncompleteExpired => self == Status::Incomplete,
+            _ => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One subscription item's price, as far as access is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Item {
+    pub price_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_key: Option<String>,
+}
+
+impl Item {
+    /// Whether this item grants `product`: a product id or a price lookup key.
+    pub fn matches(&self, product: &str) -> bool {
+        self.product_id.as_deref() == Some(product)
+            || self.lookup_key.as_deref() == Some(product)
+            || self.price_id == product
+    }
+}
+
+/// What one Stripe snapshot says about a subscription, in either API shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSnapshot {
+    pub id: String,
+    pub customer_id: String,
+    pub status: Status,
+    /// The latest period end: top-level before 2025-03-31.basil, the latest
+    /// item's since.
+    pub current_period_end: i64,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub items: Vec<Item>,
+    /// The product's user id from the subscription's metadata, if any.
+    pub user_id: Option<String>,
+}
+
+/// Where a snapshot came from, for ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Stripe's `created` of the event, or the time of an API read.
+    pub created: i64,
+    /// The event id; empty for an API read.
+    pub event_id: String,
+}
+
+/// What Tollgate believes about one subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub customer_id: String,
+    /// `None` until a subscription snapshot arrives: an invoice can create
+    /// the record first, and it must not grant anything on its own.
+    pub status: Option<Status>,
+    pub current_period_end: Option<i64>,
+    /// The latest line period end of a paid invoice. Kept apart from the
+    /// snapshot's period end so a renewal seen only through `invoice.paid`
+    /// survives an older subscription snapshot applied after it.
+    pub paid_through: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    /// When the subscription was first seen `past_due` in its current run.
+    pub past_due_since: Option<i64>,
+    pub items: Vec<Item>,
+    pub user_id: Option<String>,
+    /// The watermark: the stamp of the snapshot this record was built from.
+    pub snapshot_created: i64,
+    pub snapshot_event_id: String,
+    /// Newest Stripe snapshot time behind the record (event `created` or API
+    /// read time); never the time a webhook happened to arrive.
+    pub verified_at: i64,
+}
+
+impl SubscriptionRecord {
+    /// An empty record for a subscription known only by id.
+    pub fn placeholder(id: &str, customer_id: &str) -> Self {
+        SubscriptionRecord {
+            id: id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            status: None,
+            current_period_end: None,
+            paid_through: None,
+            trial_end: None,
+            cancel_at_period_end: false,
+            past_due_since: None,
+            items: Vec::new(),
+            user_id: None,
+            snapshot_created: 0,
+            snapshot_event_id: String::new(),
+            verified_at: 0,
+        }
+    }
+
+    /// The end of the paid period, counting renewals seen only on invoices.
+    pub fn period_end(&self) -> Option<i64> {
+        match (self.current_period_end, self.paid_through) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn order_key(&self) -> Option<(i64, u8, i64, &str)> {
+        let status = self.status?;
+        Some((
+            self.snapshot_created,
+            status.rank(),
+            self.current_period_end.unwrap_or(0),
+            self.snapshot_event_id.as_str(),
+        ))
+    }
+}
+
+/// The result of offering a snapshot to a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// The snapshot is newer; store this record. `tie` is set when it won a
+    /// same-second tie against a different status, which deserves a review.
+    Apply {
+        record: Box<SubscriptionRecord>,
+        tie: Option<Status>,
+    },
+    /// The stored record is newer (or the same snapshot); nothing changes.
+    Stale,
+    /// Stripe cannot make this move; nothing changes, and it needs review.
+    Impossible { from: Status, to: Status },
+}
+
+/// Offers `snap`, stamped `stamp`, to the stored record `current`.
+pub fn apply_snapshot(
+    current: Option<&SubscriptionRecord>,
+    snap: &SubscriptionSnapshot,
+    stamp: &Stamp,
+) -> Transition {
+    let incoming = (
+        stamp.created,
+        snap.status.rank(),
+        snap.current_period_end,
+        stamp.event_id.as_str(),
+    );
+    let mut tie = None;
+    if let Some(key) = current.and_then(SubscriptionRecord::order_key) {
+        if incoming <= key {
+            return Transition::Stale;
+        }
+        let from = current
+            .and_then(|c| c.status)
+            .expect("BUG: an order key implies a status");
+        if !from.can_become(snap.status) {
+            return Transition::Impossible {
+                from,
+                to: snap.status,
+            };
+        }
+        if incoming.0 == key.0 && from != snap.status {
+            tie = Some(from);
+        }
+    }
+
+    let base = current
+        .cloned()
+        .unwrap_or_else(|| SubscriptionRecord::placeholder(&snap.id, &snap.customer_id));
+    let past_due_since = match (snap.status, base.status, base.past_due_since) {
+        (Status::PastDue, Some(Status::PastDue), Some(since)) => Some(since),
+        (Status::PastDue, _, _) => Some(stamp.created),
+        _ => None,
+    };
+    let record = SubscriptionRecord {
+        id: snap.id.clone(),
+        customer_id: snap.customer_id.clone(),
+        status: Some(snap.status),
+        current_period_end: Some(snap.current_period_end),
+        paid_through: base.paid_through,
+        trial_end: snap.trial_end,
+        cancel_at_period_end: snap.cancel_at_period_end,
+        past_due_since,
+        items: snap.items.clone(),
+        // A link, once made, survives snapshots that lack the metadata.
+        user_id: snap.user_id.clone().or(base.user_id),
+        snapshot_created: stamp.created,
+        snapshot_event_id: stamp.event_id.clone(),
+        verified_at: base.verified_at.max(stamp.created),
+    };
+    Transition::Apply {
+        record: Box::new(record),
+        tie,
+    }
+}
+
+/// Records that a paid invoice covers `subscription_id` up to `period_end`.
+/// Invoices never change status; they only extend the known paid period.
+pub fn apply_payment(
+    current: Option<&SubscriptionRecord>,
+    subscription_id: &str,
+    customer_id: &str,
+    period_end: Option<i64>,
+    created: i64,
+) -> SubscriptionRecord {
+    let mut record = current
+        .cloned()
+        .unwrap_or_else(|| SubscriptionRecord::placeholder(subscription_id, customer_id));
+    if let Some(end) = period_end {
+        record.paid_through = Some(record.paid_through.map_or(end, |p| p.max(end)));
+    }
+    // An invoice is a snapshot of payment, not of status: it makes the
+    // record fresher only where it proves the period was paid.
+    if period_end.is_some() {
+        record.verified_at = record.verified_at.max(created);
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(status: Status, period_end: i64) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            id: "sub_1".into(),
+            customer_id: "cus_1".into(),
+            status,
+            current_period_end: period_end,
+            trial_end: None,
+            cancel_at_period_end: false,
+            items: vec![],
+            user_id: None,
+        }
+    }
+
+    fn stamp(created: i64, id: &str) -> Stamp {
+        Stamp {
+            created,
+            event_id: id.into(),
+        }
+    }
+
+    fn applied(t: Transition) -> SubscriptionRecord {
+        match t {
+            Transition::Apply { record, .. } => *record,
+            other => panic!("expected Apply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transitions_table() {
+        use Status::*;
+        // (from, to, possible)
+        let table = [
+            (Incomplete, Active, true),
+            (Incomplete, IncompleteExpired, true),
+            (Incomplete, Canceled, true),
+            (Trialing, Active, true),
+            (Trialing, Paused, true),
+            (Paused, Active, true),
+            (Active, PastDue, true),
+            (PastDue, Active, true),
+            (PastDue, Unpaid, true),
+            (PastDue, Canceled, true),
+            (Unpaid, Active, true),
+            (Active, Canceled, true),
+            (Canceled, Canceled, true),
+            (Canceled, Active, false),
+            (Canceled, Trialing, false),
+            (IncompleteExpired, Active, false),
+            (IncompleteExpired, Incomplete, false),
+            (Active, Incomplete, false),
+            (Active, IncompleteExpired, false),
+            (Trialing, IncompleteExpired, false),
+        ];
+        for (from, to, possible) in table {
+            assert_eq!(from.can_become(to), possible, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn first_snapshot_applies() {
+        let rec = applied(apply_snapshot(
+            None,
+            &snap(Status::Active, 200),
+            &stamp(100, "evt_a"),
+        ));
+        assert_eq!(rec.status, Some(Status::Active));
+        assert_eq!(rec.verified_at, 100);
+        assert_eq!(rec.snapshot_created, 100);
+    }
+
+    #[test]
+    fn older_snapshot_is_stale() {
+        let rec = applied(apply_snapshot(
+            None,
+            &snap(Status::Active, 200),
+            &stamp(100, "evt_b"),
+        ));
+        let t = apply_snapshot(Some(&rec), &snap(Status::PastDue, 200), &stamp(99, "evt_a"));
+        assert_eq!(t, Transition::Stale);
+        // The same snapshot again is stale too.
+        let t = apply_snapshot(Some(&rec), &snap(Status::Active, 200), &stamp(100, "evt_b"));
+        assert_eq!(t, Transition::Stale);
+    }
+
+    #[test]
+    fn impossible_transition_is_refused() {
+        let rec = applied(apply_snapshot(
+            None,
+            &snap(Status::Canceled, 200),
+            &stamp(100, "e1"),
+        ));
+        let t = apply_snapshot(Some(&rec), &snap(Status::Active, 300), &stamp(101, "e2"));
+        assert_eq!(
+            t,
+            Transition::Impossible {
+                from: Status::Canceled,
+                to: Status::Active
+            }
+        );
+    }
+
+    #[test]
+    fn same_second_ties_are_decided_by_rank_in_any_order() {
+        let a = (snap(Status::Active, 200), stamp(100, "evt_z"));
+        let b = (snap(Status::PastDue, 200), stamp(100, "evt_a"));
+        // a then b
+        let r1 = applied(apply_snapshot(None, &a.0, &a.1));
+        let t = apply_snapshot(Some(&r1), &b.0, &b.1);
+        let Transition::Apply { record: r1, tie } = t else {
+            panic!("past_due outranks active in the same second")
+        };
+        assert_eq!(tie, Some(Status::Active));
+        // b then a
+        let r2 = applied(apply_snapshot(None, &b.0, &b.1));
+        assert_eq!(apply_snapshot(Some(&r2), &a.0, &a.1), Transition::Stale);
+        assert_eq!(r1.status, r2.status);
+        assert_eq!(r1.snapshot_event_id, r2.snapshot_event_id);
+    }
+
+    #[test]
+    fn past_due_since_is_kept_across_past_due_updates_and_cleared_after() {
+        let r = applied(apply_snapshot(
+            None,
+            &snap(Status::Active, 200),
+            &stamp(100, "e1"),
+        ));
+        let r = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::PastDue, 200),
+            &stamp(110, "e2"),
+        ));
+        assert_eq!(r.past_due_since, Some(110));
+        let r = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::PastDue, 200),
+            &stamp(120, "e3"),
+        ));
+        assert_eq!(r.past_due_since, Some(110));
+        let r = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::Active, 300),
+            &stamp(130, "e4"),
+        ));
+        assert_eq!(r.past_due_since, None);
+    }
+
+    #[test]
+    fn payments_extend_the_period_and_survive_older_snapshots() {
+        let r = apply_payment(None, "sub_1", "cus_1", Some(500), 150);
+        assert_eq!(r.status, None);
+        assert_eq!(r.period_end(), Some(500));
+        let r = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::Active, 200),
+            &stamp(100, "e1"),
+        ));
+        assert_eq!(r.period_end(), Some(500));
+        assert_eq!(r.verified_at, 150);
+        // A payment for an earlier period never shortens it.
+        let r = apply_payment(Some(&r), "sub_1", "cus_1", Some(300), 160);
+        assert_eq!(r.paid_through, Some(500));
+    }
+
+    #[test]
+    fn metadata_link_survives_snapshots_without_it() {
+        let mut s = snap(Status::Active, 200);
+        s.user_id = Some("u1".into());
+        let r = applied(apply_snapshot(None, &s, &stamp(100, "e1")));
+        let r = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::Active, 300),
+            &stamp(101, "e2"),
+        ));
+        assert_eq!(r.user_id.as_deref(), Some("u1"));
+    }
+}
