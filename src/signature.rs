@@ -69,6 +69,11 @@ impl Secrets {
         Ok(Secrets(secrets))
     }
 
+    /// The first (primary) secret, used to sign outgoing test requests.
+    pub fn first(&self) -> &str {
+        &self.0[0]
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -307,6 +312,24 @@ mod tests {
             verify(&secrets("whsec_a"), Some(&header), BODY, 1000, 300),
             Err(SignatureError::NoMatchingSignature)
         );
+    }
+
+    /// Stripe's own vector (stripe-dotnet's tests, Apache-2.0; see
+    /// tests/fixtures/stripe/NOTICE.md).
+    #[test]
+    fn stripe_test_vector_verifies_within_tolerance_only() {
+        let body = include_bytes!("../tests/fixtures/stripe/event_test_signature.json");
+        assert_eq!(body.len(), 484);
+        let t = 1_533_204_620;
+        let header =
+            format!("t={t},v1=2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7");
+        let s = secrets("webhook_secret");
+        assert_eq!(verify(&s, Some(&header), body, t + 100, 300), Ok(()));
+        assert_eq!(
+            verify(&s, Some(&header), body, t + 400, 300),
+            Err(SignatureError::TimestampOutsideTolerance)
+        );
+        assert_eq!(header, header_for("webhook_secret", t, body));
     }
 
     #[test]

@@ -26,7 +26,13 @@ impl PgStore {
     pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(&options.url)
             .map_err(|_| StoreError::UnsupportedUrl("invalid postgres url".to_owned()))?
-            .application_name("tollgate");
+            .application_name("tollgate")
+            // A write that waits on a lock longer than this fails, so the
+            // webhook answers 503 instead of holding Stripe's request open.
+            .options([(
+                "lock_timeout",
+                format!("{}ms", options.busy_timeout.as_millis()),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.busy_timeout.max(std::time::Duration::from_secs(1)))

@@ -1,0 +1,114 @@
+//! Never acknowledge what is not stored: a locked or unavailable database
+//! gets a 503, and Stripe's retry then succeeds.
+
+use std::time::Duration;
+
+use sqlx::{Connection, Executor};
+
+use crate::helpers::{now, spawn_app_on, spawn_app_with, Backend};
+use crate::on_both_backends;
+use crate::stripe::{subscription_event, Shape, Sub};
+
+on_both_backends!(
+    a_locked_database_gets_503_and_the_retry_succeeds,
+    readiness_reflects_the_database
+);
+
+async fn a_locked_database_gets_503_and_the_retry_succeeds(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.store.busy_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let sub = Sub::new("sub_lock", "cus_lock", "active", now() + 86400);
+    let event = subscription_event(
+        "evt_lock",
+        "customer.subscription.created",
+        now(),
+        &sub,
+        Shape::Basil,
+    );
+
+    // Another client holds the write lock.
+    let release = match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+            conn.execute("BEGIN EXCLUSIVE").await.unwrap();
+            Locker::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            Locker::Postgres(conn)
+        }
+    };
+    let r = app.post_webhook(&event).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["error"], "event not stored; retry later");
+    release.rollback().await;
+
+    assert_eq!(
+        app.event_count("evt_lock").await,
+        0,
+        "the refused delivery stored nothing"
+    );
+    // Stripe retries the same event: it is a first delivery, and applies.
+    assert_eq!(app.deliver(&event).await, "applied");
+    assert!(app.access_for_customer("cus_lock").await.has_access);
+}
+
+enum Locker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Locker {
+    async fn rollback(self) {
+        match self {
+            Locker::Sqlite(mut c) => {
+                c.execute("ROLLBACK").await.unwrap();
+            }
+            Locker::Postgres(mut c) => {
+                c.execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+}
+
+async fn readiness_reflects_the_database(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let base = format!("http://{}", app.http_addr);
+    let r = app
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_returns_cleanly() {
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let sub = Sub::new("sub_stop", "cus_stop", "active", now() + 86400);
+    app.deliver(&subscription_event(
+        "evt_stop",
+        "customer.subscription.created",
+        now(),
+        &sub,
+        Shape::Basil,
+    ))
+    .await;
+    let http_addr = app.http_addr;
+    app.stop().await.expect("clean shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(http_addr).await.is_err(),
+        "listener closed"
+    );
+}

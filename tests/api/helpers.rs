@@ -1,0 +1,355 @@
+//! Test harness: the real application on port 0 with a fresh database, and
+//! typed helpers to talk to it the way Stripe and a product backend do.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use tollgate::config::Config;
+use tollgate::policy::Policy;
+use tollgate::proto::entitlements_client::EntitlementsClient;
+use tollgate::proto::{HasAccessRequest, HasAccessResponse};
+use tollgate::signature::{self, Secrets};
+use tollgate::startup::Application;
+use tollgate::store::{self, Store, StoreOptions};
+
+pub const SECRET: &str = "whsec_test_primary";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the suite uses (trust auth), overridable.
+fn pg_admin_url() -> String {
+    std::env::var("TOLLGATE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Whether a missing PostgreSQL must fail the run instead of skipping.
+fn postgres_required() -> bool {
+    std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Checks once per run whether PostgreSQL answers.
+async fn postgres_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    if let Some(a) = AVAILABLE.get() {
+        return *a;
+    }
+    use sqlx::Connection;
+    let ok = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(&pg_admin_url()),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    *AVAILABLE.get_or_init(|| ok)
+}
+
+/// Returns false (after saying so) when the test must be skipped.
+pub async fn backend_ready(backend: Backend, test: &str) -> bool {
+    if backend == Backend::Sqlite || postgres_available().await {
+        return true;
+    }
+    if postgres_required() {
+        panic!(
+            "PostgreSQL at {} is required (TOLLGATE_REQUIRE_POSTGRES) but unreachable",
+            pg_admin_url()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test} on postgres: no PostgreSQL at {}; set TOLLGATE_TEST_PG_URL or start one",
+        pg_admin_url()
+    );
+    false
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    /// Keeps the SQLite file's directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("tollgate.db");
+                TestDatabase {
+                    url: format!("sqlite://{}", path.display()),
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::{Connection, Executor};
+                let name = format!(
+                    "tollgate_test_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos()
+                );
+                let mut admin = sqlx::PgConnection::connect(&pg_admin_url())
+                    .await
+                    .expect("connect to postgres");
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create test database");
+                let base = pg_admin_url();
+                let url = match base.rfind('/') {
+                    Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
+                    _ => format!("{base}/{name}"),
+                };
+                TestDatabase {
+                    url,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee; use a short-lived one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub http_addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub grpc: EntitlementsClient<Channel>,
+    pub secret: String,
+    /// The same store the app uses, opened separately, for assertions the
+    /// public API cannot make (row counts, review records).
+    pub store: Arc<dyn Store>,
+    pub db: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn test_config(db_url: &str) -> Config {
+    Config {
+        store: StoreOptions {
+            url: db_url.to_owned(),
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        },
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        secrets: Secrets::parse(SECRET).unwrap(),
+        signature_tolerance_secs: 300,
+        user_id_metadata_key: "user_id".to_owned(),
+        policy: Policy::default(),
+    }
+}
+
+fn init_test_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tollgate::telemetry::init(tollgate::config::LogFormat::Human);
+        }
+    });
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |_| {}).await
+}
+
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_test_logs();
+    let db = TestDatabase::create(backend).await;
+    let mut config = test_config(&db.url);
+    configure(&mut config);
+    let secret = config.secrets.clone().first().to_owned();
+    let store_options = config.store.clone();
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let http_addr = app.http_addr();
+    let grpc_addr = app.grpc_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let grpc = EntitlementsClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .expect("grpc connects");
+    let store = store::connect(&store_options).await.expect("store opens");
+    TestApp {
+        http_addr,
+        http: reqwest::Client::new(),
+        grpc,
+        secret,
+        store,
+        db,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+pub fn now() -> i64 {
+    tollgate::access::now_secs()
+}
+
+pub struct WebhookResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/stripe", self.http_addr)
+    }
+
+    /// POSTs `body` signed as Stripe signs it, now, with the app's secret.
+    pub async fn post_webhook(&self, body: &Value) -> WebhookResponse {
+        let raw = serde_json::to_vec(body).unwrap();
+        let header = signature::header_for(&self.secret, now(), &raw);
+        self.post_raw(raw, Some(&header)).await
+    }
+
+    /// POSTs raw bytes with an optional Stripe-Signature header.
+    pub async fn post_raw(&self, body: Vec<u8>, header: Option<&str>) -> WebhookResponse {
+        let mut req = self
+            .http
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(h) = header {
+            req = req.header("Stripe-Signature", h);
+        }
+        let resp = req.send().await.expect("webhook request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        WebhookResponse { status, body }
+    }
+
+    /// POSTs and asserts a first, successful delivery; returns its outcome.
+    pub async fn deliver(&self, body: &Value) -> String {
+        let r = self.post_webhook(body).await;
+        assert_eq!(
+            r.status, 200,
+            "delivery of {} failed: {}",
+            body["id"], r.body
+        );
+        assert_eq!(r.body["duplicate"], false, "{}", r.body);
+        r.body["outcome"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn has_access(
+        &self,
+        user_id: &str,
+        customer_id: &str,
+        product: &str,
+    ) -> Result<HasAccessResponse, tonic::Status> {
+        self.grpc
+            .clone()
+            .has_access(HasAccessRequest {
+                user_id: user_id.to_owned(),
+                customer_id: customer_id.to_owned(),
+                product: product.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn access_for_user(&self, user_id: &str) -> HasAccessResponse {
+        self.has_access(user_id, "", "").await.expect("has_access")
+    }
+
+    pub async fn access_for_customer(&self, customer_id: &str) -> HasAccessResponse {
+        self.has_access("", customer_id, "")
+            .await
+            .expect("has_access")
+    }
+
+    pub async fn event_count(&self, id: &str) -> usize {
+        usize::from(self.store.get_event(id).await.unwrap().is_some())
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().unwrap().await.expect("server task")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs one test body on SQLite and on PostgreSQL, as `sqlite::name` and
+/// `postgres::name`. PostgreSQL runs are skipped, loudly, when no server
+/// answers, unless `TOLLGATE_REQUIRE_POSTGRES=1`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::helpers::backend_ready($crate::helpers::Backend::Postgres, stringify!($name)).await {
+                        super::$name($crate::helpers::Backend::Postgres).await;
+                    }
+                }
+            )*
+        }
+    };
+}
