@@ -1,11 +1,19 @@
-//! HasAccess in domain terms: find a subject's subscriptions and decide.
+//! HasAccess in domain terms: the subject's records (from the cache, else the
+//! store), the pure decision, and a refresh from Stripe when a denial rests
+//! on stale data.
 //!
-//! The decision itself is [`crate::policy::decide`], a pure function; this
-//! module only supplies its inputs (the records and the clock).
+//! A paying user is never locked out because a webhook went missing: when
+//! local data would deny access the subject may still have and Tollgate has
+//! not heard from Stripe about it for `stale_after`, Stripe is asked (at most
+//! `refresh_timeout`). If Stripe cannot answer, access continues as
+//! `STALE_GRACE` until `stale_grace` after local data says it ended.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::cache::{Records, SubjectCache};
 use crate::policy::{self, Decision, Policy};
+use crate::refresh::Refresher;
 use crate::store::{Store, StoreError};
 
 /// Who is asking about access.
@@ -34,9 +42,19 @@ impl Subject {
     }
 }
 
+/// When records count as stale, and how long grace lasts without Stripe.
+#[derive(Debug, Clone, Copy)]
+pub struct Staleness {
+    pub stale_after: Duration,
+    pub stale_grace: Duration,
+}
+
 pub struct Access {
     store: Arc<dyn Store>,
+    cache: Arc<SubjectCache>,
+    refresher: Arc<Refresher>,
     policy: Policy,
+    staleness: Staleness,
 }
 
 /// Unix seconds now.
@@ -48,8 +66,34 @@ pub fn now_secs() -> i64 {
 }
 
 impl Access {
-    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Access { store, policy }
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<SubjectCache>,
+        refresher: Arc<Refresher>,
+        policy: Policy,
+        staleness: Staleness,
+    ) -> Self {
+        Access {
+            store,
+            cache,
+            refresher,
+            policy,
+            staleness,
+        }
+    }
+
+    /// The subject's records: from memory when cached, else from the store.
+    async fn records(&self, subject: &Subject) -> Result<Records, StoreError> {
+        if let Some(records) = self.cache.get(subject) {
+            return Ok(records);
+        }
+        let ticket = self.cache.ticket(subject);
+        let loaded = Arc::new(match subject {
+            Subject::User(id) => self.store.subscriptions_for_user(id).await?,
+            Subject::Customer(id) => self.store.subscriptions_for_customer(id).await?,
+        });
+        self.cache.insert(subject.clone(), ticket, loaded.clone());
+        Ok(loaded)
     }
 
     pub async fn has_access(
@@ -57,11 +101,71 @@ impl Access {
         subject: &Subject,
         product: Option<&str>,
     ) -> Result<Decision, AccessError> {
-        let records = match subject {
-            Subject::User(id) => self.store.subscriptions_for_user(id).await?,
-            Subject::Customer(id) => self.store.subscriptions_for_customer(id).await?,
+        let records = self.records(subject).await?;
+        let decision = policy::decide(&records, now_secs(), &self.policy, product);
+        if decision.has_access {
+            return Ok(decision);
+        }
+        if records.iter().all(|r| r.status.is_none()) {
+            return self.discover(subject, product, decision).await;
+        }
+
+        let now = now_secs();
+        let stale: Vec<&str> = records
+            .iter()
+            .filter(|r| policy::matches_product(r, product))
+            .filter(|r| policy::needs_refresh(r, now, &self.policy, self.staleness.stale_after))
+            .map(|r| r.id.as_str())
+            .collect();
+        if stale.is_empty() {
+            return Ok(decision);
+        }
+        let results =
+            futures::future::join_all(stale.iter().map(|id| self.refresher.subscription(id))).await;
+        let failure = results.into_iter().find_map(Result::err);
+        let records = self.records(subject).await?;
+        Ok(match failure {
+            None => policy::decide(&records, now_secs(), &self.policy, product),
+            Some(why) => policy::decide_with_stale_grace(
+                &records,
+                now_secs(),
+                &self.policy,
+                product,
+                self.staleness.stale_grace,
+                &why.to_string(),
+            ),
+        })
+    }
+
+    /// A customer with no local subscriptions: a missed
+    /// `checkout.session.completed` or `customer.subscription.created` would
+    /// look like this, so Stripe is asked, and a "none" is remembered.
+    async fn discover(
+        &self,
+        subject: &Subject,
+        product: Option<&str>,
+        local: Decision,
+    ) -> Result<Decision, AccessError> {
+        let Subject::Customer(customer) = subject else {
+            return Ok(local);
         };
-        Ok(policy::decide(&records, now_secs(), &self.policy, product))
+        if self.cache.is_known_absent(customer) {
+            return Ok(local);
+        }
+        match self.refresher.customer(customer).await {
+            Ok(0) => {
+                self.cache.remember_absent(customer);
+                Ok(local)
+            }
+            Ok(_) => {
+                let records = self.records(subject).await?;
+                Ok(policy::decide(&records, now_secs(), &self.policy, product))
+            }
+            Err(why) => Ok(Decision {
+                detail: format!("{}; {why}", local.detail),
+                ..local
+            }),
+        }
     }
 }
 

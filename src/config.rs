@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::access::Staleness;
 use crate::policy::Policy;
 use crate::signature::Secrets;
 use crate::store::StoreOptions;
+use crate::stripe::StripeOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -118,6 +120,48 @@ pub struct ServeArgs {
     /// past_due, e.g. 7d or 36h.
     #[arg(long, env = "TOLLGATE_PAST_DUE_GRACE", default_value = "7d", value_parser = parse_duration)]
     pub past_due_grace: Duration,
+
+    /// Stripe API base URL; point it at a fake in tests.
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// Stripe secret or restricted key (read access to subscriptions and
+    /// events). Without it, stale records get grace but are never refreshed.
+    #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true)]
+    pub stripe_api_key: Option<String>,
+
+    /// Most Stripe API requests Tollgate sends in any second.
+    #[arg(long, env = "TOLLGATE_STRIPE_MAX_RPS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stripe_max_rps: u32,
+
+    /// A record is stale when Tollgate has heard nothing from Stripe about
+    /// it (webhook or API) for this long; a stale denial is re-checked with
+    /// Stripe before it is given.
+    #[arg(long, env = "TOLLGATE_STALE_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// Longest a HasAccess call waits for Stripe before answering from
+    /// local data (with stale grace).
+    #[arg(long, env = "TOLLGATE_REFRESH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub refresh_timeout: Duration,
+
+    /// When Stripe cannot be asked, access continues this long after local
+    /// data says it ended (REASON_STALE_GRACE).
+    #[arg(long, env = "TOLLGATE_STALE_GRACE", default_value = "24h", value_parser = parse_duration)]
+    pub stale_grace: Duration,
+
+    /// Subjects kept in the HasAccess cache.
+    #[arg(long, env = "TOLLGATE_CACHE_CAPACITY", default_value_t = 1_000_000)]
+    pub cache_capacity: u64,
+
+    /// Safety net: cached records are dropped after this long even without
+    /// an invalidation.
+    #[arg(long, env = "TOLLGATE_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
 }
 
 /// Everything `Application::build` needs, validated.
@@ -130,6 +174,11 @@ pub struct Config {
     pub signature_tolerance_secs: u64,
     pub user_id_metadata_key: String,
     pub policy: Policy,
+    pub stripe: StripeOptions,
+    pub staleness: Staleness,
+    pub refresh_timeout: Duration,
+    pub cache_capacity: u64,
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +213,20 @@ impl ServeArgs {
             policy: Policy {
                 past_due_grace: self.past_due_grace,
             },
+            stripe: StripeOptions {
+                base_url: self.stripe_api_base,
+                api_key: self.stripe_api_key,
+                max_rps: self.stripe_max_rps,
+                request_timeout: Duration::from_secs(10),
+                max_retries: 2,
+            },
+            staleness: Staleness {
+                stale_after: self.stale_after,
+                stale_grace: self.stale_grace,
+            },
+            refresh_timeout: self.refresh_timeout,
+            cache_capacity: self.cache_capacity,
+            cache_ttl: self.cache_ttl,
         })
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::error::WebhookError;
 use crate::event;
 use crate::ledger::{Ingested, Ledger, Source};
+use crate::refresh::Refresher;
 use crate::signature::{self, Secrets};
 use crate::store::Store;
 
@@ -22,6 +23,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct HttpState {
     pub ledger: Arc<Ledger>,
+    pub refresher: Arc<Refresher>,
     pub store: Arc<dyn Store>,
     pub secrets: Secrets,
     pub tolerance_secs: u64,
@@ -76,8 +78,9 @@ async fn receive_webhook(
             tracing::info!("duplicate delivery acknowledged");
             Ok(Json(json!({ "received": true, "duplicate": true })))
         }
-        Ingested::Recorded { outcome, .. } => {
+        Ingested::Recorded { outcome, follow_up } => {
             tracing::info!(outcome = outcome.as_str(), "event recorded");
+            state.refresher.follow_up(follow_up);
             Ok(Json(json!({
                 "received": true,
                 "duplicate": false,

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::cache::{Affected, SubjectCache};
 use crate::event::{self, DomainEvent, Envelope};
 use crate::store::{
     now_ms, NewEvent, NewReview, Outcome, Recorded, ReviewReason, Store, StoreError, Tx,
 };
-use crate::subscription::{self, Stamp, Transition};
+use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, Transition};
 
 /// Where an event came in from, kept in the ledger for support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,37 +32,35 @@ impl Source {
     }
 }
 
-/// Customers and users whose answers may have changed with a commit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Affected {
-    pub customers: Vec<String>,
-    pub users: Vec<String>,
-}
-
-impl Affected {
-    fn add_customer(&mut self, id: &str) {
-        if !self.customers.iter().any(|c| c == id) {
-            self.customers.push(id.to_owned());
-        }
-    }
-
-    fn add_user(&mut self, id: &str) {
-        if !self.users.iter().any(|u| u == id) {
-            self.users.push(id.to_owned());
-        }
-    }
-}
-
 /// What happened to one delivered event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
-    /// The first delivery: recorded with this outcome.
+    /// The first delivery: recorded with this outcome. `follow_up` names
+    /// subscriptions worth re-reading from Stripe (a failed payment, an
+    /// anomaly put up for review).
     Recorded {
         outcome: Outcome,
-        affected: Affected,
+        follow_up: Vec<FollowUp>,
     },
     /// The id was already recorded; nothing changed.
     Duplicate,
+}
+
+/// A subscription to re-read from Stripe after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    pub subscription_id: String,
+    /// The review record that asked for it, to note the outcome on.
+    pub review_id: Option<i64>,
+}
+
+/// What an API read did to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiApplied {
+    pub outcome: Outcome,
+    /// The status before, when the read changed it.
+    pub previous: Option<Status>,
+    pub status: Status,
 }
 
 /// The effect of one event, before it is written.
@@ -88,13 +87,40 @@ impl Effect {
 
 pub struct Ledger {
     store: Arc<dyn Store>,
+    /// Invalidated after every commit, before the caller answers anyone.
+    cache: Arc<SubjectCache>,
     /// The metadata key that carries the product's user id.
     user_key: String,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn Store>, user_key: String) -> Self {
-        Ledger { store, user_key }
+    pub fn new(store: Arc<dyn Store>, cache: Arc<SubjectCache>, user_key: String) -> Self {
+        Ledger {
+            store,
+            cache,
+            user_key,
+        }
+    }
+
+    pub fn user_key(&self) -> &str {
+        &self.user_key
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Collects every user linked to the touched customers, commits, then
+    /// invalidates the cache for all of them.
+    async fn commit(&self, mut tx: Box<dyn Tx>, mut affected: Affected) -> Result<(), StoreError> {
+        for customer in affected.customers.clone() {
+            for user in tx.users_of_customer(&customer).await? {
+                affected.add_user(&user);
+            }
+        }
+        tx.commit().await?;
+        self.cache.invalidate(&affected);
+        Ok(())
     }
 
     /// Records `envelope` (whose raw bytes are `raw`) once and applies it.
@@ -128,15 +154,13 @@ impl Ledger {
             return Ok(Ingested::Duplicate);
         }
         let mut affected = Affected::default();
+        let mut follow_up = Vec::new();
         let effect = match event::classify(envelope, &self.user_key) {
-            Ok(domain) => apply_event(&mut *tx, envelope, domain, &mut affected).await?,
+            Ok(domain) => {
+                apply_event(&mut *tx, envelope, domain, &mut affected, &mut follow_up).await?
+            }
             Err(shape) => flag_unknown_shape(&mut *tx, envelope, &shape.0).await?,
         };
-        for customer in affected.customers.clone() {
-            for user in tx.users_of_customer(&customer).await? {
-                affected.add_user(&user);
-            }
-        }
         tx.finish_event(
             &envelope.id,
             effect.outcome,
@@ -144,11 +168,67 @@ impl Ledger {
             now_ms(),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, affected).await?;
         Ok(Ingested::Recorded {
             outcome: effect.outcome,
-            affected,
+            follow_up,
         })
+    }
+
+    /// Applies a subscription read from Stripe's API at `read_at` (unix
+    /// seconds) through the same ordering rules as events. A read is the
+    /// truth at that moment, so it also makes the record fresh.
+    pub async fn apply_api_snapshot(
+        &self,
+        snap: &SubscriptionSnapshot,
+        read_at: i64,
+    ) -> Result<ApiApplied, StoreError> {
+        let stamp = Stamp {
+            created: read_at,
+            event_id: String::new(),
+        };
+        let mut tx = self.store.begin().await?;
+        let current = tx.lock_subscription(&snap.id, &snap.customer_id).await?;
+        let previous = current.status;
+        let mut affected = Affected::default();
+        let outcome = match subscription::apply_snapshot(
+            Some(&current),
+            snap,
+            &stamp,
+            Authority::Api,
+        ) {
+            Transition::Apply {
+                record, corrected, ..
+            } => {
+                if let Some(from) = corrected {
+                    tracing::warn!(subscription_id = %snap.id, %from, to = %snap.status, "stripe api overrides a transition events could not make");
+                }
+                tx.save_subscription(&record, now_ms()).await?;
+                affected.add_customer(&record.customer_id);
+                if let Some(user) = &record.user_id {
+                    affected.add_user(user);
+                }
+                Outcome::Applied
+            }
+            Transition::Stale | Transition::Impossible { .. } => Outcome::Stale,
+        };
+        self.commit(tx, affected).await?;
+        Ok(ApiApplied {
+            outcome,
+            previous: previous.filter(|p| *p != snap.status),
+            status: snap.status,
+        })
+    }
+
+    /// Adds what a follow-up refresh found to a review record.
+    pub async fn note_review_outcome(
+        &self,
+        review_id: i64,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        tx.note_review_outcome(review_id, outcome).await?;
+        tx.commit().await
     }
 }
 
@@ -159,6 +239,7 @@ async fn apply_event(
     envelope: &Envelope,
     domain: DomainEvent,
     affected: &mut Affected,
+    follow_up: &mut Vec<FollowUp>,
 ) -> Result<Effect, StoreError> {
     let now = now_ms();
     match domain {
@@ -168,8 +249,8 @@ async fn apply_event(
                 event_id: envelope.id.clone(),
             };
             let current = tx.lock_subscription(&snap.id, &snap.customer_id).await?;
-            match subscription::apply_snapshot(Some(&current), &snap, &stamp) {
-                Transition::Apply { record, tie } => {
+            match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
+                Transition::Apply { record, tie, .. } => {
                     tx.save_subscription(&record, now).await?;
                     affected.add_customer(&record.customer_id);
                     if let Some(user) = &record.user_id {
@@ -180,15 +261,8 @@ async fn apply_event(
                             "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
                             snap.status, snap.status
                         );
-                        flag(
-                            tx,
-                            &snap.customer_id,
-                            Some(&snap.id),
-                            envelope,
-                            ReviewReason::SameSecondTie,
-                            &details,
-                        )
-                        .await?;
+                        let review = (ReviewReason::SameSecondTie, details.as_str());
+                        flag_and_recheck(tx, &snap, envelope, review, follow_up).await?;
                     }
                     Ok(Effect::applied())
                 }
@@ -198,15 +272,8 @@ async fn apply_event(
                 }),
                 Transition::Impossible { from, to } => {
                     let details = format!("impossible transition {from} -> {to}; not applied");
-                    flag(
-                        tx,
-                        &snap.customer_id,
-                        Some(&snap.id),
-                        envelope,
-                        ReviewReason::ImpossibleTransition,
-                        &details,
-                    )
-                    .await?;
+                    let review = (ReviewReason::ImpossibleTransition, details.as_str());
+                    flag_and_recheck(tx, &snap, envelope, review, follow_up).await?;
                     Ok(Effect::with(Outcome::Ignored, details))
                 }
             }
@@ -226,10 +293,20 @@ async fn apply_event(
             affected.add_customer(&record.customer_id);
             Ok(Effect::applied())
         }
-        DomainEvent::InvoiceFailed(_) => Ok(Effect::with(
-            Outcome::Ignored,
-            "payment failures never change status by themselves",
-        )),
+        DomainEvent::InvoiceFailed(failed) => {
+            // Never a status change by itself; the subscription is re-read
+            // from Stripe instead.
+            if let Some(id) = failed.subscription_id {
+                follow_up.push(FollowUp {
+                    subscription_id: id,
+                    review_id: None,
+                });
+            }
+            Ok(Effect::with(
+                Outcome::Ignored,
+                "payment failures never change status by themselves; the subscription is re-read from Stripe",
+            ))
+        }
         DomainEvent::CheckoutCompleted(checkout) => {
             match (checkout.user_id, checkout.customer_id) {
                 (Some(user), Some(customer)) => {
@@ -274,7 +351,7 @@ async fn flag(
     envelope: &Envelope,
     reason: ReviewReason,
     details: &str,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     tracing::warn!(event_id = %envelope.id, subject, reason = reason.as_str(), details, "flagged for manual review");
     tx.flag_review(&NewReview {
         subject,
@@ -285,6 +362,31 @@ async fn flag(
         created_at_ms: now_ms(),
     })
     .await
+}
+
+/// Flags an anomaly on a subscription for review, and asks for the
+/// subscription to be re-read from Stripe once the event commits.
+async fn flag_and_recheck(
+    tx: &mut dyn Tx,
+    snap: &SubscriptionSnapshot,
+    envelope: &Envelope,
+    (reason, details): (ReviewReason, &str),
+    follow_up: &mut Vec<FollowUp>,
+) -> Result<(), StoreError> {
+    let review_id = flag(
+        tx,
+        &snap.customer_id,
+        Some(&snap.id),
+        envelope,
+        reason,
+        details,
+    )
+    .await?;
+    follow_up.push(FollowUp {
+        subscription_id: snap.id.clone(),
+        review_id: Some(review_id),
+    });
+    Ok(())
 }
 
 async fn flag_unknown_shape(
@@ -333,4 +435,5 @@ async fn flag_payload_mismatch(
         &details,
     )
     .await
+    .map(|_| ())
 }

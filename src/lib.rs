@@ -11,13 +11,20 @@
 //! - [`policy`]: the access decision, a pure function of (records, now, policy).
 //! - [`ledger`]: the exactly-once pipeline: record an event, apply it, commit.
 //! - [`store`]: the store trait, with SQLite and PostgreSQL implementations.
-//! - [`access`]: HasAccess in domain terms: look up records, decide.
+//! - [`access`]: HasAccess in domain terms: cached records, decide, refresh
+//!   when stale, stale grace when Stripe cannot be asked.
+//! - [`cache`]: the moka cache of each subject's records, with race-free
+//!   invalidation.
+//! - [`stripe`]: the Stripe API client (timeouts, SDK-style retries, rate
+//!   limit).
+//! - [`refresh`]: on-demand, single-flight refresh of records from Stripe.
 //! - [`http`]: the webhook endpoint and health checks (axum).
 //! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic).
 //! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
 //! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
 
 pub mod access;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -25,9 +32,11 @@ pub mod grpc;
 pub mod http;
 pub mod ledger;
 pub mod policy;
+pub mod refresh;
 pub mod signature;
 pub mod startup;
 pub mod store;
+pub mod stripe;
 pub mod subscription;
 pub mod telemetry;
 

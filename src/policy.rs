@@ -78,6 +78,11 @@ pub struct Decision {
     pub access_until: i64,
     pub verified_at: i64,
     pub detail: String,
+    /// For a denial that may be wrong because a webhook went missing (period
+    /// over with no renewal seen, past_due grace over, unpaid, incomplete):
+    /// when local data says access ended. `None` for grants and for final
+    /// denials (canceled, paused, ...).
+    pub access_ended_at: Option<i64>,
 }
 
 impl Decision {
@@ -90,6 +95,7 @@ impl Decision {
             current_period_end: 0,
             access_until: 0,
             verified_at: 0,
+            access_ended_at: None,
             detail: match product {
                 Some(p) => format!("no subscription with an item for {p}"),
                 None => "no subscription found".to_owned(),
@@ -98,7 +104,15 @@ impl Decision {
     }
 }
 
-fn secs(d: Duration) -> i64 {
+/// Formats unix seconds as `2026-11-27T10:00Z`, for detail sentences.
+fn fmt_minute(unix: i64) -> String {
+    let mut s = fmt_time(unix);
+    s.truncate(16);
+    s.push('Z');
+    s
+}
+
+pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
@@ -113,7 +127,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
     let status = record.status?;
     let period_end = record.period_end().unwrap_or(0);
     let id = &record.id;
-    let (reason, access_until, detail) = match status {
+    let (reason, access_until, detail, ended) = match status {
         Status::Active if period_end > now => {
             let detail = if record.cancel_at_period_end {
                 format!(
@@ -123,7 +137,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
             } else {
                 format!("subscription {id} is active until {}", fmt_time(period_end))
             };
-            (Reason::Active, period_end, detail)
+            (Reason::Active, period_end, detail, None)
         }
         Status::Active => (
             Reason::Expired,
@@ -132,68 +146,73 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
                 "subscription {id} is active but its period ended {} with no renewal seen",
                 fmt_time(period_end)
             ),
+            Some(period_end),
         ),
         Status::Trialing => {
             let trial_end = record.trial_end.unwrap_or(period_end);
             if trial_end > now {
-                (
-                    Reason::Trialing,
-                    trial_end,
-                    format!(
-                        "subscription {id} is trialing until {}",
-                        fmt_time(trial_end)
-                    ),
-                )
+                let detail = format!(
+                    "subscription {id} is trialing until {}",
+                    fmt_time(trial_end)
+                );
+                (Reason::Trialing, trial_end, detail, None)
             } else {
-                (
-                    Reason::Expired,
-                    0,
-                    format!("subscription {id} trial ended {}", fmt_time(trial_end)),
-                )
+                let detail = format!("subscription {id} trial ended {}", fmt_time(trial_end));
+                (Reason::Expired, 0, detail, Some(trial_end))
             }
         }
         Status::PastDue => {
             let since = record.past_due_since.unwrap_or(record.snapshot_created);
             let grace_end = since.saturating_add(secs(policy.past_due_grace));
             if grace_end > now {
-                (
-                    Reason::PastDueGrace,
-                    grace_end,
-                    format!(
-                        "subscription {id} past_due since {}; grace until {}",
-                        fmt_time(since),
-                        fmt_time(grace_end)
-                    ),
-                )
+                let detail = format!(
+                    "subscription {id} past_due since {}; grace until {}",
+                    fmt_time(since),
+                    fmt_time(grace_end)
+                );
+                (Reason::PastDueGrace, grace_end, detail, None)
             } else {
-                (
-                    Reason::PastDue,
-                    0,
-                    format!(
-                        "subscription {id} past_due since {}; grace ended {}",
-                        fmt_time(since),
-                        fmt_time(grace_end)
-                    ),
-                )
+                let detail = format!(
+                    "subscription {id} past_due since {}; grace ended {}",
+                    fmt_time(since),
+                    fmt_time(grace_end)
+                );
+                (Reason::PastDue, 0, detail, Some(grace_end))
             }
         }
         Status::Canceled => (
             Reason::Canceled,
             0,
             format!("subscription {id} is canceled"),
+            None,
         ),
-        Status::Unpaid => (Reason::Unpaid, 0, format!("subscription {id} is unpaid")),
+        Status::Unpaid => (
+            Reason::Unpaid,
+            0,
+            format!(
+                "subscription {id} unpaid since {}",
+                fmt_time(record.snapshot_created)
+            ),
+            Some(record.snapshot_created),
+        ),
         Status::Incomplete => (
             Reason::Incomplete,
             0,
             format!("subscription {id} is incomplete: first payment not made"),
+            Some(record.snapshot_created),
         ),
         Status::IncompleteExpired => (
             Reason::Incomplete,
             0,
             format!("subscription {id} is incomplete_expired: first payment never made"),
+            None,
         ),
-        Status::Paused => (Reason::Paused, 0, format!("subscription {id} is paused")),
+        Status::Paused => (
+            Reason::Paused,
+            0,
+            format!("subscription {id} is paused"),
+            None,
+        ),
     };
     Some(Decision {
         has_access: reason.grants(),
@@ -204,6 +223,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
         access_until,
         verified_at: record.verified_at,
         detail,
+        access_ended_at: ended,
     })
 }
 
@@ -216,11 +236,72 @@ pub fn decide(
 ) -> Decision {
     records
         .iter()
-        .filter(|r| product.is_none_or(|p| r.items.iter().any(|i| i.matches(p))))
+        .filter(|r| matches_product(r, product))
         .filter_map(|r| judge(r, now, policy).map(|d| (d, r.snapshot_created)))
         .max_by_key(|(d, snapshot)| (d.has_access, d.access_until, *snapshot))
         .map(|(d, _)| d)
         .unwrap_or_else(|| Decision::none(product))
+}
+
+pub fn matches_product(record: &SubscriptionRecord, product: Option<&str>) -> bool {
+    product.is_none_or(|p| record.items.iter().any(|i| i.matches(p)))
+}
+
+/// Whether HasAccess should ask Stripe about `record` before denying: local
+/// data denies access the subject may still have (a webhook may be
+/// missing), and Tollgate has not heard from Stripe about it for
+/// `stale_after`.
+pub fn needs_refresh(
+    record: &SubscriptionRecord,
+    now: i64,
+    policy: &Policy,
+    stale_after: Duration,
+) -> bool {
+    judge(record, now, policy).is_some_and(|d| !d.has_access && d.access_ended_at.is_some())
+        && now.saturating_sub(record.verified_at) >= secs(stale_after)
+}
+
+/// The decision when Stripe could not be asked (`why`, e.g. "Stripe
+/// unreachable"): a refreshable denial is turned into `StaleGrace` until
+/// `stale_grace` after local data says access ended; after that, the local
+/// denial stands.
+pub fn decide_with_stale_grace(
+    records: &[SubscriptionRecord],
+    now: i64,
+    policy: &Policy,
+    product: Option<&str>,
+    stale_grace: Duration,
+    why: &str,
+) -> Decision {
+    let local = decide(records, now, policy, product);
+    if local.has_access {
+        return local;
+    }
+    let grace = secs(stale_grace);
+    let best = records
+        .iter()
+        .filter(|r| matches_product(r, product))
+        .filter_map(|r| judge(r, now, policy))
+        .filter_map(|d| d.access_ended_at.map(|e| (e.saturating_add(grace), d)))
+        .filter(|(until, _)| *until > now)
+        .max_by_key(|(until, _)| *until);
+    match best {
+        Some((until, d)) => Decision {
+            has_access: true,
+            reason: Reason::StaleGrace,
+            access_until: until,
+            detail: format!(
+                "{}; {why}; stale grace until {}",
+                d.detail,
+                fmt_minute(until)
+            ),
+            ..d
+        },
+        None => Decision {
+            detail: format!("{}; {why}", local.detail),
+            ..local
+        },
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +433,117 @@ mod tests {
                 "{product:?}"
             );
         }
+    }
+
+    #[test]
+    fn refresh_is_needed_only_for_stale_refreshable_denials() {
+        let policy = Policy::default();
+        let stale_after = Duration::from_secs(900);
+        let fresh = |mut r: SubscriptionRecord, verified: i64| {
+            r.verified_at = verified;
+            r
+        };
+        // (record, needs refresh)
+        let table = vec![
+            (fresh(rec("s", Status::Active, NOW - 1), NOW - 900), true),
+            (fresh(rec("s", Status::Active, NOW - 1), NOW - 899), false),
+            (fresh(rec("s", Status::Active, NOW + 1), NOW - 9000), false),
+            (fresh(past_due(NOW - 8 * DAY), NOW - 900), true),
+            (fresh(past_due(NOW), NOW - 9000), false),
+            (fresh(rec("s", Status::Unpaid, NOW), NOW - 900), true),
+            (fresh(rec("s", Status::Incomplete, NOW), NOW - 900), true),
+            (
+                fresh(rec("s", Status::Canceled, NOW + DAY), NOW - 9000),
+                false,
+            ),
+            (
+                fresh(rec("s", Status::Paused, NOW + DAY), NOW - 9000),
+                false,
+            ),
+            (
+                fresh(rec("s", Status::IncompleteExpired, NOW + DAY), NOW - 9000),
+                false,
+            ),
+        ];
+        for (record, expected) in table {
+            assert_eq!(
+                needs_refresh(&record, NOW, &policy, stale_after),
+                expected,
+                "{record:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_grace_edges_table() {
+        let policy = Policy::default();
+        let grace = Duration::from_secs(DAY as u64);
+        let pd_grace = 7 * DAY;
+        // (record, expected reason, expected access_until)
+        let table: Vec<(SubscriptionRecord, Reason, i64)> = vec![
+            // period ended one second ago: grace for a day from the period end
+            (
+                rec("s", Status::Active, NOW - 1),
+                Reason::StaleGrace,
+                NOW - 1 + DAY,
+            ),
+            // exactly at the end of stale grace: denied
+            (rec("s", Status::Active, NOW - DAY), Reason::Expired, 0),
+            (
+                rec("s", Status::Active, NOW - DAY + 1),
+                Reason::StaleGrace,
+                NOW + 1,
+            ),
+            // past_due grace over; stale grace counts from the end of it
+            (past_due(NOW - pd_grace), Reason::StaleGrace, NOW + DAY),
+            (past_due(NOW - pd_grace - DAY), Reason::PastDue, 0),
+            (
+                past_due(NOW - pd_grace - DAY + 1),
+                Reason::StaleGrace,
+                NOW + 1,
+            ),
+            // still in past_due grace: local answer stands
+            (past_due(NOW - 1), Reason::PastDueGrace, NOW - 1 + pd_grace),
+            // canceled is final
+            (rec("s", Status::Canceled, NOW + DAY), Reason::Canceled, 0),
+            (trialing(NOW - 10), Reason::StaleGrace, NOW - 10 + DAY),
+        ];
+        for (record, reason, until) in table {
+            let d = decide_with_stale_grace(
+                std::slice::from_ref(&record),
+                NOW,
+                &policy,
+                None,
+                grace,
+                "Stripe unreachable",
+            );
+            assert_eq!((d.reason, d.access_until), (reason, until), "{record:?}");
+            assert_eq!(d.has_access, reason.grants());
+        }
+    }
+
+    #[test]
+    fn stale_grace_detail_says_why_and_until_when() {
+        let d = decide_with_stale_grace(
+            &[past_due(NOW - 7 * DAY - 3600)],
+            NOW,
+            &Policy::default(),
+            None,
+            Duration::from_secs(DAY as u64),
+            "Stripe unreachable",
+        );
+        assert!(d.detail.contains("past_due since"), "{}", d.detail);
+        assert!(
+            d.detail
+                .contains("; Stripe unreachable; stale grace until "),
+            "{}",
+            d.detail
+        );
+        assert!(
+            d.detail.ends_with(":00Z") || d.detail.ends_with('Z'),
+            "{}",
+            d.detail
+        );
     }
 
     #[test]

@@ -7,13 +7,18 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use crate::access::Access;
+use crate::cache::SubjectCache;
 use crate::config::{redacted_url, Config};
 use crate::grpc::EntitlementsService;
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
 use crate::proto::entitlements_server::EntitlementsServer;
+use crate::refresh::Refresher;
 use crate::store::{self, StoreError};
+use crate::stripe::StripeClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -50,14 +55,39 @@ impl Application {
         let store = store::connect(&config.store).await?;
         tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
 
+        let cache = Arc::new(SubjectCache::new(
+            config.cache_capacity,
+            config.cache_ttl,
+            config.staleness.stale_after,
+        ));
         let ledger = Arc::new(Ledger::new(
             store.clone(),
+            cache.clone(),
             config.user_id_metadata_key.clone(),
         ));
-        let access = Arc::new(Access::new(store.clone(), config.policy));
+        let client = StripeClient::new(&config.stripe).map(Arc::new);
+        if client.is_none() {
+            tracing::warn!(
+                "STRIPE_API_KEY not set: stale records get grace but are never refreshed"
+            );
+        }
+        let refresher = Arc::new(Refresher::new(
+            client,
+            ledger.clone(),
+            config.refresh_timeout,
+            config.staleness.stale_after.min(Duration::from_secs(30)),
+        ));
+        let access = Arc::new(Access::new(
+            store.clone(),
+            cache,
+            refresher.clone(),
+            config.policy,
+            config.staleness,
+        ));
 
         let router = http::router(Arc::new(HttpState {
             ledger,
+            refresher,
             store: store.clone(),
             secrets: config.secrets.clone(),
             tolerance_secs: config.signature_tolerance_secs,

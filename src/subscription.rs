@@ -229,10 +229,13 @@ impl SubscriptionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     /// The snapshot is newer; store this record. `tie` is set when it won a
-    /// same-second tie against a different status, which deserves a review.
+    /// same-second tie against a different status, and `corrected` when an
+    /// API read overrode a transition Stripe cannot make (the local record
+    /// was wrong); both deserve a review.
     Apply {
         record: Box<SubscriptionRecord>,
         tie: Option<Status>,
+        corrected: Option<Status>,
     },
     /// The stored record is newer (or the same snapshot); nothing changes.
     Stale,
@@ -240,11 +243,23 @@ pub enum Transition {
     Impossible { from: Status, to: Status },
 }
 
+/// Who vouches for a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// A webhook or listed event: an old snapshot that may be wrong or
+    /// forged. Impossible transitions are refused.
+    Event,
+    /// A read of the object from Stripe's API: the truth at read time, so
+    /// it applies even over a transition that looks impossible.
+    Api,
+}
+
 /// Offers `snap`, stamped `stamp`, to the stored record `current`.
 pub fn apply_snapshot(
     current: Option<&SubscriptionRecord>,
     snap: &SubscriptionSnapshot,
     stamp: &Stamp,
+    authority: Authority,
 ) -> Transition {
     let incoming = (
         stamp.created,
@@ -253,6 +268,7 @@ pub fn apply_snapshot(
         stamp.event_id.as_str(),
     );
     let mut tie = None;
+    let mut corrected = None;
     if let Some(key) = current.and_then(SubscriptionRecord::order_key) {
         if incoming <= key {
             return Transition::Stale;
@@ -261,10 +277,15 @@ pub fn apply_snapshot(
             .and_then(|c| c.status)
             .expect("BUG: an order key implies a status");
         if !from.can_become(snap.status) {
-            return Transition::Impossible {
-                from,
-                to: snap.status,
-            };
+            match authority {
+                Authority::Event => {
+                    return Transition::Impossible {
+                        from,
+                        to: snap.status,
+                    }
+                }
+                Authority::Api => corrected = Some(from),
+            }
         }
         if incoming.0 == key.0 && from != snap.status {
             tie = Some(from);
@@ -298,6 +319,7 @@ pub fn apply_snapshot(
     Transition::Apply {
         record: Box::new(record),
         tie,
+        corrected,
     }
 }
 
@@ -392,6 +414,7 @@ mod tests {
             None,
             &snap(Status::Active, 200),
             &stamp(100, "evt_a"),
+            Authority::Event,
         ));
         assert_eq!(rec.status, Some(Status::Active));
         assert_eq!(rec.verified_at, 100);
@@ -404,11 +427,22 @@ mod tests {
             None,
             &snap(Status::Active, 200),
             &stamp(100, "evt_b"),
+            Authority::Event,
         ));
-        let t = apply_snapshot(Some(&rec), &snap(Status::PastDue, 200), &stamp(99, "evt_a"));
+        let t = apply_snapshot(
+            Some(&rec),
+            &snap(Status::PastDue, 200),
+            &stamp(99, "evt_a"),
+            Authority::Event,
+        );
         assert_eq!(t, Transition::Stale);
         // The same snapshot again is stale too.
-        let t = apply_snapshot(Some(&rec), &snap(Status::Active, 200), &stamp(100, "evt_b"));
+        let t = apply_snapshot(
+            Some(&rec),
+            &snap(Status::Active, 200),
+            &stamp(100, "evt_b"),
+            Authority::Event,
+        );
         assert_eq!(t, Transition::Stale);
     }
 
@@ -418,8 +452,14 @@ mod tests {
             None,
             &snap(Status::Canceled, 200),
             &stamp(100, "e1"),
+            Authority::Event,
         ));
-        let t = apply_snapshot(Some(&rec), &snap(Status::Active, 300), &stamp(101, "e2"));
+        let t = apply_snapshot(
+            Some(&rec),
+            &snap(Status::Active, 300),
+            &stamp(101, "e2"),
+            Authority::Event,
+        );
         assert_eq!(
             t,
             Transition::Impossible {
@@ -430,19 +470,52 @@ mod tests {
     }
 
     #[test]
+    fn an_api_read_overrides_an_impossible_transition_and_says_so() {
+        let rec = applied(apply_snapshot(
+            None,
+            &snap(Status::Canceled, 200),
+            &stamp(100, "e1"),
+            Authority::Event,
+        ));
+        let t = apply_snapshot(
+            Some(&rec),
+            &snap(Status::Active, 300),
+            &stamp(150, ""),
+            Authority::Api,
+        );
+        let Transition::Apply {
+            record, corrected, ..
+        } = t
+        else {
+            panic!("the API is the truth")
+        };
+        assert_eq!(
+            (record.status, corrected),
+            (Some(Status::Active), Some(Status::Canceled))
+        );
+        assert_eq!(record.verified_at, 150);
+    }
+
+    #[test]
     fn same_second_ties_are_decided_by_rank_in_any_order() {
         let a = (snap(Status::Active, 200), stamp(100, "evt_z"));
         let b = (snap(Status::PastDue, 200), stamp(100, "evt_a"));
         // a then b
-        let r1 = applied(apply_snapshot(None, &a.0, &a.1));
-        let t = apply_snapshot(Some(&r1), &b.0, &b.1);
-        let Transition::Apply { record: r1, tie } = t else {
+        let r1 = applied(apply_snapshot(None, &a.0, &a.1, Authority::Event));
+        let t = apply_snapshot(Some(&r1), &b.0, &b.1, Authority::Event);
+        let Transition::Apply {
+            record: r1, tie, ..
+        } = t
+        else {
             panic!("past_due outranks active in the same second")
         };
         assert_eq!(tie, Some(Status::Active));
         // b then a
-        let r2 = applied(apply_snapshot(None, &b.0, &b.1));
-        assert_eq!(apply_snapshot(Some(&r2), &a.0, &a.1), Transition::Stale);
+        let r2 = applied(apply_snapshot(None, &b.0, &b.1, Authority::Event));
+        assert_eq!(
+            apply_snapshot(Some(&r2), &a.0, &a.1, Authority::Event),
+            Transition::Stale
+        );
         assert_eq!(r1.status, r2.status);
         assert_eq!(r1.snapshot_event_id, r2.snapshot_event_id);
     }
@@ -453,23 +526,27 @@ mod tests {
             None,
             &snap(Status::Active, 200),
             &stamp(100, "e1"),
+            Authority::Event,
         ));
         let r = applied(apply_snapshot(
             Some(&r),
             &snap(Status::PastDue, 200),
             &stamp(110, "e2"),
+            Authority::Event,
         ));
         assert_eq!(r.past_due_since, Some(110));
         let r = applied(apply_snapshot(
             Some(&r),
             &snap(Status::PastDue, 200),
             &stamp(120, "e3"),
+            Authority::Event,
         ));
         assert_eq!(r.past_due_since, Some(110));
         let r = applied(apply_snapshot(
             Some(&r),
             &snap(Status::Active, 300),
             &stamp(130, "e4"),
+            Authority::Event,
         ));
         assert_eq!(r.past_due_since, None);
     }
@@ -483,6 +560,7 @@ mod tests {
             Some(&r),
             &snap(Status::Active, 200),
             &stamp(100, "e1"),
+            Authority::Event,
         ));
         assert_eq!(r.period_end(), Some(500));
         assert_eq!(r.verified_at, 150);
@@ -495,11 +573,17 @@ mod tests {
     fn metadata_link_survives_snapshots_without_it() {
         let mut s = snap(Status::Active, 200);
         s.user_id = Some("u1".into());
-        let r = applied(apply_snapshot(None, &s, &stamp(100, "e1")));
+        let r = applied(apply_snapshot(
+            None,
+            &s,
+            &stamp(100, "e1"),
+            Authority::Event,
+        ));
         let r = applied(apply_snapshot(
             Some(&r),
             &snap(Status::Active, 300),
             &stamp(101, "e2"),
+            Authority::Event,
         ));
         assert_eq!(r.user_id.as_deref(), Some("u1"));
     }

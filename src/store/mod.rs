@@ -150,6 +150,8 @@ pub struct ReviewRow {
     pub created_at_ms: i64,
     pub resolved_at_ms: Option<i64>,
     pub resolution: Option<String>,
+    /// What a follow-up read of Stripe found, if one ran.
+    pub refresh_outcome: Option<String>,
 }
 
 /// One open write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -188,7 +190,14 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
     /// Every user linked to a customer, directly or through a subscription.
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError>;
-    async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<(), StoreError>;
+    /// Adds a review record; returns its id.
+    async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError>;
+    /// Records what a follow-up refresh found, keeping the review open.
+    async fn note_review_outcome(
+        &mut self,
+        review_id: i64,
+        outcome: &str,
+    ) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -98,13 +98,16 @@ pub(crate) const USERS_OF_CUSTOMER: &str =
 
 pub(crate) const INSERT_REVIEW: &str = "INSERT INTO needs_manual_review \
      (subject, subscription_id, event_id, reason, details, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+
+pub(crate) const NOTE_REVIEW_OUTCOME: &str =
+    "UPDATE needs_manual_review SET refresh_outcome = $2 WHERE id = $1";
 
 pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload_sha256, \
      source, received_at_ms, processed_at_ms, outcome, error";
 
 pub(crate) const REVIEW_COLUMNS: &str = "id, subject, subscription_id, event_id, reason, details, \
-     created_at_ms, resolved_at_ms, resolution";
+     created_at_ms, resolved_at_ms, resolution, refresh_outcome";
 
 /// Writes the `Store` and `Tx` implementations for one sqlx backend.
 ///
@@ -235,14 +238,27 @@ macro_rules! impl_sql_store {
             async fn flag_review(
                 &mut self,
                 r: &$crate::store::NewReview<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::INSERT_REVIEW)
+            ) -> Result<i64, $crate::store::StoreError> {
+                let (id,): (i64,) = sqlx::query_as($crate::store::rows::INSERT_REVIEW)
                     .bind(r.subject)
                     .bind(r.subscription_id)
                     .bind(r.event_id)
                     .bind(r.reason.as_str())
                     .bind(r.details)
                     .bind(r.created_at_ms)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn note_review_outcome(
+                &mut self,
+                review_id: i64,
+                outcome: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::rows::NOTE_REVIEW_OUTCOME)
+                    .bind(review_id)
+                    .bind(outcome)
                     .execute(&mut *self.0)
                     .await?;
                 Ok(())

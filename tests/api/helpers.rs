@@ -10,7 +10,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+use tollgate::access::Staleness;
 use tollgate::config::Config;
+use tollgate::stripe::StripeOptions;
+
+use crate::fake_stripe::FakeStripe;
 use tollgate::policy::Policy;
 use tollgate::proto::entitlements_client::EntitlementsClient;
 use tollgate::proto::{HasAccessRequest, HasAccessResponse};
@@ -19,6 +23,7 @@ use tollgate::startup::Application;
 use tollgate::store::{self, Store, StoreOptions};
 
 pub const SECRET: &str = "whsec_test_primary";
+pub const STRIPE_KEY: &str = "sk_test_tollgate";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,11 +165,13 @@ pub struct TestApp {
     /// public API cannot make (row counts, review records).
     pub store: Arc<dyn Store>,
     pub db: TestDatabase,
+    /// The fake Stripe API this app's client talks to.
+    pub stripe: FakeStripe,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-pub fn test_config(db_url: &str) -> Config {
+pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
     Config {
         store: StoreOptions {
             url: db_url.to_owned(),
@@ -177,6 +184,20 @@ pub fn test_config(db_url: &str) -> Config {
         signature_tolerance_secs: 300,
         user_id_metadata_key: "user_id".to_owned(),
         policy: Policy::default(),
+        stripe: StripeOptions {
+            base_url: stripe_base.to_owned(),
+            api_key: Some(STRIPE_KEY.to_owned()),
+            max_rps: 1000,
+            request_timeout: Duration::from_secs(10),
+            max_retries: 2,
+        },
+        staleness: Staleness {
+            stale_after: Duration::from_secs(15 * 60),
+            stale_grace: Duration::from_secs(24 * 3600),
+        },
+        refresh_timeout: Duration::from_secs(2),
+        cache_capacity: 10_000,
+        cache_ttl: Duration::from_secs(600),
     }
 }
 
@@ -200,7 +221,8 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
     init_test_logs();
     let db = TestDatabase::create(backend).await;
-    let mut config = test_config(&db.url);
+    let stripe = FakeStripe::start().await;
+    let mut config = test_config(&db.url, &stripe.base_url());
     configure(&mut config);
     let secret = config.secrets.clone().first().to_owned();
     let store_options = config.store.clone();
@@ -224,6 +246,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
         secret,
         store,
         db,
+        stripe,
         shutdown: Some(tx),
         server: Some(server),
     }

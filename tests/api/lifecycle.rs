@@ -246,7 +246,7 @@ async fn a_paid_invoice_seen_before_its_renewal_extends_access(backend: Backend)
     app.deliver(&subscription_event(
         "evt_inv_1",
         "customer.subscription.updated",
-        t - 30 * DAY,
+        t - 100, // heard of recently: the lapse is not re-checked with Stripe
         &sub,
         Shape::Acacia,
     ))

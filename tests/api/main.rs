@@ -1,6 +1,7 @@
 //! The integration suite: the real application over real HTTP and gRPC, with
-//! webhooks signed as Stripe signs them.
+//! webhooks signed as Stripe signs them, and a fake Stripe API on loopback.
 
+mod fake_stripe;
 mod helpers;
 mod stripe;
 
@@ -8,5 +9,6 @@ mod delivery;
 mod durability;
 mod fixtures;
 mod lifecycle;
+mod refresh;
 mod reviews;
 mod webhook_signature;

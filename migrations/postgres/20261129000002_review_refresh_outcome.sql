@@ -1,0 +1,1 @@
+ALTER TABLE needs_manual_review ADD COLUMN refresh_outcome TEXT;

@@ -1,0 +1,177 @@
+//! The in-memory cache in front of the store for HasAccess.
+//!
+//! It holds each subject's subscription *records*, not decisions: the
+//! decision is recomputed from the records and the clock at query time, so
+//! time-based expiry is exact. Every commit invalidates the subjects it
+//! touched before the webhook is acknowledged.
+//!
+//! A load that raced a commit must not put stale records back after the
+//! commit's invalidation. Each subject hashes to one of a fixed set of
+//! *epochs*; invalidation bumps the epoch, and a load inserts only if the
+//! epoch it saw before reading the store is still current.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::access::Subject;
+use crate::subscription::SubscriptionRecord;
+
+const EPOCH_BUCKETS: usize = 4096;
+
+pub type Records = Arc<Vec<SubscriptionRecord>>;
+
+pub struct SubjectCache {
+    records: Cache<Subject, Records>,
+    /// Invalidation counters, one per hash bucket of subjects.
+    epochs: Box<[AtomicU64]>,
+    /// Customers Stripe said have no subscriptions, so HasAccess does not
+    /// ask again for `stale_after`.
+    absent_customers: Cache<String, ()>,
+}
+
+/// What a commit touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Affected {
+    pub customers: Vec<String>,
+    pub users: Vec<String>,
+}
+
+impl Affected {
+    pub fn add_customer(&mut self, id: &str) {
+        if !self.customers.iter().any(|c| c == id) {
+            self.customers.push(id.to_owned());
+        }
+    }
+
+    pub fn add_user(&mut self, id: &str) {
+        if !self.users.iter().any(|u| u == id) {
+            self.users.push(id.to_owned());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty() && self.users.is_empty()
+    }
+}
+
+/// A snapshot of a subject's epoch, taken before reading the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    bucket: usize,
+    epoch: u64,
+}
+
+impl SubjectCache {
+    pub fn new(capacity: u64, ttl: Duration, absent_ttl: Duration) -> Self {
+        SubjectCache {
+            records: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            epochs: (0..EPOCH_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            absent_customers: Cache::builder()
+                .max_capacity(capacity.clamp(1, 100_000))
+                .time_to_live(absent_ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    fn bucket(subject: &Subject) -> usize {
+        let mut h = DefaultHasher::new();
+        subject.hash(&mut h);
+        (h.finish() as usize) % EPOCH_BUCKETS
+    }
+
+    pub fn get(&self, subject: &Subject) -> Option<Records> {
+        self.records.get(subject)
+    }
+
+    /// Call before reading the store for `subject`.
+    pub fn ticket(&self, subject: &Subject) -> Ticket {
+        let bucket = Self::bucket(subject);
+        Ticket {
+            bucket,
+            epoch: self.epochs[bucket].load(Ordering::Acquire),
+        }
+    }
+
+    /// Caches what was read, unless an invalidation happened since `ticket`.
+    pub fn insert(&self, subject: Subject, ticket: Ticket, records: Records) {
+        if self.epochs[ticket.bucket].load(Ordering::Acquire) == ticket.epoch {
+            self.records.insert(subject, records);
+        }
+    }
+
+    fn invalidate_subject(&self, subject: &Subject) {
+        self.epochs[Self::bucket(subject)].fetch_add(1, Ordering::AcqRel);
+        self.records.invalidate(subject);
+    }
+
+    /// Drops everything a commit touched, including remembered absences.
+    pub fn invalidate(&self, affected: &Affected) {
+        for c in &affected.customers {
+            self.invalidate_subject(&Subject::Customer(c.clone()));
+            self.absent_customers.invalidate(c);
+        }
+        for u in &affected.users {
+            self.invalidate_subject(&Subject::User(u.clone()));
+        }
+    }
+
+    /// Forgets everything; used when invalidations may have been missed.
+    pub fn clear(&self) {
+        for e in self.epochs.iter() {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        self.records.invalidate_all();
+        self.absent_customers.invalidate_all();
+    }
+
+    pub fn is_known_absent(&self, customer: &str) -> bool {
+        self.absent_customers.contains_key(customer)
+    }
+
+    pub fn remember_absent(&self, customer: &str) {
+        self.absent_customers.insert(customer.to_owned(), ());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> SubjectCache {
+        SubjectCache::new(100, Duration::from_secs(60), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let c = cache();
+        let s = Subject::Customer("cus_1".into());
+        let ticket = c.ticket(&s);
+        let mut affected = Affected::default();
+        affected.add_customer("cus_1");
+        c.invalidate(&affected);
+        c.insert(s.clone(), ticket, Arc::new(vec![]));
+        assert!(c.get(&s).is_none());
+        let ticket = c.ticket(&s);
+        c.insert(s.clone(), ticket, Arc::new(vec![]));
+        assert!(c.get(&s).is_some());
+    }
+
+    #[test]
+    fn invalidation_forgets_remembered_absence() {
+        let c = cache();
+        c.remember_absent("cus_1");
+        assert!(c.is_known_absent("cus_1"));
+        let mut affected = Affected::default();
+        affected.add_customer("cus_1");
+        c.invalidate(&affected);
+        assert!(!c.is_known_absent("cus_1"));
+    }
+}

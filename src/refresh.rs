@@ -1,0 +1,221 @@
+//! On-demand refresh: re-read subscriptions from Stripe's API when local data
+//! may be stale, once per subject no matter how many callers ask.
+//!
+//! Every refresh runs as its own task and is shared by all callers for the
+//! same key (single flight), so 1,000 concurrent checks of one stale subject
+//! make one Stripe request. Callers wait at most `timeout`; the task goes on
+//! and still applies what Stripe says when it answers late. A failure is
+//! remembered briefly so that an outage does not turn every check into a
+//! Stripe call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use crate::access::now_secs;
+use crate::event::parse_subscription;
+use crate::ledger::{ApiApplied, FollowUp, Ledger};
+use crate::stripe::{StripeClient, StripeError};
+
+/// Why Stripe could not confirm local data. The text goes into HasAccess's
+/// `detail` sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshFailure {
+    #[error("Stripe API not configured")]
+    NotConfigured,
+    #[error("Stripe unreachable")]
+    Unreachable,
+    #[error("Stripe refresh timed out")]
+    TimedOut,
+    #[error("Stripe answered with an unreadable subscription")]
+    Unreadable,
+    #[error("store unavailable")]
+    Store,
+}
+
+type SharedRefresh = Shared<BoxFuture<'static, Result<usize, RefreshFailure>>>;
+
+pub struct Refresher {
+    client: Option<Arc<StripeClient>>,
+    ledger: Arc<Ledger>,
+    /// How long callers wait for Stripe before falling back to grace.
+    timeout: Duration,
+    /// Refreshes under way, by key; the task removes its key when done.
+    inflight: Mutex<HashMap<String, SharedRefresh>>,
+    /// Recent failures by key, so an outage costs one call per key per TTL.
+    recent_failures: moka::sync::Cache<String, RefreshFailure>,
+}
+
+impl Refresher {
+    pub fn new(
+        client: Option<Arc<StripeClient>>,
+        ledger: Arc<Ledger>,
+        timeout: Duration,
+        failure_backoff: Duration,
+    ) -> Self {
+        Refresher {
+            client,
+            ledger,
+            timeout,
+            inflight: Mutex::new(HashMap::new()),
+            recent_failures: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(failure_backoff.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    /// Re-reads one subscription from Stripe and applies it; waits at most
+    /// the refresh timeout.
+    pub async fn subscription(self: &Arc<Self>, id: &str) -> Result<(), RefreshFailure> {
+        let this = self.clone();
+        let owned = id.to_owned();
+        self.bounded(format!("sub:{id}"), async move {
+            this.read_subscription(&owned).await.map(|_| 1)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Lists a customer's subscriptions from Stripe and applies them all;
+    /// returns how many Stripe has. Waits at most the refresh timeout.
+    pub async fn customer(self: &Arc<Self>, customer: &str) -> Result<usize, RefreshFailure> {
+        let this = self.clone();
+        let owned = customer.to_owned();
+        self.bounded(format!("cus:{customer}"), async move {
+            this.read_customer(&owned).await
+        })
+        .await
+    }
+
+    /// Re-reads subscriptions after events that asked for it, in the
+    /// background, and notes what Stripe said on the review that asked.
+    pub fn follow_up(self: &Arc<Self>, items: Vec<FollowUp>) {
+        for item in items {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let outcome = this.read_subscription(&item.subscription_id).await;
+                let Some(review_id) = item.review_id else {
+                    return;
+                };
+                let note = match &outcome {
+                    Ok(applied) => describe(applied),
+                    Err(e) => format!("refresh failed: {e}"),
+                };
+                if let Err(e) = this.ledger.note_review_outcome(review_id, &note).await {
+                    tracing::warn!(review_id, error = %e, "could not note refresh outcome on review");
+                }
+            });
+        }
+    }
+
+    async fn bounded(
+        self: &Arc<Self>,
+        key: String,
+        work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
+    ) -> Result<usize, RefreshFailure> {
+        if self.client.is_none() {
+            return Err(RefreshFailure::NotConfigured);
+        }
+        if let Some(failure) = self.recent_failures.get(&key) {
+            return Err(failure);
+        }
+        let shared = self.single_flight(key, work);
+        match tokio::time::timeout(self.timeout, shared).await {
+            Ok(result) => result,
+            Err(_) => Err(RefreshFailure::TimedOut),
+        }
+    }
+
+    fn single_flight(
+        self: &Arc<Self>,
+        key: String,
+        work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
+    ) -> SharedRefresh {
+        let mut inflight = self.inflight.lock().expect("BUG: refresh map poisoned");
+        if let Some(existing) = inflight.get(&key) {
+            return existing.clone();
+        }
+        let this = self.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            if let Err(failure) = &result {
+                this.recent_failures
+                    .insert(task_key.clone(), failure.clone());
+            }
+            this.inflight
+                .lock()
+                .expect("BUG: refresh map poisoned")
+                .remove(&task_key);
+            result
+        });
+        let shared = async move { task.await.unwrap_or(Err(RefreshFailure::Unreachable)) }
+            .boxed()
+            .shared();
+        inflight.insert(key, shared.clone());
+        shared
+    }
+
+    fn client(&self) -> Result<&StripeClient, RefreshFailure> {
+        self.client.as_deref().ok_or(RefreshFailure::NotConfigured)
+    }
+
+    async fn read_subscription(&self, id: &str) -> Result<ApiApplied, RefreshFailure> {
+        let value = self
+            .client()?
+            .subscription(id)
+            .await
+            .map_err(|e| stripe_failure(id, e))?;
+        self.apply(&value).await
+    }
+
+    async fn read_customer(&self, customer: &str) -> Result<usize, RefreshFailure> {
+        let list = self
+            .client()?
+            .customer_subscriptions(customer)
+            .await
+            .map_err(|e| stripe_failure(customer, e))?;
+        for value in &list {
+            self.apply(value).await?;
+        }
+        tracing::info!(customer, found = list.len(), "customer looked up in stripe");
+        Ok(list.len())
+    }
+
+    async fn apply(&self, value: &serde_json::Value) -> Result<ApiApplied, RefreshFailure> {
+        let snap = parse_subscription(value, self.ledger.user_key()).map_err(|e| {
+            tracing::warn!(error = %e, "stripe returned a subscription tollgate cannot read");
+            RefreshFailure::Unreadable
+        })?;
+        let applied = self
+            .ledger
+            .apply_api_snapshot(&snap, now_secs())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = ?e, subscription_id = %snap.id, "could not store refreshed subscription");
+                RefreshFailure::Store
+            })?;
+        tracing::info!(subscription_id = %snap.id, status = %applied.status, outcome = applied.outcome.as_str(), "refreshed from stripe");
+        Ok(applied)
+    }
+}
+
+fn stripe_failure(id: &str, e: StripeError) -> RefreshFailure {
+    tracing::warn!(id, error = %e, "stripe refresh failed");
+    RefreshFailure::Unreachable
+}
+
+fn describe(applied: &ApiApplied) -> String {
+    match applied.previous {
+        Some(previous) => format!("stripe says {}; applied (was {previous})", applied.status),
+        None => format!(
+            "stripe says {}; {}",
+            applied.status,
+            applied.outcome.as_str()
+        ),
+    }
+}
