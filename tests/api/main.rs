@@ -11,4 +11,5 @@ mod fixtures;
 mod lifecycle;
 mod refresh;
 mod reviews;
+mod stripe_client;
 mod webhook_signature;
