@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/tollgate/v1/entitlements.proto"];
+    let protos = [
+        "proto/tollgate/v1/entitlements.proto",
+        "proto/tollgate/v1/admin.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Staleness;
+use crate::notify::PushOptions;
 use crate::policy::Policy;
 use crate::signature::Secrets;
 use crate::store::StoreOptions;
@@ -34,6 +35,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Operate a running server through its gRPC Admin service.
+    Admin(crate::cli::AdminArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,6 +165,43 @@ pub struct ServeArgs {
     /// an invalidation.
     #[arg(long, env = "TOLLGATE_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
     pub cache_ttl: Duration,
+
+    /// How often the reconciler lists Stripe events to apply missed
+    /// webhooks (needs STRIPE_API_KEY). It also runs once at start.
+    #[arg(long, env = "TOLLGATE_RECONCILE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// How often the reconciler re-reads every live subscription to correct
+    /// drift (within TOLLGATE_STRIPE_MAX_RPS).
+    #[arg(long, env = "TOLLGATE_SWEEP_INTERVAL", default_value = "24h", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Keep access on a revocation found only by the reconciler (no webhook)
+    /// until an admin resolves its review (REASON_REVIEW_HOLD).
+    #[arg(long, env = "TOLLGATE_HOLD_REVOCATIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hold_revocations: bool,
+
+    /// Where to POST access-change notifications (optional; they can also
+    /// be pulled with Admin.ListNotifications).
+    #[arg(long, env = "TOLLGATE_NOTIFY_URL")]
+    pub notify_url: Option<String>,
+
+    /// Secret that signs pushed notifications (Tollgate-Signature header,
+    /// Stripe's scheme). Required with TOLLGATE_NOTIFY_URL.
+    #[arg(long, env = "TOLLGATE_NOTIFY_SECRET", hide_env_values = true)]
+    pub notify_secret: Option<String>,
+
+    /// First retry delay of a failed push; doubles per attempt, capped at 10m.
+    #[arg(long, env = "TOLLGATE_NOTIFY_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    pub notify_backoff: Duration,
+
+    /// Push attempts before a notification is marked dead and flagged for review.
+    #[arg(long, env = "TOLLGATE_NOTIFY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    pub notify_max_attempts: u32,
+
+    /// Bearer token for the gRPC Admin service; without it Admin is disabled.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// Everything `Application::build` needs, validated.
@@ -179,6 +219,14 @@ pub struct Config {
     pub refresh_timeout: Duration,
     pub cache_capacity: u64,
     pub cache_ttl: Duration,
+    /// Whether `serve` runs the reconciler on a timer (Admin.Reconcile works
+    /// either way).
+    pub reconciler_enabled: bool,
+    pub reconcile_interval: Duration,
+    pub sweep_interval: Duration,
+    pub hold_revocations: bool,
+    pub push: Option<PushOptions>,
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +239,8 @@ pub enum ConfigError {
     MissingWebhookSecret,
     #[error("TOLLGATE_USER_ID_METADATA_KEY must not be empty")]
     EmptyMetadataKey,
+    #[error("TOLLGATE_NOTIFY_URL is set but TOLLGATE_NOTIFY_SECRET is not: set a secret to sign notifications with")]
+    MissingNotifySecret,
 }
 
 impl ServeArgs {
@@ -203,6 +253,24 @@ impl ServeArgs {
         if self.user_id_metadata_key.trim().is_empty() {
             return Err(ConfigError::EmptyMetadataKey);
         }
+        let push = match self
+            .notify_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            None => None,
+            Some(url) => Some(PushOptions {
+                url: url.to_owned(),
+                secret: self
+                    .notify_secret
+                    .clone()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or(ConfigError::MissingNotifySecret)?,
+                backoff: self.notify_backoff,
+                max_attempts: self.notify_max_attempts,
+            }),
+        };
         Ok(Config {
             store: self.database.store_options(),
             http_addr: self.http_addr,
@@ -227,6 +295,15 @@ impl ServeArgs {
             refresh_timeout: self.refresh_timeout,
             cache_capacity: self.cache_capacity,
             cache_ttl: self.cache_ttl,
+            reconciler_enabled: true,
+            reconcile_interval: self.reconcile_interval,
+            sweep_interval: self.sweep_interval,
+            hold_revocations: self.hold_revocations,
+            push,
+            admin_token: self
+                .admin_token
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
         })
     }
 }

@@ -64,3 +64,19 @@ impl From<AccessError> for tonic::Status {
         }
     }
 }
+
+impl From<crate::admin::AdminError> for tonic::Status {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match e {
+            AdminError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            AdminError::NotFound(m) => tonic::Status::not_found(m),
+            AdminError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            AdminError::Unavailable(m) => tonic::Status::unavailable(m),
+            AdminError::Store(inner) => {
+                tracing::error!(error = ?inner, "admin store call failed");
+                tonic::Status::unavailable("store unavailable; retry")
+            }
+        }
+    }
+}

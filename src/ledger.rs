@@ -1,18 +1,22 @@
 //! The event ledger: records each verified event exactly once and applies its
 //! effect in the same transaction.
 //!
-//! [`Ledger::ingest`] is the single pipeline every event goes through,
-//! whatever brought it in. It reads top to bottom as what commits together:
-//! begin, record the event (a duplicate stops here), apply its effect to the
-//! subscription store, set the outcome, commit. If anything fails before the
-//! commit, nothing is stored and the caller must not acknowledge the event.
+//! Every write Tollgate makes from Stripe data goes through here, and reads
+//! top to bottom as what commits together: begin, record the event (a
+//! duplicate stops here), apply its effect, set the outcome, queue what the
+//! product must hear about, commit, then invalidate the cache. If anything
+//! fails before the commit, nothing is stored and the caller must not
+//! acknowledge the event.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::access::now_secs;
 use crate::cache::{Affected, SubjectCache};
 use crate::event::{self, DomainEvent, Envelope};
+use crate::notify;
+use crate::policy::{self, Decision, Policy};
 use crate::store::{
     now_ms, NewEvent, NewReview, Outcome, Recorded, ReviewReason, Store, StoreError, Tx,
 };
@@ -22,14 +26,26 @@ use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Webhook,
+    /// Listed from `GET /v1/events` by the reconciler: a webhook we missed.
+    Reconciler,
 }
 
 impl Source {
     fn as_str(self) -> &'static str {
         match self {
             Source::Webhook => "webhook",
+            Source::Reconciler => "reconciler",
         }
     }
+}
+
+/// Why Stripe's API was read, which decides what a change means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOrigin {
+    /// HasAccess or an admin asked.
+    Refresh,
+    /// The reconciler's sweep found drift.
+    Sweep,
 }
 
 /// What happened to one delivered event.
@@ -61,6 +77,19 @@ pub struct ApiApplied {
     /// The status before, when the read changed it.
     pub previous: Option<Status>,
     pub status: Status,
+    /// Whether the subject's access changed (and a notification was queued).
+    pub access_changed: bool,
+}
+
+/// Why an event cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no event with that id")]
+    NotFound,
+    #[error("only failed events can be replayed; this one is {0}")]
+    NotFailed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The effect of one event, before it is written.
@@ -91,14 +120,68 @@ pub struct Ledger {
     cache: Arc<SubjectCache>,
     /// The metadata key that carries the product's user id.
     user_key: String,
+    /// Used to tell whether a change altered access (notifications).
+    policy: Policy,
+    /// Keep access on revocations found only by the reconciler until an
+    /// admin resolves the review.
+    hold_revocations: bool,
+}
+
+/// Hash of an event's content in canonical JSON (keys sorted), so the same
+/// event compares equal whether Stripe delivered it or the API listed it.
+pub fn content_hash(envelope: &Envelope) -> String {
+    fn write(v: &serde_json::Value, h: &mut Sha256) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                h.update(b"{");
+                for k in keys {
+                    h.update(
+                        serde_json::to_string(k)
+                            .expect("BUG: strings serialize")
+                            .as_bytes(),
+                    );
+                    h.update(b":");
+                    write(&map[k], h);
+                    h.update(b",");
+                }
+                h.update(b"}");
+            }
+            serde_json::Value::Array(items) => {
+                h.update(b"[");
+                for item in items {
+                    write(item, h);
+                    h.update(b",");
+                }
+                h.update(b"]");
+            }
+            other => h.update(other.to_string().as_bytes()),
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(envelope.event_type.as_bytes());
+    h.update(b"\n");
+    h.update(envelope.created.to_string().as_bytes());
+    h.update(b"\n");
+    write(&envelope.object, &mut h);
+    hex::encode(h.finalize())
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<SubjectCache>, user_key: String) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<SubjectCache>,
+        user_key: String,
+        policy: Policy,
+        hold_revocations: bool,
+    ) -> Self {
         Ledger {
             store,
             cache,
             user_key,
+            policy,
+            hold_revocations,
         }
     }
 
@@ -108,6 +191,10 @@ impl Ledger {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<SubjectCache> {
+        &self.cache
     }
 
     /// Collects every user linked to the touched customers, commits, then
@@ -123,6 +210,74 @@ impl Ledger {
         Ok(())
     }
 
+    /// The customer's access as stored in `tx`, right now.
+    async fn customer_access(
+        &self,
+        tx: &mut dyn Tx,
+        customer: &str,
+    ) -> Result<Decision, StoreError> {
+        let records = tx.customer_records(customer).await?;
+        Ok(policy::decide(&records, now_secs(), &self.policy, None))
+    }
+
+    /// After a change found by the reconciler or a refresh: flags (and,
+    /// when configured, holds) a revocation found only by the reconciler,
+    /// and queues a notification when access changed. Returns whether it did.
+    async fn announce(
+        &self,
+        tx: &mut dyn Tx,
+        customer: &str,
+        before: &Decision,
+        by_reconciler: bool,
+    ) -> Result<bool, StoreError> {
+        let mut after = self.customer_access(tx, customer).await?;
+        if by_reconciler && before.has_access && !after.has_access {
+            let details = format!(
+                "the reconciler found access revoked without a webhook: {} -> {}",
+                before.detail, after.detail
+            );
+            let review_id = tx
+                .flag_review(&NewReview {
+                    subject: customer,
+                    subscription_id: Some(&before.subscription_id),
+                    event_id: None,
+                    reason: ReviewReason::RevocationByReconciler,
+                    details: &details,
+                    created_at_ms: now_ms(),
+                })
+                .await?;
+            tracing::warn!(
+                customer,
+                review_id,
+                hold = self.hold_revocations,
+                "revocation found only by the reconciler"
+            );
+            if self.hold_revocations {
+                tx.set_hold(&before.subscription_id, review_id).await?;
+                after = self.customer_access(tx, customer).await?;
+            }
+        }
+        let Some(kind) = notify::change(before, &after) else {
+            return Ok(false);
+        };
+        let user = tx
+            .users_of_customer(customer)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let id = tx
+            .queue_notification(&notify::notification(kind, customer, &user, before, &after))
+            .await?;
+        tracing::info!(
+            notification_id = id,
+            customer,
+            kind = kind.as_str(),
+            "access change queued"
+        );
+        Ok(true)
+    }
+
     /// Records `envelope` (whose raw bytes are `raw`) once and applies it.
     pub async fn ingest(
         &self,
@@ -131,8 +286,8 @@ impl Ledger {
         source: Source,
     ) -> Result<Ingested, StoreError> {
         let sha = hex::encode(Sha256::digest(raw));
+        let content = content_hash(envelope);
         let payload = String::from_utf8_lossy(raw);
-        let received_at_ms = now_ms();
         let new_event = NewEvent {
             id: &envelope.id,
             event_type: &envelope.event_type,
@@ -141,14 +296,23 @@ impl Ledger {
             api_version: envelope.api_version.as_deref(),
             payload: &payload,
             payload_sha256: &sha,
+            content_sha256: &content,
             source: source.as_str(),
-            received_at_ms,
+            received_at_ms: now_ms(),
         };
 
         let mut tx = self.store.begin().await?;
-        if let Recorded::Duplicate { payload_sha256 } = tx.insert_event(&new_event).await? {
-            if payload_sha256 != sha {
-                flag_payload_mismatch(&mut *tx, envelope, &payload_sha256, &sha).await?;
+        if let Recorded::Duplicate {
+            payload_sha256,
+            content_sha256,
+        } = tx.insert_event(&new_event).await?
+        {
+            let same = match content_sha256 {
+                Some(stored) => stored == content,
+                None => payload_sha256 == sha,
+            };
+            if !same {
+                flag_payload_mismatch(&mut *tx, envelope).await?;
                 tx.commit().await?;
             }
             return Ok(Ingested::Duplicate);
@@ -157,7 +321,19 @@ impl Ledger {
         let mut follow_up = Vec::new();
         let effect = match event::classify(envelope, &self.user_key) {
             Ok(domain) => {
-                apply_event(&mut *tx, envelope, domain, &mut affected, &mut follow_up).await?
+                // A change the reconciler finds is news to the product.
+                let watched = customer_of(&domain).filter(|_| source == Source::Reconciler);
+                let before = match watched {
+                    Some(c) => Some(self.customer_access(&mut *tx, c).await?),
+                    None => None,
+                };
+                let watched = watched.map(str::to_owned);
+                let effect =
+                    apply_event(&mut *tx, envelope, domain, &mut affected, &mut follow_up).await?;
+                if let (Some(customer), Some(before)) = (watched, before) {
+                    self.announce(&mut *tx, &customer, &before, true).await?;
+                }
+                effect
             }
             Err(shape) => flag_unknown_shape(&mut *tx, envelope, &shape.0).await?,
         };
@@ -175,13 +351,47 @@ impl Ledger {
         })
     }
 
+    /// Re-runs a `failed` event through the pipeline, e.g. after a fix.
+    pub async fn replay(&self, event_id: &str) -> Result<Outcome, ReplayError> {
+        let mut tx = self.store.begin().await?;
+        let (payload, outcome) = tx
+            .load_event(event_id)
+            .await?
+            .ok_or(ReplayError::NotFound)?;
+        if outcome != Outcome::Failed.as_str() {
+            return Err(ReplayError::NotFailed(outcome));
+        }
+        let mut affected = Affected::default();
+        let mut follow_up = Vec::new();
+        let effect = match event::parse_envelope(payload.as_bytes()) {
+            Err(e) => Effect::with(Outcome::Failed, e.to_string()),
+            Ok(envelope) => match event::classify(&envelope, &self.user_key) {
+                Ok(domain) => {
+                    apply_event(&mut *tx, &envelope, domain, &mut affected, &mut follow_up).await?
+                }
+                Err(shape) => Effect::with(Outcome::Failed, shape.0),
+            },
+        };
+        tx.finish_event(event_id, effect.outcome, effect.error.as_deref(), now_ms())
+            .await?;
+        self.commit(tx, affected).await?;
+        tracing::info!(
+            event_id,
+            outcome = effect.outcome.as_str(),
+            "event replayed"
+        );
+        Ok(effect.outcome)
+    }
+
     /// Applies a subscription read from Stripe's API at `read_at` (unix
     /// seconds) through the same ordering rules as events. A read is the
-    /// truth at that moment, so it also makes the record fresh.
+    /// truth at that moment, so it also makes the record fresh. A change of
+    /// access is queued as a notification in the same transaction.
     pub async fn apply_api_snapshot(
         &self,
         snap: &SubscriptionSnapshot,
         read_at: i64,
+        origin: ReadOrigin,
     ) -> Result<ApiApplied, StoreError> {
         let stamp = Stamp {
             created: read_at,
@@ -189,7 +399,7 @@ impl Ledger {
         };
         let mut tx = self.store.begin().await?;
         let current = tx.lock_subscription(&snap.id, &snap.customer_id).await?;
-        let previous = current.status;
+        let before = self.customer_access(&mut *tx, &snap.customer_id).await?;
         let mut affected = Affected::default();
         let outcome = match subscription::apply_snapshot(
             Some(&current),
@@ -212,11 +422,20 @@ impl Ledger {
             }
             Transition::Stale | Transition::Impossible { .. } => Outcome::Stale,
         };
+        let access_changed = self
+            .announce(
+                &mut *tx,
+                &snap.customer_id,
+                &before,
+                origin == ReadOrigin::Sweep,
+            )
+            .await?;
         self.commit(tx, affected).await?;
         Ok(ApiApplied {
             outcome,
-            previous: previous.filter(|p| *p != snap.status),
+            previous: current.status.filter(|p| *p != snap.status),
             status: snap.status,
+            access_changed,
         })
     }
 
@@ -229,6 +448,87 @@ impl Ledger {
         let mut tx = self.store.begin().await?;
         tx.note_review_outcome(review_id, outcome).await?;
         tx.commit().await
+    }
+
+    /// Resolves a review and lifts any hold it placed; false if it was not
+    /// open. A lifted hold that ends access is announced like any change.
+    pub async fn resolve_review(
+        &self,
+        review_id: i64,
+        resolution: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let review = self.store.get_review(review_id).await?;
+        let customer = review.map(|r| r.subject);
+        let before = match &customer {
+            Some(c) => Some(self.customer_access(&mut *tx, c).await?),
+            None => None,
+        };
+        if !tx.resolve_review(review_id, resolution, now_ms()).await? {
+            return Ok(false);
+        }
+        let mut affected = Affected::default();
+        for released in tx.release_holds(review_id).await? {
+            affected.add_customer(&released);
+        }
+        if let (Some(customer), Some(before)) = (customer, before) {
+            if !affected.is_empty() {
+                self.announce(&mut *tx, &customer, &before, false).await?;
+            }
+        }
+        self.commit(tx, affected).await?;
+        Ok(true)
+    }
+
+    /// Durable state of background work.
+    pub async fn save_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        tx.set_state(key, value).await?;
+        tx.commit().await
+    }
+
+    /// Flags a customer no user is linked to, once while the review is open.
+    pub async fn flag_unlinked_customer(
+        &self,
+        customer: &str,
+        subscription_id: &str,
+    ) -> Result<(), StoreError> {
+        let open = self
+            .store
+            .find_reviews(&crate::store::ReviewFilter {
+                open: Some(true),
+                subject: Some(customer.to_owned()),
+                limit: 100,
+            })
+            .await?;
+        if open
+            .iter()
+            .any(|r| r.reason == ReviewReason::CustomerWithoutUser.as_str())
+        {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        tx.flag_review(&NewReview {
+            subject: customer,
+            subscription_id: Some(subscription_id),
+            event_id: None,
+            reason: ReviewReason::CustomerWithoutUser,
+            details: "no product user is linked to this customer (no checkout client_reference_id or user id metadata seen)",
+            created_at_ms: now_ms(),
+        })
+        .await?;
+        tx.commit().await
+    }
+}
+
+/// The customer whose access an event may change.
+fn customer_of(domain: &DomainEvent) -> Option<&str> {
+    match domain {
+        DomainEvent::Subscription(s) => Some(&s.customer_id),
+        DomainEvent::InvoicePaid(p) => Some(&p.customer_id),
+        DomainEvent::CheckoutCompleted(c) => c.customer_id.as_deref(),
+        DomainEvent::Customer(c) => Some(&c.customer_id),
+        DomainEvent::InvoiceFailed(_) | DomainEvent::Unhandled => None,
     }
 }
 
@@ -400,10 +700,15 @@ async fn flag_unknown_shape(
         .and_then(|c| c.as_str())
         .unwrap_or("unknown");
     let details = format!("{} object not understood: {error}", envelope.event_type);
+    // Name the subscription when the object is one, so REFRESH can re-read it.
+    let subscription = Some(&envelope.object)
+        .filter(|o| o.get("object").and_then(|k| k.as_str()) == Some("subscription"))
+        .and_then(|o| o.get("id"))
+        .and_then(|id| id.as_str());
     flag(
         tx,
         subject,
-        None,
+        subscription,
         envelope,
         ReviewReason::UnknownShape,
         &details,
@@ -412,27 +717,20 @@ async fn flag_unknown_shape(
     Ok(Effect::with(Outcome::Failed, details))
 }
 
-async fn flag_payload_mismatch(
-    tx: &mut dyn Tx,
-    envelope: &Envelope,
-    stored: &str,
-    received: &str,
-) -> Result<(), StoreError> {
+async fn flag_payload_mismatch(tx: &mut dyn Tx, envelope: &Envelope) -> Result<(), StoreError> {
     let subject = envelope
         .object
         .get("customer")
         .and_then(|c| c.as_str())
         .unwrap_or("unknown");
-    let details = format!(
-        "event redelivered with a different payload: stored sha256 {stored}, received {received}; not applied"
-    );
+    let details = "event id redelivered with different content; the second payload was not applied";
     flag(
         tx,
         subject,
         None,
         envelope,
         ReviewReason::PayloadMismatch,
-        &details,
+        details,
     )
     .await
     .map(|_| ())

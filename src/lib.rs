@@ -21,17 +21,25 @@
 //! - [`http`]: the webhook endpoint and health checks (axum).
 //! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic).
 //! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
+//! - [`reconciler`]: catch-up on missed events and the drift sweep.
+//! - [`notify`]: the access-change outbox and its signed HTTP push.
+//! - [`admin`]: review, forensics and repair operations behind gRPC `Admin`.
+//! - [`cli`]: `tollgate admin ...`, a client of the Admin service.
 //! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
 
 pub mod access;
+pub mod admin;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod grpc;
 pub mod http;
 pub mod ledger;
+pub mod notify;
 pub mod policy;
+pub mod reconciler;
 pub mod refresh;
 pub mod signature;
 pub mod startup;

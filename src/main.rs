@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
             .await
             .map(|_| tracing::info!("migrations applied"))
             .map_err(|e| e.to_string()),
+        Command::Admin(args) => tollgate::cli::run(args).await.map(|out| println!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

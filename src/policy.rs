@@ -23,13 +23,20 @@ pub enum Reason {
     Unpaid,
     Incomplete,
     Paused,
+    /// A revocation found only by the reconciler, held until an admin
+    /// resolves its review.
+    ReviewHold,
 }
 
 impl Reason {
     pub fn grants(self) -> bool {
         matches!(
             self,
-            Reason::Active | Reason::Trialing | Reason::PastDueGrace | Reason::StaleGrace
+            Reason::Active
+                | Reason::Trialing
+                | Reason::PastDueGrace
+                | Reason::StaleGrace
+                | Reason::ReviewHold
         )
     }
 
@@ -46,6 +53,7 @@ impl Reason {
             Reason::Unpaid => "unpaid",
             Reason::Incomplete => "incomplete",
             Reason::Paused => "paused",
+            Reason::ReviewHold => "review_hold",
         }
     }
 }
@@ -214,6 +222,19 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
             None,
         ),
     };
+    if let (false, Some(review)) = (reason.grants(), record.hold_review_id) {
+        return Some(Decision {
+            has_access: true,
+            reason: Reason::ReviewHold,
+            subscription_id: id.clone(),
+            status: Some(status),
+            current_period_end: period_end,
+            access_until: 0,
+            verified_at: record.verified_at,
+            detail: format!("{detail}; revocation held until review {review} is resolved"),
+            access_ended_at: None,
+        });
+    }
     Some(Decision {
         has_access: reason.grants(),
         reason,
@@ -370,6 +391,15 @@ mod tests {
             assert_eq!(d.has_access, reason.grants());
             assert!(!d.detail.is_empty());
         }
+    }
+
+    #[test]
+    fn a_held_revocation_keeps_access_until_resolved() {
+        let mut r = rec("s", Status::Canceled, NOW + DAY);
+        r.hold_review_id = Some(7);
+        let d = decide(&[r], NOW, &Policy::default(), None);
+        assert_eq!((d.has_access, d.reason), (true, Reason::ReviewHold));
+        assert!(d.detail.contains("review 7"), "{}", d.detail);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::access::now_secs;
 use crate::event::parse_subscription;
-use crate::ledger::{ApiApplied, FollowUp, Ledger};
+use crate::ledger::{ApiApplied, FollowUp, Ledger, ReadOrigin};
 use crate::stripe::{StripeClient, StripeError};
 
 /// Why Stripe could not confirm local data. The text goes into HasAccess's
@@ -74,7 +74,9 @@ impl Refresher {
         let this = self.clone();
         let owned = id.to_owned();
         self.bounded(format!("sub:{id}"), async move {
-            this.read_subscription(&owned).await.map(|_| 1)
+            this.read_subscription(&owned, ReadOrigin::Refresh)
+                .await
+                .map(|_| 1)
         })
         .await
         .map(|_| ())
@@ -97,7 +99,9 @@ impl Refresher {
         for item in items {
             let this = self.clone();
             tokio::spawn(async move {
-                let outcome = this.read_subscription(&item.subscription_id).await;
+                let outcome = this
+                    .read_subscription(&item.subscription_id, ReadOrigin::Refresh)
+                    .await;
                 let Some(review_id) = item.review_id else {
                     return;
                 };
@@ -164,13 +168,28 @@ impl Refresher {
         self.client.as_deref().ok_or(RefreshFailure::NotConfigured)
     }
 
-    async fn read_subscription(&self, id: &str) -> Result<ApiApplied, RefreshFailure> {
+    /// Re-reads one subscription now, without single flight or timeout:
+    /// for the reconciler's sweep and admin actions that must finish.
+    pub async fn read_subscription(
+        &self,
+        id: &str,
+        origin: ReadOrigin,
+    ) -> Result<ApiApplied, RefreshFailure> {
         let value = self
             .client()?
             .subscription(id)
             .await
             .map_err(|e| stripe_failure(id, e))?;
-        self.apply(&value).await
+        self.apply(&value, origin).await
+    }
+
+    /// Whether a Stripe client is configured.
+    pub fn configured(&self) -> bool {
+        self.client.is_some()
+    }
+
+    pub fn stripe(&self) -> Option<&Arc<StripeClient>> {
+        self.client.as_ref()
     }
 
     async fn read_customer(&self, customer: &str) -> Result<usize, RefreshFailure> {
@@ -180,20 +199,24 @@ impl Refresher {
             .await
             .map_err(|e| stripe_failure(customer, e))?;
         for value in &list {
-            self.apply(value).await?;
+            self.apply(value, ReadOrigin::Refresh).await?;
         }
         tracing::info!(customer, found = list.len(), "customer looked up in stripe");
         Ok(list.len())
     }
 
-    async fn apply(&self, value: &serde_json::Value) -> Result<ApiApplied, RefreshFailure> {
+    async fn apply(
+        &self,
+        value: &serde_json::Value,
+        origin: ReadOrigin,
+    ) -> Result<ApiApplied, RefreshFailure> {
         let snap = parse_subscription(value, self.ledger.user_key()).map_err(|e| {
             tracing::warn!(error = %e, "stripe returned a subscription tollgate cannot read");
             RefreshFailure::Unreadable
         })?;
         let applied = self
             .ledger
-            .apply_api_snapshot(&snap, now_secs())
+            .apply_api_snapshot(&snap, now_secs(), origin)
             .await
             .map_err(|e| {
                 tracing::error!(error = ?e, subscription_id = %snap.id, "could not store refreshed subscription");

@@ -3,19 +3,22 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use std::time::Duration;
-
 use crate::access::Access;
+use crate::admin::Admin;
 use crate::cache::SubjectCache;
 use crate::config::{redacted_url, Config};
-use crate::grpc::EntitlementsService;
+use crate::grpc::{admin_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
+use crate::notify::Dispatcher;
+use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
+use crate::reconciler::Reconciler;
 use crate::refresh::Refresher;
 use crate::store::{self, StoreError};
 use crate::stripe::StripeClient;
@@ -33,6 +36,14 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Work that runs beside the servers until shutdown.
+struct Background {
+    /// `Some(interval)` when the reconciler runs on a timer.
+    reconcile_every: Option<Duration>,
+    reconciler: Arc<Reconciler>,
+    dispatcher: Option<Dispatcher>,
+}
+
 pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
@@ -40,12 +51,17 @@ pub struct Application {
     grpc_addr: SocketAddr,
     router: axum::Router,
     grpc: tonic::service::Routes,
+    background: Background,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartupError::Bind { addr, source })
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 impl Application {
@@ -64,13 +80,14 @@ impl Application {
             store.clone(),
             cache.clone(),
             config.user_id_metadata_key.clone(),
+            config.policy,
+            config.hold_revocations,
         ));
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
-            tracing::warn!(
-                "STRIPE_API_KEY not set: stale records get grace but are never refreshed"
-            );
+            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, and the reconciler is off");
         }
+        let stripe_configured = client.is_some();
         let refresher = Arc::new(Refresher::new(
             client,
             ledger.clone(),
@@ -84,6 +101,20 @@ impl Application {
             config.policy,
             config.staleness,
         ));
+        let reconciler = Arc::new(Reconciler::new(
+            ledger.clone(),
+            refresher.clone(),
+            config.sweep_interval,
+        ));
+        let admin = Arc::new(Admin {
+            ledger: ledger.clone(),
+            refresher: refresher.clone(),
+            reconciler: reconciler.clone(),
+            access: access.clone(),
+        });
+        if config.admin_token.is_none() {
+            tracing::info!("TOLLGATE_ADMIN_TOKEN not set: the Admin gRPC service is disabled");
+        }
 
         let router = http::router(Arc::new(HttpState {
             ledger,
@@ -101,26 +132,22 @@ impl Application {
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        let auth = admin_auth(config.admin_token.clone().map(Arc::from));
         let grpc = tonic::service::Routes::new(health_service)
             .add_service(reflection)
-            .add_service(EntitlementsServer::new(EntitlementsService { access }));
+            .add_service(EntitlementsServer::new(EntitlementsService { access }))
+            .add_service(AdminServer::with_interceptor(AdminService { admin }, auth));
 
-        let http_listener = bind(config.http_addr).await?;
-        let grpc_listener = bind(config.grpc_addr).await?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
-        let grpc_addr = grpc_listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.grpc_addr,
-                source,
-            })?;
+        let (http_listener, http_addr) = bind(config.http_addr).await?;
+        let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         tracing::info!(%http_addr, %grpc_addr, "listening");
 
+        let background = Background {
+            reconcile_every: (config.reconciler_enabled && stripe_configured)
+                .then_some(config.reconcile_interval),
+            reconciler,
+            dispatcher: config.push.map(|push| Dispatcher::new(store.clone(), push)),
+        };
         Ok(Application {
             http_listener,
             grpc_listener,
@@ -128,6 +155,7 @@ impl Application {
             grpc_addr,
             router,
             grpc,
+            background,
         })
     }
 
@@ -139,8 +167,8 @@ impl Application {
         self.grpc_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting connections
-    /// and lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then stops accepting connections,
+    /// lets in-flight requests finish and stops background work.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -153,6 +181,14 @@ impl Application {
             trigger.cancel();
         });
 
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(every) = self.background.reconcile_every {
+            tasks.spawn(self.background.reconciler.clone().run(every, token.clone()));
+        }
+        if let Some(dispatcher) = self.background.dispatcher {
+            tasks.spawn(dispatcher.run(token.clone()));
+        }
+
         let http = axum::serve(self.http_listener, self.router)
             .with_graceful_shutdown(token.clone().cancelled_owned());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc_listener);
@@ -161,6 +197,8 @@ impl Application {
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
 
         let (http_result, grpc_result) = tokio::join!(http, grpc);
+        token.cancel();
+        while tasks.join_next().await.is_some() {}
         http_result?;
         grpc_result.map_err(std::io::Error::other)?;
         tracing::info!("stopped");

@@ -184,6 +184,9 @@ pub struct SubscriptionRecord {
     /// Newest Stripe snapshot time behind the record (event `created` or API
     /// read time); never the time a webhook happened to arrive.
     pub verified_at: i64,
+    /// Set while a revocation found only by the reconciler waits for an
+    /// admin (`TOLLGATE_HOLD_REVOCATIONS`): the review holding it.
+    pub hold_review_id: Option<i64>,
 }
 
 impl SubscriptionRecord {
@@ -203,6 +206,7 @@ impl SubscriptionRecord {
             snapshot_created: 0,
             snapshot_event_id: String::new(),
             verified_at: 0,
+            hold_review_id: None,
         }
     }
 
@@ -315,6 +319,7 @@ pub fn apply_snapshot(
         snapshot_created: stamp.created,
         snapshot_event_id: stamp.event_id.clone(),
         verified_at: base.verified_at.max(stamp.created),
+        hold_review_id: base.hold_review_id,
     };
     Transition::Apply {
         record: Box::new(record),

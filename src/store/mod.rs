@@ -74,6 +74,9 @@ pub struct NewEvent<'a> {
     pub api_version: Option<&'a str>,
     pub payload: &'a str,
     pub payload_sha256: &'a str,
+    /// Hash of the event's canonical content, equal for the same event
+    /// whether it came by webhook or from the events API.
+    pub content_sha256: &'a str,
     /// `webhook`, `reconciler` or `replay`: where the event came in.
     pub source: &'a str,
     pub received_at_ms: i64,
@@ -83,9 +86,10 @@ pub struct NewEvent<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     New,
-    /// The id was already recorded; this is the hash of what was stored.
+    /// The id was already recorded; these are the hashes of what was stored.
     Duplicate {
         payload_sha256: String,
+        content_sha256: Option<String>,
     },
 }
 
@@ -113,6 +117,9 @@ pub enum ReviewReason {
     SameSecondTie,
     PayloadMismatch,
     UnknownShape,
+    CustomerWithoutUser,
+    DeadNotification,
+    RevocationByReconciler,
 }
 
 impl ReviewReason {
@@ -122,6 +129,9 @@ impl ReviewReason {
             ReviewReason::SameSecondTie => "same_second_tie",
             ReviewReason::PayloadMismatch => "payload_mismatch",
             ReviewReason::UnknownShape => "unknown_shape",
+            ReviewReason::CustomerWithoutUser => "customer_without_user",
+            ReviewReason::DeadNotification => "dead_notification",
+            ReviewReason::RevocationByReconciler => "revocation_by_reconciler",
         }
     }
 }
@@ -154,12 +164,76 @@ pub struct ReviewRow {
     pub refresh_outcome: Option<String>,
 }
 
+/// Which review records to list.
+#[derive(Debug, Clone)]
+pub struct ReviewFilter {
+    /// `Some(true)` open only, `Some(false)` resolved only, `None` both.
+    pub open: Option<bool>,
+    /// A customer, user or subscription id.
+    pub subject: Option<String>,
+    pub limit: i64,
+}
+
+/// An access change to tell the product about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub kind: &'static str,
+    pub user_id: String,
+    pub customer_id: String,
+    pub subscription_id: String,
+    pub old_status: String,
+    pub new_status: String,
+    pub old_access: bool,
+    pub new_access: bool,
+    pub old_access_until: i64,
+    pub new_access_until: i64,
+    pub reason: String,
+    pub created_at_ms: i64,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub kind: String,
+    pub user_id: String,
+    pub customer_id: String,
+    pub subscription_id: String,
+    pub old_status: String,
+    pub new_status: String,
+    pub old_access: bool,
+    pub new_access: bool,
+    pub old_access_until: i64,
+    pub new_access_until: i64,
+    pub reason: String,
+    pub created_at_ms: i64,
+    #[serde(skip)]
+    pub acked_at_ms: Option<i64>,
+    /// Push attempts started so far (the current one included once claimed).
+    #[serde(skip)]
+    pub attempts: i64,
+    #[serde(skip)]
+    pub dead: bool,
+    #[serde(skip)]
+    pub last_error: Option<String>,
+}
+
+/// Sizes an operator watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub queued_notifications: i64,
+    pub dead_notifications: i64,
+    pub open_reviews: i64,
+}
+
 /// One open write transaction. Dropping it without [`Tx::commit`] rolls back.
 #[async_trait]
 pub trait Tx: Send {
     /// Records an event once; a second call with the same id reports a
     /// duplicate, also when it races another transaction.
     async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError>;
+    /// A stored event's raw payload and outcome, for replay.
+    async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError>;
     /// Sets an event's outcome once its effect is written.
     async fn finish_event(
         &mut self,
@@ -175,6 +249,15 @@ pub trait Tx: Send {
         id: &str,
         customer_id: &str,
     ) -> Result<SubscriptionRecord, StoreError>;
+    /// Every subscription of a customer, read inside the transaction.
+    async fn customer_records(
+        &mut self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Keeps a subscription's access until review `review_id` is resolved.
+    async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError>;
+    /// Lifts the holds of a review; returns the customers whose access changed.
+    async fn release_holds(&mut self, review_id: i64) -> Result<Vec<String>, StoreError>;
     /// Stores a record previously returned by `lock_subscription`.
     async fn save_subscription(
         &mut self,
@@ -198,6 +281,17 @@ pub trait Tx: Send {
         review_id: i64,
         outcome: &str,
     ) -> Result<(), StoreError>;
+    /// Resolves an open review; false if it was not open.
+    async fn resolve_review(
+        &mut self,
+        review_id: i64,
+        resolution: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Queues an access-change notification; returns its id.
+    async fn queue_notification(&mut self, n: &NewNotification) -> Result<i64, StoreError>;
+    /// Sets (or, with `None`, deletes) a piece of service state.
+    async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -214,9 +308,52 @@ pub trait Store: Send + Sync + 'static {
         &self,
         customer_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Ids of subscriptions that can still change, for the sweep.
+    async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError>;
+    /// (customer, one of its subscriptions) for live subscriptions whose
+    /// customer no product user is linked to.
+    async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError>;
     async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError>;
+    async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError>;
+    /// Review records, newest first.
+    async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError>;
     /// Review records, newest first; `open_only` leaves out resolved ones.
-    async fn list_reviews(&self, open_only: bool) -> Result<Vec<ReviewRow>, StoreError>;
+    async fn list_reviews(&self, open_only: bool) -> Result<Vec<ReviewRow>, StoreError> {
+        self.find_reviews(&ReviewFilter {
+            open: open_only.then_some(true),
+            subject: None,
+            limit: 1000,
+        })
+        .await
+    }
+    /// Notifications after `after_id`, oldest first.
+    async fn list_notifications(
+        &self,
+        after_id: i64,
+        limit: i64,
+        include_acked: bool,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Acknowledges one notification; false if unknown or already acked.
+    async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+    /// Leases up to `limit` due notifications for one push attempt each; a
+    /// leased row is invisible to other dispatchers until the lease ends.
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// Records a failed push attempt and when to try again.
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError>;
+    async fn counts(&self) -> Result<Counts, StoreError>;
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Which backend this is, for logs.

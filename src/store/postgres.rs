@@ -8,15 +8,25 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use std::str::FromStr;
 
-use super::rows::impl_sql_store;
+use super::rows::{impl_sql_store, notification_columns, subscription_columns};
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-const LOCK_SUBSCRIPTION: &str =
-    "SELECT id, customer_id, status, current_period_end, paid_through, \
-     trial_end, cancel_at_period_end, past_due_since, items, user_id, snapshot_created, \
-     snapshot_event_id, verified_at FROM subscriptions WHERE id = $1 FOR UPDATE";
+const LOCK_SUBSCRIPTION: &str = concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE id = $1 FOR UPDATE"
+);
+
+/// Leases due notifications for one push attempt each.
+const CLAIM_NOTIFICATIONS: &str = concat!(
+    "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 WHERE id IN \
+     (SELECT id FROM notifications WHERE acked_at_ms IS NULL AND NOT dead \
+      AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 ORDER BY id LIMIT $3 \
+      FOR UPDATE SKIP LOCKED) RETURNING ",
+    notification_columns!()
+);
 
 pub struct PgStore {
     pool: PgPool,
@@ -57,12 +67,6 @@ impl_sql_store!(
     tx = PgTx,
     db = Postgres,
     lock = LOCK_SUBSCRIPTION,
+    claim = CLAIM_NOTIFICATIONS,
     backend = "postgres"
 );
-
-#[cfg(test)]
-#[test]
-fn lock_statement_reads_every_column() {
-    use super::rows::SUBSCRIPTION_COLUMNS;
-    assert!(LOCK_SUBSCRIPTION.contains(SUBSCRIPTION_COLUMNS));
-}

@@ -2,7 +2,7 @@
 //!
 //! Both backends speak the same SQL for everything here (`$N` placeholders
 //! work in SQLite too); where they differ, the backend passes its own
-//! statement to [`impl_sql_store!`], which writes the `Store` and `Tx`
+//! statements to [`impl_sql_store!`], which writes the `Store` and `Tx`
 //! implementations once for both.
 
 use crate::store::StoreError;
@@ -24,6 +24,7 @@ pub(crate) struct SubscriptionRow {
     pub snapshot_created: i64,
     pub snapshot_event_id: String,
     pub verified_at: i64,
+    pub hold_review_id: Option<i64>,
 }
 
 impl TryFrom<SubscriptionRow> for SubscriptionRecord {
@@ -52,6 +53,7 @@ impl TryFrom<SubscriptionRow> for SubscriptionRecord {
             snapshot_created: row.snapshot_created,
             snapshot_event_id: row.snapshot_event_id,
             verified_at: row.verified_at,
+            hold_review_id: row.hold_review_id,
         })
     }
 }
@@ -64,16 +66,49 @@ pub(crate) fn items_json(items: &[Item]) -> String {
     serde_json::to_string(items).expect("BUG: items always serialize")
 }
 
-pub(crate) const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, status, current_period_end, \
-     paid_through, trial_end, cancel_at_period_end, past_due_since, items, user_id, \
-     snapshot_created, snapshot_event_id, verified_at";
+/// The columns of [`SubscriptionRow`], as a literal for `concat!`.
+macro_rules! subscription_columns {
+    () => {
+        "id, customer_id, status, current_period_end, paid_through, trial_end, \
+         cancel_at_period_end, past_due_since, items, user_id, snapshot_created, \
+         snapshot_event_id, verified_at, hold_review_id"
+    };
+}
+pub(crate) use subscription_columns;
+
+pub(crate) const SUBSCRIPTIONS_OF_USER: &str = concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE user_id = $1 UNION SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE customer_id IN \
+     (SELECT customer_id FROM customer_users WHERE user_id = $1)"
+);
+
+pub(crate) const SUBSCRIPTIONS_OF_CUSTOMER: &str = concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE customer_id = $1"
+);
+
+pub(crate) const NON_TERMINAL_SUBSCRIPTIONS: &str = "SELECT id FROM subscriptions \
+     WHERE status IS NULL OR status NOT IN ('canceled', 'incomplete_expired') ORDER BY id";
+
+pub(crate) const UNLINKED_CUSTOMERS: &str = "SELECT s.customer_id, MIN(s.id) FROM subscriptions s \
+     WHERE (s.status IS NULL OR s.status NOT IN ('canceled', 'incomplete_expired')) \
+     AND s.user_id IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM customer_users c WHERE c.customer_id = s.customer_id) \
+     GROUP BY s.customer_id ORDER BY s.customer_id";
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
-     (id, type, created, livemode, api_version, payload, payload_sha256, source, received_at_ms, outcome) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'processing') \
+     (id, type, created, livemode, api_version, payload, payload_sha256, content_sha256, source, received_at_ms, outcome) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'processing') \
      ON CONFLICT (id) DO NOTHING RETURNING id";
 
-pub(crate) const EVENT_HASH: &str = "SELECT payload_sha256 FROM events WHERE id = $1";
+pub(crate) const EVENT_HASHES: &str =
+    "SELECT payload_sha256, content_sha256 FROM events WHERE id = $1";
+
+pub(crate) const LOAD_EVENT: &str = "SELECT payload, outcome FROM events WHERE id = $1";
 
 pub(crate) const FINISH_EVENT: &str =
     "UPDATE events SET outcome = $2, error = $3, processed_at_ms = $4 WHERE id = $1";
@@ -86,7 +121,13 @@ pub(crate) const SAVE_SUBSCRIPTION: &str =
     "UPDATE subscriptions SET customer_id = $2, status = $3, \
      current_period_end = $4, paid_through = $5, trial_end = $6, cancel_at_period_end = $7, \
      past_due_since = $8, items = $9, user_id = $10, snapshot_created = $11, \
-     snapshot_event_id = $12, verified_at = $13, updated_at_ms = $14 WHERE id = $1";
+     snapshot_event_id = $12, verified_at = $13, updated_at_ms = $14, hold_review_id = $15 \
+     WHERE id = $1";
+
+pub(crate) const SET_HOLD: &str = "UPDATE subscriptions SET hold_review_id = $2 WHERE id = $1";
+
+pub(crate) const CLEAR_HOLDS: &str = "UPDATE subscriptions SET hold_review_id = NULL \
+     WHERE hold_review_id = $1 RETURNING customer_id";
 
 pub(crate) const LINK_CUSTOMER: &str =
     "INSERT INTO customer_users (customer_id, user_id, linked_at_ms) \
@@ -103,18 +144,78 @@ pub(crate) const INSERT_REVIEW: &str = "INSERT INTO needs_manual_review \
 pub(crate) const NOTE_REVIEW_OUTCOME: &str =
     "UPDATE needs_manual_review SET refresh_outcome = $2 WHERE id = $1";
 
+pub(crate) const RESOLVE_REVIEW: &str = "UPDATE needs_manual_review SET resolved_at_ms = $2, \
+     resolution = $3 WHERE id = $1 AND resolved_at_ms IS NULL";
+
 pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload_sha256, \
      source, received_at_ms, processed_at_ms, outcome, error";
 
-pub(crate) const REVIEW_COLUMNS: &str = "id, subject, subscription_id, event_id, reason, details, \
-     created_at_ms, resolved_at_ms, resolution, refresh_outcome";
+macro_rules! review_columns {
+    () => {
+        "id, subject, subscription_id, event_id, reason, details, created_at_ms, \
+         resolved_at_ms, resolution, refresh_outcome"
+    };
+}
+
+pub(crate) const GET_REVIEW: &str = concat!(
+    "SELECT ",
+    review_columns!(),
+    " FROM needs_manual_review WHERE id = $1"
+);
+
+/// `$1`: 0 all, 1 open only, 2 resolved only; `$2`: subject or ''.
+pub(crate) const LIST_REVIEWS: &str = concat!(
+    "SELECT ", review_columns!(), " FROM needs_manual_review \
+     WHERE ($1 = 0 OR ($1 = 1 AND resolved_at_ms IS NULL) OR ($1 = 2 AND resolved_at_ms IS NOT NULL)) \
+     AND ($2 = '' OR subject = $2 OR subscription_id = $2) ORDER BY id DESC LIMIT $3"
+);
+
+macro_rules! notification_columns {
+    () => {
+        "id, kind, user_id, customer_id, subscription_id, old_status, new_status, old_access, \
+         new_access, old_access_until, new_access_until, reason, created_at_ms, acked_at_ms, \
+         attempts, dead, last_error"
+    };
+}
+pub(crate) use notification_columns;
+
+pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
+     (kind, user_id, customer_id, subscription_id, old_status, new_status, old_access, new_access, \
+      old_access_until, new_access_until, reason, created_at_ms, next_attempt_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id";
+
+pub(crate) const LIST_NOTIFICATIONS: &str = concat!(
+    "SELECT ",
+    notification_columns!(),
+    " FROM notifications WHERE id > $1 \
+     AND ($3 OR acked_at_ms IS NULL) ORDER BY id LIMIT $2"
+);
+
+pub(crate) const ACK_NOTIFICATION: &str =
+    "UPDATE notifications SET acked_at_ms = $2 WHERE id = $1 AND acked_at_ms IS NULL";
+
+pub(crate) const DELIVERY_FAILED: &str = "UPDATE notifications SET attempts = $2, \
+     next_attempt_at_ms = $3, last_error = $4, dead = $5, lease_until_ms = 0 WHERE id = $1";
+
+pub(crate) const GET_STATE: &str = "SELECT value FROM service_state WHERE key = $1";
+
+pub(crate) const SET_STATE: &str = "INSERT INTO service_state (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+pub(crate) const DELETE_STATE: &str = "DELETE FROM service_state WHERE key = $1";
+
+pub(crate) const NOTIFICATION_COUNTS: &str = "SELECT \
+     (SELECT COUNT(*) FROM notifications WHERE acked_at_ms IS NULL AND dead = $1), \
+     (SELECT COUNT(*) FROM notifications WHERE dead = $2), \
+     (SELECT COUNT(*) FROM needs_manual_review WHERE resolved_at_ms IS NULL)";
 
 /// Writes the `Store` and `Tx` implementations for one sqlx backend.
 ///
-/// `$lock` is the statement that reads one subscription row and holds it
-/// until commit (`FOR UPDATE` where the backend has row locks).
+/// `lock` reads one subscription row and holds it until commit (`FOR
+/// UPDATE` where the backend has row locks); `claim` picks due
+/// notifications and leases them (`FOR UPDATE SKIP LOCKED` where it can).
 macro_rules! impl_sql_store {
-    (store = $store:ty, tx = $tx:ident, db = $db:ty, lock = $lock:expr, backend = $name:literal) => {
+    (store = $store:ty, tx = $tx:ident, db = $db:ty, lock = $lock:expr, claim = $claim:expr, backend = $name:literal) => {
         /// An open write transaction.
         pub struct $tx(sqlx::Transaction<'static, $db>);
 
@@ -133,6 +234,7 @@ macro_rules! impl_sql_store {
                     .bind(e.api_version)
                     .bind(e.payload)
                     .bind(e.payload_sha256)
+                    .bind(e.content_sha256)
                     .bind(e.source)
                     .bind(e.received_at_ms)
                     .fetch_optional(&mut *self.0)
@@ -140,11 +242,25 @@ macro_rules! impl_sql_store {
                 if inserted.is_some() {
                     return Ok($crate::store::Recorded::New);
                 }
-                let (payload_sha256,): (String,) = sqlx::query_as(EVENT_HASH)
-                    .bind(e.id)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-                Ok($crate::store::Recorded::Duplicate { payload_sha256 })
+                let (payload_sha256, content_sha256): (String, Option<String>) =
+                    sqlx::query_as(EVENT_HASHES)
+                        .bind(e.id)
+                        .fetch_one(&mut *self.0)
+                        .await?;
+                Ok($crate::store::Recorded::Duplicate {
+                    payload_sha256,
+                    content_sha256,
+                })
+            }
+
+            async fn load_event(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::rows::LOAD_EVENT)
+                    .bind(id)
+                    .fetch_optional(&mut *self.0)
+                    .await?)
             }
 
             async fn finish_event(
@@ -183,6 +299,19 @@ macro_rules! impl_sql_store {
                 row.try_into()
             }
 
+            async fn customer_records(
+                &mut self,
+                customer_id: &str,
+            ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
+            {
+                use $crate::store::rows::*;
+                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_CUSTOMER)
+                    .bind(customer_id)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                records(rows)
+            }
+
             async fn save_subscription(
                 &mut self,
                 r: &$crate::subscription::SubscriptionRecord,
@@ -204,9 +333,34 @@ macro_rules! impl_sql_store {
                     .bind(&r.snapshot_event_id)
                     .bind(r.verified_at)
                     .bind(now_ms)
+                    .bind(r.hold_review_id)
                     .execute(&mut *self.0)
                     .await?;
                 Ok(())
+            }
+
+            async fn set_hold(
+                &mut self,
+                subscription_id: &str,
+                review_id: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::rows::SET_HOLD)
+                    .bind(subscription_id)
+                    .bind(review_id)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_holds(
+                &mut self,
+                review_id: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as($crate::store::rows::CLEAR_HOLDS)
+                    .bind(review_id)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                Ok(rows.into_iter().map(|(c,)| c).collect())
             }
 
             async fn link_customer(
@@ -264,6 +418,59 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn resolve_review(
+                &mut self,
+                review_id: i64,
+                resolution: &str,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::rows::RESOLVE_REVIEW)
+                    .bind(review_id)
+                    .bind(now_ms)
+                    .bind(resolution)
+                    .execute(&mut *self.0)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn queue_notification(
+                &mut self,
+                n: &$crate::store::NewNotification,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let (id,): (i64,) = sqlx::query_as($crate::store::rows::INSERT_NOTIFICATION)
+                    .bind(n.kind)
+                    .bind(&n.user_id)
+                    .bind(&n.customer_id)
+                    .bind(&n.subscription_id)
+                    .bind(&n.old_status)
+                    .bind(&n.new_status)
+                    .bind(n.old_access)
+                    .bind(n.new_access)
+                    .bind(n.old_access_until)
+                    .bind(n.new_access_until)
+                    .bind(&n.reason)
+                    .bind(n.created_at_ms)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn set_state(
+                &mut self,
+                key: &str,
+                value: Option<&str>,
+            ) -> Result<(), $crate::store::StoreError> {
+                match value {
+                    Some(v) => sqlx::query($crate::store::rows::SET_STATE)
+                        .bind(key)
+                        .bind(v),
+                    None => sqlx::query($crate::store::rows::DELETE_STATE).bind(key),
+                }
+                .execute(&mut *self.0)
+                .await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> Result<(), $crate::store::StoreError> {
                 self.0.commit().await?;
                 Ok(())
@@ -272,9 +479,7 @@ macro_rules! impl_sql_store {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            async fn begin(
-                &self,
-            ) -> Result<Box<dyn $crate::store::Tx>, $crate::store::StoreError> {
+            async fn begin(&self) -> Result<Box<dyn $crate::store::Tx>, $crate::store::StoreError> {
                 Ok(Box::new($tx(self.writer().begin().await?)))
             }
 
@@ -284,12 +489,7 @@ macro_rules! impl_sql_store {
             ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
             {
                 use $crate::store::rows::*;
-                let sql = format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = $1 \
-                     UNION SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id IN \
-                     (SELECT customer_id FROM customer_users WHERE user_id = $1)"
-                );
-                let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
+                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_USER)
                     .bind(user_id)
                     .fetch_all(self.reader())
                     .await?;
@@ -302,13 +502,29 @@ macro_rules! impl_sql_store {
             ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
             {
                 use $crate::store::rows::*;
-                let sql =
-                    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = $1");
-                let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
+                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_CUSTOMER)
                     .bind(customer_id)
                     .fetch_all(self.reader())
                     .await?;
                 records(rows)
+            }
+
+            async fn non_terminal_subscriptions(
+                &self,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as($crate::store::rows::NON_TERMINAL_SUBSCRIPTIONS)
+                        .fetch_all(self.reader())
+                        .await?;
+                Ok(rows.into_iter().map(|(id,)| id).collect())
+            }
+
+            async fn unlinked_customers(
+                &self,
+            ) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::rows::UNLINKED_CUSTOMERS)
+                    .fetch_all(self.reader())
+                    .await?)
             }
 
             async fn get_event(
@@ -325,16 +541,116 @@ macro_rules! impl_sql_store {
                     .await?)
             }
 
-            async fn list_reviews(
+            async fn get_review(
                 &self,
-                open_only: bool,
+                id: i64,
+            ) -> Result<Option<$crate::store::ReviewRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::rows::GET_REVIEW)
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
+            async fn find_reviews(
+                &self,
+                filter: &$crate::store::ReviewFilter,
             ) -> Result<Vec<$crate::store::ReviewRow>, $crate::store::StoreError> {
-                let filter = if open_only { "WHERE resolved_at_ms IS NULL" } else { "" };
-                let sql = format!(
-                    "SELECT {} FROM needs_manual_review {filter} ORDER BY id DESC",
-                    $crate::store::rows::REVIEW_COLUMNS
-                );
-                Ok(sqlx::query_as(&sql).fetch_all(self.reader()).await?)
+                let state: i64 = match filter.open {
+                    None => 0,
+                    Some(true) => 1,
+                    Some(false) => 2,
+                };
+                Ok(sqlx::query_as($crate::store::rows::LIST_REVIEWS)
+                    .bind(state)
+                    .bind(filter.subject.as_deref().unwrap_or(""))
+                    .bind(filter.limit)
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+
+            async fn list_notifications(
+                &self,
+                after_id: i64,
+                limit: i64,
+                include_acked: bool,
+            ) -> Result<Vec<$crate::store::NotificationRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::rows::LIST_NOTIFICATIONS)
+                    .bind(after_id)
+                    .bind(limit)
+                    .bind(include_acked)
+                    .fetch_all(self.writer())
+                    .await?)
+            }
+
+            async fn ack_notification(
+                &self,
+                id: i64,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::rows::ACK_NOTIFICATION)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn claim_notifications(
+                &self,
+                now_ms: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::NotificationRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($claim)
+                    .bind(now_ms)
+                    .bind(now_ms + lease_ms)
+                    .bind(limit)
+                    .fetch_all(self.writer())
+                    .await?)
+            }
+
+            async fn delivery_failed(
+                &self,
+                id: i64,
+                attempts: i64,
+                next_attempt_at_ms: i64,
+                error: &str,
+                dead: bool,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::rows::DELIVERY_FAILED)
+                    .bind(id)
+                    .bind(attempts)
+                    .bind(next_attempt_at_ms)
+                    .bind(error)
+                    .bind(dead)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn counts(&self) -> Result<$crate::store::Counts, $crate::store::StoreError> {
+                let (queued, dead, open_reviews): (i64, i64, i64) =
+                    sqlx::query_as($crate::store::rows::NOTIFICATION_COUNTS)
+                        .bind(false)
+                        .bind(true)
+                        .fetch_one(self.reader())
+                        .await?;
+                Ok($crate::store::Counts {
+                    queued_notifications: queued,
+                    dead_notifications: dead,
+                    open_reviews,
+                })
+            }
+
+            async fn get_state(
+                &self,
+                key: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as($crate::store::rows::GET_STATE)
+                    .bind(key)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(row.map(|(v,)| v))
             }
 
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {

@@ -10,17 +10,26 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::rows::impl_sql_store;
+use super::rows::{impl_sql_store, notification_columns, subscription_columns};
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// SQLite has no row locks; the single writer connection serializes every
 /// write transaction, which is stronger.
-const LOCK_SUBSCRIPTION: &str =
-    "SELECT id, customer_id, status, current_period_end, paid_through, \
-     trial_end, cancel_at_period_end, past_due_since, items, user_id, snapshot_created, \
-     snapshot_event_id, verified_at FROM subscriptions WHERE id = $1";
+const LOCK_SUBSCRIPTION: &str = concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE id = $1"
+);
+
+/// Leases due notifications for one push attempt each.
+const CLAIM_NOTIFICATIONS: &str = concat!(
+    "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 WHERE id IN \
+     (SELECT id FROM notifications WHERE acked_at_ms IS NULL AND dead = 0 \
+      AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 ORDER BY id LIMIT $3) RETURNING ",
+    notification_columns!()
+);
 
 pub struct SqliteStore {
     /// The only connection that writes.
@@ -66,12 +75,6 @@ impl_sql_store!(
     tx = SqliteTx,
     db = Sqlite,
     lock = LOCK_SUBSCRIPTION,
+    claim = CLAIM_NOTIFICATIONS,
     backend = "sqlite"
 );
-
-#[cfg(test)]
-#[test]
-fn lock_statement_reads_every_column() {
-    use super::rows::SUBSCRIPTION_COLUMNS;
-    assert!(LOCK_SUBSCRIPTION.contains(SUBSCRIPTION_COLUMNS));
-}

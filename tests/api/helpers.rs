@@ -16,14 +16,17 @@ use tollgate::stripe::StripeOptions;
 
 use crate::fake_stripe::FakeStripe;
 use tollgate::policy::Policy;
+use tollgate::proto::admin_client::AdminClient;
 use tollgate::proto::entitlements_client::EntitlementsClient;
 use tollgate::proto::{HasAccessRequest, HasAccessResponse};
 use tollgate::signature::{self, Secrets};
 use tollgate::startup::Application;
 use tollgate::store::{self, Store, StoreOptions};
+use tonic::service::interceptor::InterceptedService;
 
 pub const SECRET: &str = "whsec_test_primary";
 pub const STRIPE_KEY: &str = "sk_test_tollgate";
+pub const ADMIN_TOKEN: &str = "admin-test-token";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +161,7 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub http: reqwest::Client,
     pub grpc: EntitlementsClient<Channel>,
     pub secret: String,
@@ -198,6 +202,13 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         refresh_timeout: Duration::from_secs(2),
         cache_capacity: 10_000,
         cache_ttl: Duration::from_secs(600),
+        // Tests run passes through Admin.Reconcile unless they enable this.
+        reconciler_enabled: false,
+        reconcile_interval: Duration::from_secs(3600),
+        sweep_interval: Duration::from_secs(24 * 3600),
+        hold_revocations: false,
+        push: None,
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
     }
 }
 
@@ -241,6 +252,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
     let store = store::connect(&store_options).await.expect("store opens");
     TestApp {
         http_addr,
+        grpc_addr,
         http: reqwest::Client::new(),
         grpc,
         secret,
@@ -255,6 +267,21 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
 pub fn now() -> i64 {
     tollgate::access::now_secs()
 }
+
+/// Adds `authorization: Bearer ...` to admin calls.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.0 {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type AdminApi = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 pub struct WebhookResponse {
     pub status: u16,
@@ -329,6 +356,34 @@ impl TestApp {
             .expect("has_access")
     }
 
+    /// An Admin client that sends the admin token.
+    pub fn admin(&self) -> AdminApi {
+        self.admin_with_token(Some(ADMIN_TOKEN))
+    }
+
+    /// An Admin client that sends `token` (or nothing).
+    pub fn admin_with_token(&self, token: Option<&str>) -> AdminApi {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect_lazy();
+        let header = token.map(|t| format!("Bearer {t}").parse().unwrap());
+        AdminClient::with_interceptor(channel, BearerToken(header))
+    }
+
+    /// Runs one reconcile pass through the Admin API.
+    pub async fn reconcile(&self) -> tollgate::proto::ReconcileResponse {
+        self.admin()
+            .reconcile(tollgate::proto::ReconcileRequest {})
+            .await
+            .expect("reconcile")
+            .into_inner()
+    }
+
+    /// Every notification queued so far, acknowledged or not.
+    pub async fn notifications(&self) -> Vec<tollgate::store::NotificationRow> {
+        self.store.list_notifications(0, 1000, true).await.unwrap()
+    }
+
     pub async fn event_count(&self, id: &str) -> usize {
         usize::from(self.store.get_event(id).await.unwrap().is_some())
     }
@@ -375,4 +430,95 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A real `tollgate serve` process, for tests that kill or run several.
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `env` (on top of test defaults) and waits for
+    /// it to log the addresses it bound.
+    pub async fn start(db_url: &str, stripe_base: &str, env: &[(&str, &str)]) -> ServerProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TOLLGATE_DATABASE_URL", db_url)
+            .env("TOLLGATE_HTTP_ADDR", "127.0.0.1:0")
+            .env("TOLLGATE_GRPC_ADDR", "127.0.0.1:0")
+            .env("STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("STRIPE_API_BASE", stripe_base)
+            .env("STRIPE_API_KEY", STRIPE_KEY)
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TOLLGATE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("tollgate binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (http_addr, grpc_addr) = loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .expect("server logs its addresses in time")
+                .unwrap()
+                .expect("server exited before listening");
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "listening" {
+                let addr = |k: &str| {
+                    v["fields"][k]
+                        .as_str()
+                        .unwrap()
+                        .parse::<SocketAddr>()
+                        .unwrap()
+                };
+                break (addr("http_addr"), addr("grpc_addr"));
+            }
+        };
+        let show = std::env::var("TEST_LOG").is_ok();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if show {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        ServerProcess {
+            child,
+            http_addr,
+            grpc_addr,
+        }
+    }
+
+    /// SIGKILL: no draining, no cleanup, as in a crash.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        self.child.wait().await.ok().and_then(|s| s.code())
+    }
+
+    pub async fn entitlements(&self) -> EntitlementsClient<Channel> {
+        EntitlementsClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .unwrap()
+    }
 }

@@ -1,0 +1,413 @@
+//! `tollgate admin ...`: a thin client of the gRPC Admin service that prints
+//! readable tables, or JSON with `--json`.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::proto;
+use crate::proto::admin_client::AdminClient;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// gRPC address of a running `tollgate serve`.
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+    /// The server's TOLLGATE_ADMIN_TOKEN.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manual-review records.
+    #[command(subcommand)]
+    Reviews(ReviewsCommand),
+    /// Look up or replay one Stripe event.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Re-read a subject's subscriptions from Stripe and show its access.
+    Refresh(RefreshArgs),
+    /// The access-change notification queue.
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
+    /// Run one reconcile pass (event catch-up and sweep) now.
+    Reconcile,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    Open,
+    Resolved,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    /// Keep the state as it is.
+    Accept,
+    /// Re-read the subscription from Stripe, then resolve.
+    Refresh,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewsCommand {
+    /// List reviews (open ones by default).
+    List {
+        #[arg(long, value_enum, default_value = "open")]
+        state: StateArg,
+        /// A customer, user or subscription id.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+    /// Resolve a review.
+    Resolve {
+        id: i64,
+        #[arg(long, value_enum)]
+        action: ActionArg,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Did we get and process this event?
+    Get { id: String },
+    /// Re-run a failed event through the pipeline.
+    Replay { id: String },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RefreshArgs {
+    #[arg(long)]
+    pub user_id: Option<String>,
+    #[arg(long)]
+    pub customer_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// List notifications after a cursor (unacknowledged by default).
+    List {
+        #[arg(long, default_value_t = 0)]
+        cursor: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+        #[arg(long)]
+        include_acked: bool,
+    },
+    /// Acknowledge notifications by id.
+    Ack {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}
+
+fn review_json(r: &proto::Review) -> Value {
+    json!({
+        "id": r.id, "subject": r.subject, "subscription_id": r.subscription_id,
+        "event_id": r.event_id, "reason": r.reason, "details": r.details,
+        "created_at_ms": r.created_at_ms, "resolved_at_ms": r.resolved_at_ms,
+        "resolution": r.resolution, "refresh_outcome": r.refresh_outcome,
+    })
+}
+
+fn event_json(e: &proto::Event) -> Value {
+    json!({
+        "id": e.id, "type": e.r#type, "created": e.created, "livemode": e.livemode,
+        "api_version": e.api_version, "payload_sha256": e.payload_sha256, "source": e.source,
+        "received_at_ms": e.received_at_ms, "processed_at_ms": e.processed_at_ms,
+        "outcome": e.outcome, "error": e.error,
+    })
+}
+
+fn notification_json(n: &proto::Notification) -> Value {
+    json!({
+        "id": n.id, "kind": n.kind, "user_id": n.user_id, "customer_id": n.customer_id,
+        "subscription_id": n.subscription_id, "old_status": n.old_status,
+        "new_status": n.new_status, "old_access": n.old_access, "new_access": n.new_access,
+        "old_access_until": n.old_access_until, "new_access_until": n.new_access_until,
+        "reason": n.reason, "created_at_ms": n.created_at_ms, "acked": n.acked,
+        "attempts": n.attempts, "dead": n.dead,
+    })
+}
+
+fn access_json(a: &proto::HasAccessResponse) -> Value {
+    json!({
+        "has_access": a.has_access,
+        "reason": proto::Reason::try_from(a.reason).map(|r| r.as_str_name()).unwrap_or("REASON_UNSPECIFIED"),
+        "subscription_id": a.subscription_id, "status": a.status,
+        "current_period_end": a.current_period_end, "access_until": a.access_until,
+        "verified_at": a.verified_at, "detail": a.detail,
+    })
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders rows as an aligned text table of `columns`.
+pub fn table(rows: &[Value], columns: &[&str]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<String>| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for row in cells {
+        out.push('\n');
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// One record as `key: value` lines.
+fn record(v: &Value) -> String {
+    let Value::Object(map) = v else {
+        return cell(v);
+    };
+    let width = map.keys().map(String::len).max().unwrap_or(0);
+    map.iter()
+        .map(|(k, v)| format!("{k:<width$}  {}", cell(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs one admin command; returns what to print.
+pub async fn run(args: AdminArgs) -> Result<String, String> {
+    let channel = Channel::from_shared(args.addr.clone())
+        .map_err(|e| format!("invalid --addr {}: {e}", args.addr))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+    let token: Option<MetadataValue<_>> = match args.token.as_deref() {
+        None => None,
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| "the admin token has characters a header cannot carry".to_owned())?,
+        ),
+    };
+    let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(t) = &token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    });
+    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    let (value, text) = match args.command {
+        AdminCommand::Reviews(ReviewsCommand::List {
+            state,
+            subject,
+            limit,
+        }) => {
+            let state = match state {
+                StateArg::Open => proto::ReviewState::Open,
+                StateArg::Resolved => proto::ReviewState::Resolved,
+                StateArg::All => proto::ReviewState::All,
+            };
+            let resp = client
+                .list_reviews(proto::ListReviewsRequest {
+                    state: state as i32,
+                    subject: subject.unwrap_or_default(),
+                    limit,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows: Vec<Value> = resp.reviews.iter().map(review_json).collect();
+            let text = table(
+                &rows,
+                &[
+                    "id",
+                    "subject",
+                    "subscription_id",
+                    "reason",
+                    "details",
+                    "resolution",
+                ],
+            );
+            (Value::Array(rows), text)
+        }
+        AdminCommand::Reviews(ReviewsCommand::Resolve { id, action, note }) => {
+            let action = match action {
+                ActionArg::Accept => proto::ResolveAction::Accept,
+                ActionArg::Refresh => proto::ResolveAction::Refresh,
+            };
+            let review = client
+                .resolve_review(proto::ResolveReviewRequest {
+                    id,
+                    note,
+                    action: action as i32,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = review_json(&review);
+            let text = record(&v);
+            (v, text)
+        }
+        AdminCommand::Event(EventCommand::Get { id }) => {
+            let e = client
+                .get_event(proto::GetEventRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = event_json(&e);
+            let text = record(&v);
+            (v, text)
+        }
+        AdminCommand::Event(EventCommand::Replay { id }) => {
+            let e = client
+                .replay_event(proto::ReplayEventRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = event_json(&e);
+            let text = record(&v);
+            (v, text)
+        }
+        AdminCommand::Refresh(subject) => {
+            let resp = client
+                .refresh_subject(proto::RefreshSubjectRequest {
+                    user_id: subject.user_id.unwrap_or_default(),
+                    customer_id: subject.customer_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let access = resp.access.as_ref().map(access_json).unwrap_or(Value::Null);
+            let v = json!({ "subscriptions_refreshed": resp.subscriptions_refreshed, "access": access });
+            let text = format!(
+                "subscriptions_refreshed  {}\n{}",
+                resp.subscriptions_refreshed,
+                record(&access)
+            );
+            (v, text)
+        }
+        AdminCommand::Notifications(NotificationsCommand::List {
+            cursor,
+            limit,
+            include_acked,
+        }) => {
+            let resp = client
+                .list_notifications(proto::ListNotificationsRequest {
+                    cursor,
+                    limit,
+                    include_acked,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows: Vec<Value> = resp.notifications.iter().map(notification_json).collect();
+            let text = format!(
+                "{}\nnext cursor: {}",
+                table(
+                    &rows,
+                    &[
+                        "id",
+                        "kind",
+                        "user_id",
+                        "customer_id",
+                        "old_status",
+                        "new_status",
+                        "reason",
+                        "acked"
+                    ]
+                ),
+                resp.next_cursor
+            );
+            (
+                json!({ "notifications": rows, "next_cursor": resp.next_cursor }),
+                text,
+            )
+        }
+        AdminCommand::Notifications(NotificationsCommand::Ack { ids }) => {
+            let resp = client
+                .ack_notifications(proto::AckNotificationsRequest { ids })
+                .await
+                .map_err(status)?
+                .into_inner();
+            (
+                json!({ "acked": resp.acked }),
+                format!("acked {}", resp.acked),
+            )
+        }
+        AdminCommand::Reconcile => {
+            let r = client
+                .reconcile(proto::ReconcileRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = json!({
+                "events_seen": r.events_seen, "events_applied": r.events_applied,
+                "events_duplicate": r.events_duplicate, "events_other": r.events_other,
+                "pages": r.pages, "swept": r.swept, "subscriptions_swept": r.subscriptions_swept,
+                "access_corrections": r.access_corrections, "errors": r.errors,
+            });
+            let text = record(&v);
+            (v, text)
+        }
+    };
+    Ok(if args.json {
+        serde_json::to_string_pretty(&value).expect("BUG: json values serialize")
+    } else {
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            json!({"id": 1, "reason": "x"}),
+            json!({"id": 22, "reason": "long reason"}),
+        ];
+        assert_eq!(
+            table(&rows, &["id", "reason"]),
+            "ID  REASON\n1   x\n22  long reason"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The reconciler: re-reads Stripe on a schedule to fill the gaps missed
+//! webhooks leave.
+//!
+//! A pass has two parts:
+//! - **Catch-up.** Pages through `GET /v1/events` (types Tollgate handles,
+//!   `created >= cursor`, at most 30 days back) and feeds every event through
+//!   the same idempotent pipeline as webhooks: events already recorded are
+//!   duplicates, missed ones are applied. Progress is saved after every
+//!   page, so a restart resumes the pass without losing or re-applying
+//!   anything.
+//! - **Sweep.** Every `sweep_interval`, re-reads each subscription that can
+//!   still change and corrects drift. The Stripe client's rate limit spreads
+//!   it out.
+//!
+//! What a pass changes is announced as a notification (see
+//! [`crate::ledger`]). Only one pass runs at a time in a process; across
+//! replicas, [`Leadership`] decides who runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::now_secs;
+use crate::event::{self, HANDLED_TYPES};
+use crate::ledger::{Ingested, Ledger, ReadOrigin, Source};
+use crate::refresh::Refresher;
+use crate::store::{Outcome, StoreError};
+
+const CURSOR_KEY: &str = "reconciler.events_cursor";
+const PASS_KEY: &str = "reconciler.events_pass";
+const SWEEP_KEY: &str = "reconciler.last_sweep_at";
+/// Stripe lists events back 30 days; stay a minute inside that.
+const EVENTS_WINDOW: i64 = 30 * 86_400 - 60;
+const PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Stripe API not configured (set STRIPE_API_KEY)")]
+    NotConfigured,
+    #[error("Stripe events listing failed: {0}")]
+    Stripe(#[from] crate::stripe::StripeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub events_seen: i64,
+    pub events_applied: i64,
+    pub events_duplicate: i64,
+    pub events_other: i64,
+    pub pages: i64,
+    pub swept: bool,
+    pub subscriptions_swept: i64,
+    pub access_corrections: i64,
+    pub errors: i64,
+    /// `created` of the newest event seen, for the lag metric.
+    pub newest_event: Option<i64>,
+}
+
+/// An unfinished catch-up pass, saved after every page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PassState {
+    since: i64,
+    high_water: Option<i64>,
+    after: Option<String>,
+}
+
+pub struct Reconciler {
+    ledger: Arc<Ledger>,
+    refresher: Arc<Refresher>,
+    sweep_interval: Duration,
+    /// One pass at a time in this process; the admin call and the timer
+    /// queue here.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reconciler {
+    pub fn new(ledger: Arc<Ledger>, refresher: Arc<Refresher>, sweep_interval: Duration) -> Self {
+        Reconciler {
+            ledger,
+            refresher,
+            sweep_interval,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Runs one pass now; `force_sweep` sweeps even when not due.
+    pub async fn run_once(&self, force_sweep: bool) -> Result<PassReport, ReconcileError> {
+        let _pass = self.running.lock().await;
+        if !self.refresher.configured() {
+            return Err(ReconcileError::NotConfigured);
+        }
+        let mut report = PassReport::default();
+        self.catch_up(&mut report).await?;
+        let last_sweep = self.ledger.store().get_state(SWEEP_KEY).await?;
+        let due = last_sweep
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_none_or(|at| now_secs() - at >= crate::policy::secs(self.sweep_interval));
+        if force_sweep || due {
+            self.sweep(&mut report).await?;
+        }
+        tracing::info!(
+            events_seen = report.events_seen,
+            events_applied = report.events_applied,
+            swept = report.subscriptions_swept,
+            corrections = report.access_corrections,
+            errors = report.errors,
+            "reconcile pass done"
+        );
+        Ok(report)
+    }
+
+    async fn catch_up(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
+        let client = self
+            .refresher
+            .stripe()
+            .ok_or(ReconcileError::NotConfigured)?;
+        let store = self.ledger.store();
+        let oldest = now_secs() - EVENTS_WINDOW;
+        let saved = store.get_state(PASS_KEY).await?;
+        let mut pass = saved
+            .and_then(|v| serde_json::from_str::<PassState>(&v).ok())
+            .unwrap_or(PassState {
+                since: 0,
+                high_water: None,
+                after: None,
+            });
+        if pass.after.is_none() {
+            let cursor = store
+                .get_state(CURSOR_KEY)
+                .await?
+                .and_then(|v| v.parse::<i64>().ok());
+            pass.since = cursor.unwrap_or(oldest);
+        } else {
+            tracing::info!(after = ?pass.after, "resuming an interrupted reconcile pass");
+        }
+        pass.since = pass.since.max(oldest);
+
+        loop {
+            let (page, has_more) = client
+                .events_page(HANDLED_TYPES, pass.since, pass.after.as_deref(), PAGE_SIZE)
+                .await?;
+            report.pages += 1;
+            for value in &page {
+                self.feed(value, report).await?;
+                if let Some(created) = value["created"].as_i64() {
+                    pass.high_water = Some(pass.high_water.map_or(created, |h| h.max(created)));
+                }
+            }
+            let last = page
+                .last()
+                .and_then(|e| e["id"].as_str())
+                .map(str::to_owned);
+            if !has_more || last.is_none() {
+                break;
+            }
+            pass.after = last;
+            let saved = serde_json::to_string(&pass).expect("BUG: pass state serializes");
+            self.ledger.save_state(PASS_KEY, Some(&saved)).await?;
+        }
+        // Next pass lists from the newest event seen (inclusive: events in
+        // that same second come back as harmless duplicates).
+        let cursor = pass.high_water.unwrap_or(pass.since);
+        self.ledger
+            .save_state(CURSOR_KEY, Some(&cursor.to_string()))
+            .await?;
+        self.ledger.save_state(PASS_KEY, None).await?;
+        report.newest_event = pass.high_water;
+        Ok(())
+    }
+
+    async fn feed(
+        &self,
+        value: &serde_json::Value,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        report.events_seen += 1;
+        let raw = serde_json::to_vec(value).expect("BUG: values serialize");
+        let envelope = match event::parse_envelope(&raw) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "stripe listed an event without an envelope; skipped");
+                report.errors += 1;
+                return Ok(());
+            }
+        };
+        match self
+            .ledger
+            .ingest(&envelope, &raw, Source::Reconciler)
+            .await?
+        {
+            Ingested::Duplicate => report.events_duplicate += 1,
+            Ingested::Recorded { outcome, follow_up } => {
+                if outcome == Outcome::Applied {
+                    report.events_applied += 1;
+                    tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "missed webhook applied");
+                } else {
+                    report.events_other += 1;
+                }
+                self.refresher.follow_up(follow_up);
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
+        report.swept = true;
+        let store = self.ledger.store().clone();
+        for id in store.non_terminal_subscriptions().await? {
+            report.subscriptions_swept += 1;
+            match self
+                .refresher
+                .read_subscription(&id, ReadOrigin::Sweep)
+                .await
+            {
+                Ok(applied) => {
+                    if applied.access_changed {
+                        report.access_corrections += 1;
+                    }
+                }
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(subscription_id = %id, error = %e, "sweep could not re-read subscription");
+                }
+            }
+        }
+        // Customers no user is linked to cannot be answered by user id.
+        for (customer, subscription) in store.unlinked_customers().await? {
+            self.ledger
+                .flag_unlinked_customer(&customer, &subscription)
+                .await?;
+        }
+        self.ledger
+            .save_state(SWEEP_KEY, Some(&now_secs().to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a pass every `interval` until `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        tracing::info!(interval_secs = interval.as_secs(), "reconciler started");
+        loop {
+            if let Err(e) = self.run_once(false).await {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        tracing::info!("reconciler stopped");
+    }
+}
