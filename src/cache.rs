@@ -26,6 +26,8 @@ const EPOCH_BUCKETS: usize = 4096;
 pub type Records = Arc<Vec<SubscriptionRecord>>;
 
 pub struct SubjectCache {
+    /// Off while invalidations from other replicas may be missed.
+    enabled: std::sync::atomic::AtomicBool,
     records: Cache<Subject, Records>,
     /// Invalidation counters, one per hash bucket of subjects.
     epochs: Box<[AtomicU64]>,
@@ -69,6 +71,7 @@ pub struct Ticket {
 impl SubjectCache {
     pub fn new(capacity: u64, ttl: Duration, absent_ttl: Duration) -> Self {
         SubjectCache {
+            enabled: std::sync::atomic::AtomicBool::new(true),
             records: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
@@ -88,7 +91,47 @@ impl SubjectCache {
     }
 
     pub fn get(&self, subject: &Subject) -> Option<Records> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
         self.records.get(subject)
+    }
+
+    /// Turns caching off (every read goes to the store) or back on.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// The message other replicas receive for `affected`: JSON of the ids,
+    /// or `*` (clear everything) when it would not fit a notification.
+    pub fn publication(affected: &Affected) -> String {
+        let json = serde_json::json!({ "c": affected.customers, "u": affected.users }).to_string();
+        if json.len() > 7000 {
+            "*".to_owned()
+        } else {
+            json
+        }
+    }
+
+    /// Applies a message published by another replica's commit.
+    pub fn apply_published(&self, payload: &str) {
+        let parsed: Option<(Vec<String>, Vec<String>)> =
+            serde_json::from_str::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| {
+                    let ids = |k: &str| -> Option<Vec<String>> {
+                        v.get(k)?
+                            .as_array()?
+                            .iter()
+                            .map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    };
+                    Some((ids("c")?, ids("u")?))
+                });
+        match parsed {
+            Some((customers, users)) => self.invalidate(&Affected { customers, users }),
+            None => self.clear(),
+        }
     }
 
     /// Call before reading the store for `subject`.
@@ -102,7 +145,9 @@ impl SubjectCache {
 
     /// Caches what was read, unless an invalidation happened since `ticket`.
     pub fn insert(&self, subject: Subject, ticket: Ticket, records: Records) {
-        if self.epochs[ticket.bucket].load(Ordering::Acquire) == ticket.epoch {
+        if self.enabled.load(Ordering::Acquire)
+            && self.epochs[ticket.bucket].load(Ordering::Acquire) == ticket.epoch
+        {
             self.records.insert(subject, records);
         }
     }
@@ -162,6 +207,33 @@ mod tests {
         let ticket = c.ticket(&s);
         c.insert(s.clone(), ticket, Arc::new(vec![]));
         assert!(c.get(&s).is_some());
+    }
+
+    #[test]
+    fn published_messages_invalidate_or_clear() {
+        let c = cache();
+        let s = Subject::User("u1".into());
+        let other = Subject::User("u2".into());
+        for subject in [&s, &other] {
+            let t = c.ticket(subject);
+            c.insert(subject.clone(), t, Arc::new(vec![]));
+        }
+        let mut affected = Affected::default();
+        affected.add_user("u1");
+        c.apply_published(&SubjectCache::publication(&affected));
+        assert!(c.get(&s).is_none() && c.get(&other).is_some());
+        c.apply_published("*");
+        assert!(c.get(&other).is_none());
+    }
+
+    #[test]
+    fn a_disabled_cache_serves_nothing() {
+        let c = cache();
+        let s = Subject::User("u1".into());
+        c.set_enabled(false);
+        let t = c.ticket(&s);
+        c.insert(s.clone(), t, Arc::new(vec![]));
+        assert!(c.get(&s).is_none());
     }
 
     #[test]

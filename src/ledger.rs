@@ -205,6 +205,10 @@ impl Ledger {
                 affected.add_user(&user);
             }
         }
+        if !affected.is_empty() {
+            tx.publish_invalidation(&SubjectCache::publication(&affected))
+                .await?;
+        }
         tx.commit().await?;
         self.cache.invalidate(&affected);
         Ok(())

@@ -41,6 +41,8 @@ pub enum ReconcileError {
     NotConfigured,
     #[error("Stripe events listing failed: {0}")]
     Stripe(#[from] crate::stripe::StripeError),
+    #[error("another replica holds the reconciler lock and runs the passes")]
+    NotLeader,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,6 +95,9 @@ impl Reconciler {
         let _pass = self.running.lock().await;
         if !self.refresher.configured() {
             return Err(ReconcileError::NotConfigured);
+        }
+        if !self.ledger.store().try_lead().await? {
+            return Err(ReconcileError::NotLeader);
         }
         let mut report = PassReport::default();
         self.catch_up(&mut report).await?;
@@ -244,8 +249,12 @@ impl Reconciler {
     pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         tracing::info!(interval_secs = interval.as_secs(), "reconciler started");
         loop {
-            if let Err(e) = self.run_once(false).await {
-                tracing::warn!(error = %e, "reconcile pass failed");
+            match self.run_once(false).await {
+                Ok(_) => {}
+                Err(ReconcileError::NotLeader) => {
+                    tracing::debug!("another replica runs the reconciler")
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
             }
             tokio::select! {
                 () = stop.cancelled() => break,

@@ -38,6 +38,8 @@ pub enum StartupError {
 
 /// Work that runs beside the servers until shutdown.
 struct Background {
+    store: Arc<dyn crate::store::Store>,
+    cache: Arc<SubjectCache>,
     /// `Some(interval)` when the reconciler runs on a timer.
     reconcile_every: Option<Duration>,
     reconciler: Arc<Reconciler>,
@@ -96,7 +98,7 @@ impl Application {
         ));
         let access = Arc::new(Access::new(
             store.clone(),
-            cache,
+            cache.clone(),
             refresher.clone(),
             config.policy,
             config.staleness,
@@ -143,6 +145,8 @@ impl Application {
         tracing::info!(%http_addr, %grpc_addr, "listening");
 
         let background = Background {
+            store: store.clone(),
+            cache,
             reconcile_every: (config.reconciler_enabled && stripe_configured)
                 .then_some(config.reconcile_interval),
             reconciler,
@@ -182,6 +186,14 @@ impl Application {
         });
 
         let mut tasks = tokio::task::JoinSet::new();
+        {
+            let (store, cache, stop) = (
+                self.background.store.clone(),
+                self.background.cache.clone(),
+                token.clone(),
+            );
+            tasks.spawn(async move { store.follow_invalidations(cache, stop).await });
+        }
         if let Some(every) = self.background.reconcile_every {
             tasks.spawn(self.background.reconciler.clone().run(every, token.clone()));
         }

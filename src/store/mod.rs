@@ -292,6 +292,9 @@ pub trait Tx: Send {
     async fn queue_notification(&mut self, n: &NewNotification) -> Result<i64, StoreError>;
     /// Sets (or, with `None`, deletes) a piece of service state.
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// Tells other replicas, at commit, which subjects changed (a no-op
+    /// where one process owns the store).
+    async fn publish_invalidation(&mut self, payload: &str) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -358,6 +361,20 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
+    /// Whether this replica may run the reconciler now. Where one process
+    /// owns the store it always may; with several replicas one holds a
+    /// lock, and another takes over when its holder dies.
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Evicts what other replicas changed until `stop`; where one process
+    /// owns the store there is nothing to listen to.
+    async fn follow_invalidations(
+        &self,
+        _cache: std::sync::Arc<crate::cache::SubjectCache>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) {
+    }
 }
 
 /// Connection settings shared by both backends.

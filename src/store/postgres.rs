@@ -1,12 +1,28 @@
 //! PostgreSQL: the shared store for several replicas.
 //!
-//! Row locks (`FOR UPDATE`) serialize writers per subscription, and the
-//! unique key on the event id makes the loser of a duplicate race see a
-//! duplicate rather than an error.
+//! Every guarantee holds across replicas sharing one database:
+//! - row locks (`FOR UPDATE`) serialize writers per subscription, so the
+//!   ordering watermark is compared and updated in one transaction;
+//! - the unique key on the event id makes the loser of a duplicate race see
+//!   a duplicate rather than an error;
+//! - every commit that changes subjects sends `pg_notify` on
+//!   [`INVALIDATION_CHANNEL`] (delivered only if it commits), and every
+//!   replica evicts them; a replica whose listener connection drops stops
+//!   caching until it listens again;
+//! - one replica holds a session advisory lock and runs the reconciler;
+//!   when it dies its session ends and another takes over at its next tick;
+//! - notification pushes claim rows with `FOR UPDATE SKIP LOCKED` and a
+//!   lease, so two replicas never send the same attempt.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::SubjectCache;
 
 use super::rows::{impl_sql_store, notification_columns, subscription_columns};
 use super::{StoreError, StoreOptions};
@@ -28,8 +44,17 @@ const CLAIM_NOTIFICATIONS: &str = concat!(
     notification_columns!()
 );
 
+/// The channel commits publish changed subjects on.
+pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
+
+/// Advisory lock key of the reconciler: "tollgate" as a big-endian integer.
+const RECONCILER_LOCK: i64 = 8_390_043_843_661_231_205;
+
 pub struct PgStore {
     pool: PgPool,
+    connect: PgConnectOptions,
+    /// The session that holds the reconciler lock, while this replica leads.
+    leader: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl PgStore {
@@ -45,12 +70,64 @@ impl PgStore {
             )]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.busy_timeout.max(std::time::Duration::from_secs(1)))
+            .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
             .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            connect,
+            leader: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn try_lead_now(&self) -> Result<bool, StoreError> {
+        let mut leader = self.leader.lock().await;
+        if let Some(conn) = leader.as_mut() {
+            // Still leading while the session that holds the lock lives.
+            if conn.ping().await.is_ok() {
+                return Ok(true);
+            }
+            tracing::warn!("lost the reconciler lock session");
+            *leader = None;
+        }
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RECONCILER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            tracing::info!("this replica now runs the reconciler");
+            *leader = Some(conn);
+        }
+        Ok(locked)
+    }
+
+    async fn listen(
+        &self,
+        cache: &SubjectCache,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(INVALIDATION_CHANNEL).await?;
+        // Anything committed while we were not listening may be cached.
+        cache.clear();
+        cache.set_enabled(true);
+        tracing::info!(
+            channel = INVALIDATION_CHANNEL,
+            "listening for invalidations from other replicas"
+        );
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                next = listener.try_recv() => next?,
+            };
+            match next {
+                Some(n) => cache.apply_published(n.payload()),
+                None => return Err(sqlx::Error::PoolClosed),
+            }
+        }
     }
 
     fn writer(&self) -> &PgPool {
@@ -68,5 +145,32 @@ impl_sql_store!(
     db = Postgres,
     lock = LOCK_SUBSCRIPTION,
     claim = CLAIM_NOTIFICATIONS,
-    backend = "postgres"
+    publish = Some("SELECT pg_notify('tollgate_invalidate', $1)"),
+    backend = "postgres",
+    store_extra = {
+        async fn try_lead(&self) -> Result<bool, StoreError> {
+            self.try_lead_now().await
+        }
+
+        async fn follow_invalidations(&self, cache: Arc<SubjectCache>, stop: CancellationToken) {
+            let mut backoff = Duration::from_millis(100);
+            while !stop.is_cancelled() {
+                match self.listen(&cache, &stop).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        // Invalidations may be missed until we listen again:
+                        // serve from the database meanwhile.
+                        cache.set_enabled(false);
+                        cache.clear();
+                        tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "invalidation listener lost; cache off until it reconnects");
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 );

@@ -215,7 +215,16 @@ pub(crate) const NOTIFICATION_COUNTS: &str = "SELECT \
 /// UPDATE` where the backend has row locks); `claim` picks due
 /// notifications and leases them (`FOR UPDATE SKIP LOCKED` where it can).
 macro_rules! impl_sql_store {
-    (store = $store:ty, tx = $tx:ident, db = $db:ty, lock = $lock:expr, claim = $claim:expr, backend = $name:literal) => {
+    (
+        store = $store:ty,
+        tx = $tx:ident,
+        db = $db:ty,
+        lock = $lock:expr,
+        claim = $claim:expr,
+        publish = $publish:expr,
+        backend = $name:literal,
+        store_extra = { $($store_extra:tt)* }
+    ) => {
         /// An open write transaction.
         pub struct $tx(sqlx::Transaction<'static, $db>);
 
@@ -471,6 +480,17 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn publish_invalidation(
+                &mut self,
+                payload: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let statement: Option<&'static str> = $publish;
+                if let Some(sql) = statement {
+                    sqlx::query(sql).bind(payload).execute(&mut *self.0).await?;
+                }
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> Result<(), $crate::store::StoreError> {
                 self.0.commit().await?;
                 Ok(())
@@ -661,6 +681,8 @@ macro_rules! impl_sql_store {
             fn backend(&self) -> &'static str {
                 $name
             }
+
+            $($store_extra)*
         }
     };
 }

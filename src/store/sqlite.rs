@@ -76,5 +76,8 @@ impl_sql_store!(
     db = Sqlite,
     lock = LOCK_SUBSCRIPTION,
     claim = CLAIM_NOTIFICATIONS,
-    backend = "sqlite"
+    // One process owns a SQLite file: its cache is invalidated in-process.
+    publish = None,
+    backend = "sqlite",
+    store_extra = {}
 );

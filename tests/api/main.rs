@@ -13,6 +13,7 @@ mod process;
 mod receiver;
 mod refresh;
 mod repair;
+mod replicas;
 mod reviews;
 mod stripe_client;
 mod webhook_signature;
