@@ -85,8 +85,10 @@ impl Access {
     /// The subject's records: from memory when cached, else from the store.
     async fn records(&self, subject: &Subject) -> Result<Records, StoreError> {
         if let Some(records) = self.cache.get(subject) {
+            metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
             return Ok(records);
         }
+        metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
         let ticket = self.cache.ticket(subject);
         let loaded = Arc::new(match subject {
             Subject::User(id) => self.store.subscriptions_for_user(id).await?,
@@ -96,7 +98,25 @@ impl Access {
         Ok(loaded)
     }
 
+    /// Decides access for `subject`, refreshing stale denials from Stripe.
     pub async fn has_access(
+        &self,
+        subject: &Subject,
+        product: Option<&str>,
+    ) -> Result<Decision, AccessError> {
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("has_access", ?subject, reason = tracing::field::Empty);
+        let decision =
+            tracing::Instrument::instrument(self.decide(subject, product), span.clone()).await?;
+        span.record("reason", decision.reason.as_str());
+        metrics::histogram!(crate::metrics::HAS_ACCESS_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::HAS_ACCESS, "reason" => decision.reason.as_str())
+            .increment(1);
+        Ok(decision)
+    }
+
+    async fn decide(
         &self,
         subject: &Subject,
         product: Option<&str>,

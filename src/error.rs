@@ -31,6 +31,8 @@ impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         let status = match &self {
             WebhookError::Signature(e) => {
+                metrics::counter!(crate::metrics::SIGNATURE_FAILURES, "cause" => e.cause())
+                    .increment(1);
                 tracing::warn!(cause = e.cause(), "webhook signature refused");
                 StatusCode::BAD_REQUEST
             }
@@ -45,6 +47,16 @@ impl IntoResponse for WebhookError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
+        let kind = match &self {
+            WebhookError::Signature(_) => None,
+            WebhookError::Envelope(_) => Some("not_an_event"),
+            WebhookError::TooLarge => Some("too_large"),
+            WebhookError::BodyRead => Some("body_read"),
+            WebhookError::Store(_) => Some("store_unavailable"),
+        };
+        if let Some(kind) = kind {
+            metrics::counter!(crate::metrics::WEBHOOK_ERRORS, "kind" => kind).increment(1);
+        }
         let message = match &self {
             WebhookError::Store(_) => "event not stored; retry later".to_owned(),
             other => other.to_string(),

@@ -35,6 +35,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -75,10 +76,12 @@ async fn receive_webhook(
         .await?
     {
         Ingested::Duplicate => {
+            metrics::counter!(crate::metrics::WEBHOOKS, "type" => envelope.event_type.clone(), "outcome" => "duplicate").increment(1);
             tracing::info!("duplicate delivery acknowledged");
             Ok(Json(json!({ "received": true, "duplicate": true })))
         }
         Ingested::Recorded { outcome, follow_up } => {
+            metrics::counter!(crate::metrics::WEBHOOKS, "type" => envelope.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
             tracing::info!(outcome = outcome.as_str(), "event recorded");
             state.refresher.follow_up(follow_up);
             Ok(Json(json!({
@@ -88,6 +91,20 @@ async fn receive_webhook(
             })))
         }
     }
+}
+
+/// Prometheus text format; database-held sizes are read now.
+async fn metrics(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
+    use crate::metrics as m;
+    match state.store.counts().await {
+        Ok(c) => {
+            metrics::gauge!(m::NOTIFICATIONS_QUEUED).set(c.queued_notifications as f64);
+            metrics::gauge!(m::NOTIFICATIONS_DEAD).set(c.dead_notifications as f64);
+            metrics::gauge!(m::REVIEWS_OPEN).set(c.open_reviews as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics could not read queue sizes"),
+    }
+    (StatusCode::OK, m::handle().render())
 }
 
 async fn healthz() -> &'static str {

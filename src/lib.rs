@@ -37,6 +37,7 @@ pub mod event;
 pub mod grpc;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod reconciler;

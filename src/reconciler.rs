@@ -108,6 +108,11 @@ impl Reconciler {
         if force_sweep || due {
             self.sweep(&mut report).await?;
         }
+        let now = now_secs();
+        metrics::gauge!(crate::metrics::RECONCILER_LAST_RUN).set(now as f64);
+        if let Some(newest) = report.newest_event {
+            metrics::gauge!(crate::metrics::RECONCILER_LAG).set((now - newest).max(0) as f64);
+        }
         tracing::info!(
             events_seen = report.events_seen,
             events_applied = report.events_applied,

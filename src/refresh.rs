@@ -122,16 +122,28 @@ impl Refresher {
         work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
     ) -> Result<usize, RefreshFailure> {
         if self.client.is_none() {
+            metrics::counter!(crate::metrics::REFRESHES, "outcome" => "not_configured")
+                .increment(1);
             return Err(RefreshFailure::NotConfigured);
         }
         if let Some(failure) = self.recent_failures.get(&key) {
+            metrics::counter!(crate::metrics::REFRESHES, "outcome" => "recent_failure")
+                .increment(1);
             return Err(failure);
         }
         let shared = self.single_flight(key, work);
-        match tokio::time::timeout(self.timeout, shared).await {
+        let result = match tokio::time::timeout(self.timeout, shared).await {
             Ok(result) => result,
             Err(_) => Err(RefreshFailure::TimedOut),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RefreshFailure::NotConfigured) => "not_configured",
+            Err(RefreshFailure::TimedOut) => "timed_out",
+            Err(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::REFRESHES, "outcome" => outcome).increment(1);
+        result
     }
 
     fn single_flight(

@@ -70,6 +70,8 @@ impl Application {
     /// Opens and migrates the store, builds the services and binds both
     /// listeners, so port 0 works and the real ports are known right away.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // Install the recorder before anything records.
+        crate::metrics::handle();
         let store = store::connect(&config.store).await?;
         tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
 

@@ -119,7 +119,13 @@ impl StripeClient {
     }
 
     /// GET `path` with `query`, retrying as the SDKs do.
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, StripeError> {
+    /// `endpoint` names the route for metrics, without ids.
+    async fn get(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, StripeError> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -132,6 +138,10 @@ impl StripeClient {
                 .header("Stripe-Version", STRIPE_VERSION)
                 .send()
                 .await;
+            let status = sent
+                .as_ref()
+                .map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+            metrics::counter!(crate::metrics::STRIPE_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
             let (retry, error) = match sent {
                 Err(e) => (true, StripeError::Transport(e.without_url().to_string())),
                 Ok(resp) => {
@@ -183,7 +193,12 @@ impl StripeClient {
         if id.is_empty() || id.contains('/') {
             return Err(StripeError::NotFound);
         }
-        self.get(&format!("/v1/subscriptions/{id}"), &[]).await
+        self.get(
+            "/v1/subscriptions/{id}",
+            &format!("/v1/subscriptions/{id}"),
+            &[],
+        )
+        .await
     }
 
     /// Every subscription of a customer, canceled ones included.
@@ -199,7 +214,9 @@ impl StripeClient {
             if let Some(after) = &starting_after {
                 query.push(("starting_after", after.clone()));
             }
-            let page = self.get("/v1/subscriptions", &query).await?;
+            let page = self
+                .get("/v1/subscriptions", "/v1/subscriptions", &query)
+                .await?;
             let (data, has_more) = list_page(&page)?;
             starting_after = data
                 .last()
@@ -230,7 +247,7 @@ impl StripeClient {
         if let Some(after) = starting_after {
             query.push(("starting_after", after.to_owned()));
         }
-        let page = self.get("/v1/events", &query).await?;
+        let page = self.get("/v1/events", "/v1/events", &query).await?;
         list_page(&page)
     }
 }

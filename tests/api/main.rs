@@ -9,6 +9,7 @@ mod delivery;
 mod durability;
 mod fixtures;
 mod lifecycle;
+mod metrics;
 mod process;
 mod receiver;
 mod refresh;

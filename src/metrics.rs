@@ -1,0 +1,113 @@
+//! Prometheus metrics, served at `GET /metrics` on the HTTP port.
+//!
+//! Every name has the `tollgate_` prefix. Counters and histograms are
+//! recorded where things happen (through the `metrics` facade); sizes that
+//! live in the database (queue depth, dead notifications, open reviews) are
+//! read at scrape time.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const WEBHOOKS: &str = "tollgate_webhooks_received_total";
+pub const SIGNATURE_FAILURES: &str = "tollgate_webhook_signature_failures_total";
+pub const WEBHOOK_ERRORS: &str = "tollgate_webhook_errors_total";
+pub const HAS_ACCESS: &str = "tollgate_has_access_total";
+pub const HAS_ACCESS_SECONDS: &str = "tollgate_has_access_duration_seconds";
+pub const CACHE_HITS: &str = "tollgate_cache_hits_total";
+pub const CACHE_MISSES: &str = "tollgate_cache_misses_total";
+pub const STRIPE_REQUESTS: &str = "tollgate_stripe_requests_total";
+pub const REFRESHES: &str = "tollgate_refreshes_total";
+pub const RECONCILER_LAG: &str = "tollgate_reconciler_lag_seconds";
+pub const RECONCILER_LAST_RUN: &str = "tollgate_reconciler_last_run_timestamp_seconds";
+pub const NOTIFICATIONS_QUEUED: &str = "tollgate_notifications_queued";
+pub const NOTIFICATIONS_DEAD: &str = "tollgate_notifications_dead";
+pub const REVIEWS_OPEN: &str = "tollgate_reviews_open";
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HAS_ACCESS_SECONDS.to_owned()), &buckets)
+                .expect("BUG: bucket list is not empty");
+            let handle = match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (an embedding program's):
+                // keep a private one so /metrics still answers.
+                Err(_) => builder_fallback(),
+            };
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .expect("BUG: a thread can be spawned at startup");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn builder_fallback() -> PrometheusHandle {
+    PrometheusBuilder::new().build_recorder().handle()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        WEBHOOKS,
+        "Verified webhook deliveries, by event type and outcome (duplicate for redeliveries)."
+    );
+    describe_counter!(
+        SIGNATURE_FAILURES,
+        "Webhook deliveries refused by the signature check, by cause."
+    );
+    describe_counter!(
+        WEBHOOK_ERRORS,
+        "Webhook deliveries refused for other reasons, by kind."
+    );
+    describe_counter!(HAS_ACCESS, "HasAccess answers, by reason.");
+    describe_histogram!(
+        HAS_ACCESS_SECONDS,
+        Unit::Seconds,
+        "HasAccess latency inside the service."
+    );
+    describe_counter!(
+        CACHE_HITS,
+        "HasAccess lookups answered from the in-memory cache."
+    );
+    describe_counter!(CACHE_MISSES, "HasAccess lookups that read the store.");
+    describe_counter!(
+        STRIPE_REQUESTS,
+        "Stripe API requests, by endpoint and HTTP status (error when none)."
+    );
+    describe_counter!(REFRESHES, "On-demand refreshes, by outcome.");
+    describe_gauge!(
+        RECONCILER_LAG,
+        Unit::Seconds,
+        "Now minus the created time of the newest event the reconciler saw."
+    );
+    describe_gauge!(
+        RECONCILER_LAST_RUN,
+        Unit::Seconds,
+        "Unix time of the last finished reconcile pass."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_QUEUED,
+        "Notifications not yet acknowledged (dead ones excluded)."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_DEAD,
+        "Notifications that could not be delivered."
+    );
+    describe_gauge!(REVIEWS_OPEN, "Open manual-review records.");
+}

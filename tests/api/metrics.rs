@@ -1,0 +1,197 @@
+//! `/metrics` reports what the service did, by the right amounts. Runs a
+//! real server process so its counters are its own.
+
+use std::collections::BTreeMap;
+
+use tollgate::proto::HasAccessRequest;
+use tollgate::signature::header_for;
+
+use crate::fake_stripe::FakeStripe;
+use crate::helpers::{now, Backend, ServerProcess, TestDatabase, SECRET};
+use crate::stripe::{subscription_event, Shape, Sub};
+
+/// Parses Prometheus text into (name, sorted labels) -> value.
+fn parse(text: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let mut labels: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+                labels.sort();
+                (n.to_owned(), labels.join(","))
+            }
+            None => (series.to_owned(), String::new()),
+        };
+        out.insert((name, labels), value.parse().unwrap());
+    }
+    out
+}
+
+fn get(m: &BTreeMap<(String, String), f64>, name: &str, labels: &str) -> f64 {
+    m.get(&(name.to_owned(), labels.to_owned()))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_webhooks_checks_and_stripe_calls() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let stripe = FakeStripe::start().await;
+    let server = ServerProcess::start(
+        &db.url,
+        &stripe.base_url(),
+        &[("TOLLGATE_RECONCILE_INTERVAL", "1h")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        parse(
+            &reqwest::get(format!("http://{}/metrics", server.http_addr))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    };
+    // Let the start-up reconcile pass finish first, so it cannot race the counts.
+    let started = std::time::Instant::now();
+    while get(
+        &scrape().await,
+        "tollgate_reconciler_last_run_timestamp_seconds",
+        "",
+    ) == 0.0
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the start-up pass never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let url = format!("http://{}/webhooks/stripe", server.http_addr);
+    let send = |body: Vec<u8>, header: String| {
+        http.post(&url)
+            .header("Stripe-Signature", header)
+            .body(body)
+            .send()
+    };
+
+    for (i, id) in ["evt_m_1", "evt_m_2", "evt_m_1"].iter().enumerate() {
+        let sub = Sub::new(
+            &format!("sub_m_{}", i % 2),
+            "cus_m",
+            "active",
+            now() + 86_400,
+        );
+        let body = serde_json::to_vec(&subscription_event(
+            id,
+            "customer.subscription.created",
+            now() - 10 + i as i64,
+            &sub,
+            Shape::Basil,
+        ))
+        .unwrap();
+        let body = if i == 2 {
+            serde_json::to_vec(&subscription_event(
+                id,
+                "customer.subscription.created",
+                now() - 10,
+                &Sub::new("sub_m_0", "cus_m", "active", sub.period_end),
+                Shape::Basil,
+            ))
+            .unwrap()
+        } else {
+            body
+        };
+        assert_eq!(
+            send(body.clone(), header_for(SECRET, now(), &body))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let forged = b"{\"id\":\"evt_m_x\"}".to_vec();
+    assert_eq!(
+        send(forged.clone(), header_for("whsec_wrong", now(), &forged))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    let mut grpc = server.entitlements().await;
+    for customer in ["cus_m", "cus_m", "cus_m", "cus_nobody"] {
+        grpc.has_access(HasAccessRequest {
+            customer_id: customer.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    let text = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = parse(&text);
+    let created = "outcome=\"applied\",type=\"customer.subscription.created\"";
+    assert_eq!(
+        get(&m, "tollgate_webhooks_received_total", created),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(
+            &m,
+            "tollgate_webhooks_received_total",
+            "outcome=\"duplicate\",type=\"customer.subscription.created\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "tollgate_webhook_signature_failures_total",
+            "cause=\"no_matching_signature\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "tollgate_has_access_total", "reason=\"active\""),
+        3.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "tollgate_has_access_total",
+            "reason=\"no_subscription\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "tollgate_has_access_duration_seconds_count", ""),
+        4.0
+    );
+    assert_eq!(get(&m, "tollgate_cache_misses_total", ""), 2.0);
+    assert_eq!(get(&m, "tollgate_cache_hits_total", ""), 2.0);
+    assert_eq!(
+        get(
+            &m,
+            "tollgate_stripe_requests_total",
+            "endpoint=\"/v1/subscriptions\",status=\"200\""
+        ),
+        1.0,
+        "unknown customer looked up once"
+    );
+    assert_eq!(get(&m, "tollgate_refreshes_total", "outcome=\"ok\""), 1.0);
+    assert_eq!(get(&m, "tollgate_reviews_open", ""), 0.0);
+    assert!(m.contains_key(&("tollgate_notifications_queued".to_owned(), String::new())));
+    assert_eq!(server.terminate().await, Some(0));
+}
