@@ -220,6 +220,7 @@ impl Reconciler {
     async fn sweep(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
         report.swept = true;
         let store = self.ledger.store().clone();
+        let mut rate_limit_pause = Duration::from_secs(1);
         for id in store.non_terminal_subscriptions().await? {
             report.subscriptions_swept += 1;
             match self
@@ -235,6 +236,11 @@ impl Reconciler {
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(subscription_id = %id, error = %e, "sweep could not re-read subscription");
+                    if e == crate::refresh::RefreshFailure::RateLimited {
+                        // Stripe says we are over its limit: slow down.
+                        tokio::time::sleep(rate_limit_pause).await;
+                        rate_limit_pause = (rate_limit_pause * 2).min(Duration::from_secs(30));
+                    }
                 }
             }
         }

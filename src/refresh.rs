@@ -30,6 +30,8 @@ pub enum RefreshFailure {
     Unreachable,
     #[error("Stripe refresh timed out")]
     TimedOut,
+    #[error("Stripe rate limit reached")]
+    RateLimited,
     #[error("Stripe answered with an unreadable subscription")]
     Unreadable,
     #[error("store unavailable")]
@@ -241,7 +243,10 @@ impl Refresher {
 
 fn stripe_failure(id: &str, e: StripeError) -> RefreshFailure {
     tracing::warn!(id, error = %e, "stripe refresh failed");
-    RefreshFailure::Unreachable
+    match e {
+        StripeError::Status { status: 429, .. } => RefreshFailure::RateLimited,
+        _ => RefreshFailure::Unreachable,
+    }
 }
 
 fn describe(applied: &ApiApplied) -> String {
