@@ -6,7 +6,8 @@
 //! make one Stripe request. Callers wait at most `timeout`; the task goes on
 //! and still applies what Stripe says when it answers late. A failure is
 //! remembered briefly so that an outage does not turn every check into a
-//! Stripe call.
+//! Stripe call. A success is remembered as briefly, so callers that read the
+//! records just before it committed reload them rather than ask again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,8 +48,10 @@ pub struct Refresher {
     timeout: Duration,
     /// Refreshes under way, by key; the task removes its key when done.
     inflight: Mutex<HashMap<String, SharedRefresh>>,
-    /// Recent failures by key, so an outage costs one call per key per TTL.
-    recent_failures: moka::sync::Cache<String, RefreshFailure>,
+    /// Recent results by key. A failure is remembered so an outage costs
+    /// one call per key per TTL; a success, so that callers who read the
+    /// records just before it committed reload them instead of asking again.
+    recent: moka::sync::Cache<String, Result<usize, RefreshFailure>>,
 }
 
 impl Refresher {
@@ -56,16 +59,16 @@ impl Refresher {
         client: Option<Arc<StripeClient>>,
         ledger: Arc<Ledger>,
         timeout: Duration,
-        failure_backoff: Duration,
+        memo_ttl: Duration,
     ) -> Self {
         Refresher {
             client,
             ledger,
             timeout,
             inflight: Mutex::new(HashMap::new()),
-            recent_failures: moka::sync::Cache::builder()
+            recent: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(failure_backoff.max(Duration::from_millis(1)))
+                .time_to_live(memo_ttl.max(Duration::from_millis(1)))
                 .build(),
         }
     }
@@ -128,10 +131,9 @@ impl Refresher {
                 .increment(1);
             return Err(RefreshFailure::NotConfigured);
         }
-        if let Some(failure) = self.recent_failures.get(&key) {
-            metrics::counter!(crate::metrics::REFRESHES, "outcome" => "recent_failure")
-                .increment(1);
-            return Err(failure);
+        if let Some(result) = self.recent.get(&key) {
+            metrics::counter!(crate::metrics::REFRESHES, "outcome" => "recent").increment(1);
+            return result;
         }
         let shared = self.single_flight(key, work);
         let result = match tokio::time::timeout(self.timeout, shared).await {
@@ -161,10 +163,7 @@ impl Refresher {
         let task_key = key.clone();
         let task = tokio::spawn(async move {
             let result = work.await;
-            if let Err(failure) = &result {
-                this.recent_failures
-                    .insert(task_key.clone(), failure.clone());
-            }
+            this.recent.insert(task_key.clone(), result.clone());
             this.inflight
                 .lock()
                 .expect("BUG: refresh map poisoned")

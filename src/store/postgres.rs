@@ -153,7 +153,7 @@ impl_sql_store!(
         }
 
         async fn follow_invalidations(&self, cache: Arc<SubjectCache>, stop: CancellationToken) {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Duration::from_millis(250);
             while !stop.is_cancelled() {
                 match self.listen(&cache, &stop).await {
                     Ok(()) => return,

@@ -169,7 +169,7 @@ async fn a_refresh_timeout_bounds_has_access_latency() {
     let started = Instant::now();
     let r = app.access_for_customer("cus_slow").await;
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(300 + 400), "took {took:?}");
+    assert!(took < Duration::from_millis(300 + 600), "took {took:?}");
     assert_eq!(
         (r.has_access, r.reason),
         (true, Reason::StaleGrace as i32),

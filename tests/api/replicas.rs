@@ -312,7 +312,8 @@ async fn a_replica_that_lost_its_listener_does_not_serve_stale_answers() {
         .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // B notices at once (its socket closes) and waits 250 ms to reconnect.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         client_b
             .has_access(ask.clone())
