@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::error::WebhookError;
 use crate::event;
@@ -67,21 +68,25 @@ async fn receive_webhook(
         state.tolerance_secs,
     )?;
     let envelope = event::parse_envelope(&body)?;
+    // Instrumented, not entered: a guard held across `.await` would leak
+    // this span into whatever else runs on the thread.
     let span =
         tracing::info_span!("webhook", event_id = %envelope.id, event_type = %envelope.event_type);
-    let _enter = span.enter();
-    match state
+    let ingested = state
         .ledger
         .ingest(&envelope, &body, Source::Webhook)
-        .await?
-    {
+        .instrument(span.clone())
+        .await?;
+    let _enter = span.enter();
+    let event_type = envelope.event_type.clone();
+    match ingested {
         Ingested::Duplicate => {
-            metrics::counter!(crate::metrics::WEBHOOKS, "type" => envelope.event_type.clone(), "outcome" => "duplicate").increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS, "type" => event_type, "outcome" => "duplicate").increment(1);
             tracing::info!("duplicate delivery acknowledged");
             Ok(Json(json!({ "received": true, "duplicate": true })))
         }
         Ingested::Recorded { outcome, follow_up } => {
-            metrics::counter!(crate::metrics::WEBHOOKS, "type" => envelope.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
+            metrics::counter!(crate::metrics::WEBHOOKS, "type" => event_type, "outcome" => outcome.as_str()).increment(1);
             tracing::info!(outcome = outcome.as_str(), "event recorded");
             state.refresher.follow_up(follow_up);
             Ok(Json(json!({
