@@ -203,9 +203,18 @@ impl Application {
             tasks.spawn(dispatcher.run(token.clone()));
         }
 
-        let http = axum::serve(self.http_listener, self.router)
+        use axum::serve::ListenerExt;
+        let http_listener = self.http_listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let http = axum::serve(http_listener, self.router)
             .with_graceful_shutdown(token.clone().cancelled_owned());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc_listener);
+        // Our own listener gets no TCP_NODELAY from tonic; without it a
+        // client multiplexing requests on one connection sees ~40 ms stalls.
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+            .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .add_routes(self.grpc)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());

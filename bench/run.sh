@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Tollgate benchmark harness: builds in release, preloads each backend, runs
+# the real server beside a bare tonic baseline, and writes bench/results.md
+# (medians) and bench/results.raw (every JSON result line).
+#
+#   bench/run.sh                                   # defaults: 1M users, 3 runs
+#   BENCH_USERS=50000 BENCH_RUNS=1 bench/run.sh    # quick check
+#
+# Environment (all optional):
+#   BENCH_USERS      preloaded users/subscriptions          (1000000)
+#   BENCH_RUNS       repetitions of each throughput figure  (3)
+#   BENCH_BACKENDS   "sqlite postgres", or one of them
+#   BENCH_EVENTS     most webhook events per ingest measurement  (10000)
+#   BENCH_INGEST_SECS  most seconds per ingest measurement  (6; the raw-insert
+#                    ceiling then inserts as many rows as Tollgate ingested)
+#   BENCH_H2LOAD_SECS  measured seconds per h2load run      (3, plus 1 s warm-up)
+#   BENCH_MIX_SECS   measured seconds per grpc-load run     (5, plus 1 s warm-up)
+#   BENCH_MIX_RATE   HasAccess req/s in the mixed-load test (half the measured mix rate)
+#   BENCH_TOUCH_ALL  backends on which every user is read once before the peak
+#                    RSS is taken ("sqlite"; the cache holds the same records
+#                    whatever the backend, and a full pass on PostgreSQL costs
+#                    minutes)
+#   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
+#
+# Everything is bounded in time or count and talks to 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+USERS=${BENCH_USERS:-1000000}
+RUNS=${BENCH_RUNS:-3}
+BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
+EVENTS=${BENCH_EVENTS:-10000}
+INGEST_SECS=${BENCH_INGEST_SECS:-6}
+TOUCH_ALL=${BENCH_TOUCH_ALL:-sqlite}
+H2_SECS=${BENCH_H2LOAD_SECS:-3}
+MIX_SECS=${BENCH_MIX_SECS:-5}
+H2_FLAGS=("-c1 -m1" "-c4 -m32" "-c16 -m64")
+INGEST_C=(1 8 32)
+SECRET="whsec_bench_$(date +%s)"
+RAW="${BENCH_RAW:-$ROOT/bench/results.raw}"
+OUT="${BENCH_OUT:-$ROOT/bench/results.md}"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+WORK=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
+T_START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+SERVER_PID=""
+BASELINE_PID=""
+BASELINE_ND_PID=""
+PG_DB=""
+
+log() { printf '\n==> [%4ss] (load %s) %s\n' "$(( $(date +%s) - T_START ))" "$(cut -d' ' -f1-3 /proc/loadavg)" "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+cleanup() {
+  set +e
+  [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [ -n "$BASELINE_PID" ] && kill -TERM "$BASELINE_PID" 2>/dev/null && wait "$BASELINE_PID" 2>/dev/null
+  [ -n "$BASELINE_ND_PID" ] && kill -TERM "$BASELINE_ND_PID" 2>/dev/null && wait "$BASELINE_ND_PID" 2>/dev/null
+  if [ "${BENCH_KEEP:-0}" != 1 ]; then
+    [ -n "$PG_DB" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1
+    rm -rf "$WORK"
+  else
+    echo "kept $WORK ${PG_DB:+and database $PG_DB}" >&2
+  fi
+}
+trap cleanup EXIT
+
+# --- tools -----------------------------------------------------------------
+need_apt=()
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+ensure_postgres() {
+  if command -v pg_isready >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q; then
+    return 0
+  fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    done
+  fi
+  log "starting PostgreSQL"
+  for version in $(ls /etc/postgresql); do
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  done
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q && return 0
+    sleep 1
+  done
+  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
+  return 1
+}
+
+log "building (release)"
+cargo build --release -q -p tollgate -p tollgate-bench
+
+: > "$RAW"
+emit() { echo "$1" | tee -a "$RAW"; }
+
+# --- helpers -----------------------------------------------------------------
+# The HasAccess request frame for h2load (one hot user).
+"$BIN/h2load-frame" encode --user user_0 --out "$WORK/body.bin" 2>/dev/null
+
+# start_server DATABASE_URL LOGFILE: starts `tollgate serve` on free ports and
+# waits for the first successful HasAccess. Sets SERVER_PID, GRPC_ADDR,
+# HTTP_ADDR, STARTUP_MS.
+start_server() {
+  : > "$2"
+  local t0 probe t1
+  t0=$(date +%s%N)
+  env -u STRIPE_API_KEY \
+    TOLLGATE_DATABASE_URL="$1" \
+    TOLLGATE_HTTP_ADDR=127.0.0.1:0 \
+    TOLLGATE_GRPC_ADDR=127.0.0.1:0 \
+    TOLLGATE_LOG_FORMAT=json \
+    STRIPE_WEBHOOK_SECRET="$SECRET" \
+    "$BIN/tollgate" serve >>"$2" 2>&1 &
+  SERVER_PID=$!
+  if ! probe=$("$BIN/grpc-load" probe --log-file "$2" --user user_0 --timeout 120s --tags section=probe); then
+    echo "server did not answer; its log:" >&2
+    tail -20 "$2" >&2
+    return 1
+  fi
+  t1=$(jq -r .first_ok_unix_ns <<<"$probe")
+  GRPC_ADDR=$(jq -r .grpc_addr <<<"$probe")
+  HTTP_ADDR=$(jq -r .http_addr <<<"$probe")
+  STARTUP_MS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+# h2 ADDR TAGS FLAGS...: one h2load run on the hot user, summarized as JSON.
+h2() {
+  local addr=$1 tags=$2
+  shift 2
+  rm -f "$WORK/h2.log"
+  # shellcheck disable=SC2068
+  h2load -t1 $@ -D "$H2_SECS" --warm-up-time=1 -d "$WORK/body.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    --log-file="$WORK/h2.log" "http://$addr/tollgate.v1.Entitlements/HasAccess" \
+    >"$WORK/h2.out" 2>&1 || true
+  emit "$("$BIN/h2load-frame" stats --output "$WORK/h2.out" --log-file "$WORK/h2.log" --tags "$tags")"
+}
+
+# grpc_check ADDR TAGS: h2load only checks HTTP 200; confirm grpc-status 0
+# and a decodable, granted answer for the same frame.
+grpc_check() {
+  local addr=$1 tags=$2 status decoded ok=false
+  rm -f "$WORK/check.hdr" "$WORK/check.bin"
+  curl -sS --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$WORK/body.bin" -D "$WORK/check.hdr" -o "$WORK/check.bin" \
+    "http://$addr/tollgate.v1.Entitlements/HasAccess" || true
+  status=$(tr -d '\r' <"$WORK/check.hdr" | awk -F': ' 'tolower($1) == "grpc-status" { print $2 }' | tail -1)
+  decoded=$("$BIN/h2load-frame" decode --input "$WORK/check.bin" 2>/dev/null || echo '{}')
+  if [ "$status" = 0 ] && [ "$(jq -r .has_access <<<"$decoded")" = true ]; then ok=true; fi
+  emit "$(jq -c --arg tags "$tags" --arg st "${status:-missing}" --argjson ok "$ok" \
+    '($tags | split(",") | map(split("=") | {(.[0]): .[1]}) | add) + {grpc_status: $st, ok: $ok, answer: .}' <<<"$decoded")"
+}
+
+# tagged TAGS JSON-FIELDS: a JSON line from tags plus extra fields.
+tagged() {
+  jq -cn --arg tags "$1" --argjson f "$2" '($tags | split(",") | map(split("=") | {(.[0]): (.[1] | tonumber? // .)}) | add) + $f'
+}
+
+SUB_OFFSET=0
+next_offset() { SUB_OFFSET=$(( (SUB_OFFSET + EVENTS / 5 + 1) % USERS )); }
+
+# --- baseline ------------------------------------------------------------------
+log "starting the baselines (HashMap of $USERS users; as is, and with TCP_NODELAY)"
+start_baseline() { # OUTFILE ARGS...
+  local out=$1
+  shift
+  "$BIN/baseline" --users "$USERS" --addr 127.0.0.1:0 "$@" >"$out" 2>"$out.err" &
+  LAST_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q grpc_addr "$out" 2>/dev/null && break
+    sleep 0.1
+  done
+  LAST_ADDR=$(sed -n 's/.*grpc_addr=//p' "$out" | head -1)
+  [ -n "$LAST_ADDR" ] || { echo "baseline did not start" >&2; cat "$out.err" >&2; exit 1; }
+}
+start_baseline "$WORK/baseline.out"
+BASELINE_PID=$LAST_PID
+BASE_ADDR=$LAST_ADDR
+start_baseline "$WORK/baseline-nodelay.out" --nodelay
+BASELINE_ND_PID=$LAST_PID
+BASE_ND_ADDR=$LAST_ADDR
+
+# --- per backend -----------------------------------------------------------------
+for backend in $BACKENDS; do
+  case $backend in
+    sqlite)
+      DB_URL="sqlite://$WORK/tollgate.db"
+      RAW_URL="sqlite://$WORK/raw.db"
+      ;;
+    postgres)
+      ensure_postgres
+      PG_DB="tollgate_bench_$(date +%s)_$$"
+      psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $PG_DB" >/dev/null
+      DB_URL="postgres://postgres@127.0.0.1/$PG_DB"
+      RAW_URL="$DB_URL"
+      ;;
+    *) echo "unknown backend $backend" >&2; exit 2 ;;
+  esac
+  SLOG="$WORK/server-$backend.log"
+
+  log "$backend: preloading $USERS users"
+  emit "$("$BIN/preload" --database-url "$DB_URL" --users "$USERS" --tags "section=preload,backend=$backend")"
+
+  log "$backend: startup time (x$RUNS)"
+  for run in $(seq 1 "$RUNS"); do
+    stop_server
+    start_server "$DB_URL" "$SLOG"
+    emit "$(tagged "section=startup,backend=$backend,run=$run" "{\"ms\": $STARTUP_MS}")"
+  done
+  RSS_START=$(proc_kb "$SERVER_PID" VmRSS)
+
+  log "$backend: HasAccess hot path, h2load vs baseline"
+  for run in $(seq 1 "$RUNS"); do
+    for flags in "${H2_FLAGS[@]}"; do
+      label=$(tr -d ' -' <<<"$flags")
+      h2 "$GRPC_ADDR" "section=h2load,backend=$backend,target=tollgate,label=$label,run=$run" $flags
+      h2 "$BASE_ADDR" "section=h2load,backend=$backend,target=baseline,label=$label,run=$run" $flags
+    done
+  done
+  if [ "$backend" = "${BACKENDS%% *}" ]; then
+    # Socket options do not depend on the backend: measured once. One
+    # connection with 32 streams is how a gRPC client usually calls.
+    log "$backend: one connection, 32 streams: Tollgate vs baseline, without and with TCP_NODELAY"
+    for run in $(seq 1 "$RUNS"); do
+      h2 "$GRPC_ADDR" "section=nodelay,backend=$backend,target=tollgate,label=c1m32,run=$run" -c1 -m32
+      h2 "$BASE_ADDR" "section=nodelay,backend=$backend,target=baseline,label=c1m32,run=$run" -c1 -m32
+      h2 "$BASE_ND_ADDR" "section=nodelay,backend=$backend,target=baseline_nodelay,label=c1m32,run=$run" -c1 -m32
+    done
+  fi
+  grpc_check "$GRPC_ADDR" "section=grpc_check,backend=$backend,target=tollgate"
+  grpc_check "$BASE_ADDR" "section=grpc_check,backend=$backend,target=baseline"
+
+  log "$backend: realistic mix, grpc-load vs baseline"
+  for run in $(seq 1 "$RUNS"); do
+    for target in tollgate baseline; do
+      addr=$GRPC_ADDR; [ $target = baseline ] && addr=$BASE_ADDR
+      emit "$("$BIN/grpc-load" run --addr "$addr" --pattern mix --users "$USERS" -c 4 -m 16 \
+        --duration "${MIX_SECS}s" --warmup 1s --seed "$run" \
+        --tags "section=mix,backend=$backend,target=$target,run=$run")"
+    done
+  done
+
+  log "$backend: webhook ingest vs raw inserts"
+  for run in $(seq 1 "$RUNS"); do
+    for c in "${INGEST_C[@]}"; do
+      line=$("$BIN/webhook-load" --url "http://$HTTP_ADDR/webhooks/stripe" --secret "$SECRET" \
+        --events "$EVENTS" --max-duration "${INGEST_SECS}s" -c "$c" --users "$USERS" \
+        --sub-offset "$SUB_OFFSET" --prefix "${backend}_${c}_${run}_$$" --seed "$run" \
+        --tags "section=ingest,backend=$backend,target=tollgate,c=$c,run=$run")
+      emit "$line"
+      next_offset
+      # The ceiling inserts as many rows as Tollgate ingested (same payloads).
+      sent=$(jq -r '.count' <<<"$line")
+      [ "$sent" -gt 0 ] 2>/dev/null || sent=$EVENTS
+      emit "$("$BIN/webhook-load" --raw-inserts "$RAW_URL" \
+        --events "$sent" --max-duration "${INGEST_SECS}s" -c "$c" --users "$USERS" \
+        --sub-offset "$SUB_OFFSET" --prefix "raw_${backend}_${c}_${run}_$$" --seed "$run" \
+        --tags "section=ingest,backend=$backend,target=raw,c=$c,run=$run")"
+      next_offset
+    done
+  done
+
+  log "$backend: HasAccess p99 alone and under ~50% webhook load"
+  ingest8=$(jq -s "[.[] | select(.section==\"ingest\" and .backend==\"$backend\" and .target==\"tollgate\" and .c==8) | .rps] | sort | .[length/2|floor]" "$RAW")
+  mix_max=$(jq -s "[.[] | select(.section==\"mix\" and .backend==\"$backend\" and .target==\"tollgate\") | .rps] | sort | .[length/2|floor]" "$RAW")
+  half_ingest=$(awk -v r="$ingest8" 'BEGIN { r = r / 2; printf "%d", (r < 10 ? 10 : r) }')
+  mix_rate=${BENCH_MIX_RATE:-$(awk -v r="$mix_max" 'BEGIN { r = r / 2; printf "%d", (r < 100 ? 100 : r) }')}
+  mixed_events=$(( half_ingest * (MIX_SECS + 2) + 10 ))
+  for run in $(seq 1 "$RUNS"); do
+    emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern mix --users "$USERS" -c 4 -m 16 \
+      --rate "$mix_rate" --duration "${MIX_SECS}s" --warmup 1s --seed $((run + 100)) \
+      --tags "section=mixed,backend=$backend,phase=alone,run=$run")"
+    "$BIN/webhook-load" --url "http://$HTTP_ADDR/webhooks/stripe" --secret "$SECRET" \
+      --events "$mixed_events" -c 8 --rate "$half_ingest" --users "$USERS" --sub-offset "$SUB_OFFSET" \
+      --prefix "mixed_${backend}_${run}_$$" --seed $((run + 100)) \
+      --tags "section=mixed_ingest,backend=$backend,run=$run" >"$WORK/mixed_ingest.json" &
+    WL_PID=$!
+    next_offset
+    emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern mix --users "$USERS" -c 4 -m 16 \
+      --rate "$mix_rate" --duration "${MIX_SECS}s" --warmup 1s --seed $((run + 200)) \
+      --tags "section=mixed,backend=$backend,phase=with_ingest,run=$run")"
+    wait "$WL_PID"
+    emit "$(cat "$WORK/mixed_ingest.json")"
+  done
+
+  if [[ " $TOUCH_ALL " == *" $backend "* ]]; then
+    log "$backend: touching all $USERS users once (cold reads), then peak RSS"
+    emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern sequential --users "$USERS" -c 4 -m 16 \
+      --tags "section=touch_all,backend=$backend")"
+    touched=true
+  else
+    touched=false
+  fi
+  emit "$(tagged "section=rss,backend=$backend" \
+    "{\"touched_all\": $touched, \"before_kb\": $RSS_START, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM), \"log_bytes\": $(stat -c %s "$SLOG")}")"
+
+  stop_server
+done
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+log "writing $OUT"
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- src migrations proto build.rs 2>/dev/null || commit="$commit (+ uncommitted changes)"
+cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) vCPUs"
+"$BIN/report" --raw "$RAW" --out "$OUT" \
+  --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
+  --commit "$commit" --users "$USERS" --runs "$RUNS" \
+  --note "load generators (h2load -t1, grpc-load, webhook-load) share the machine's vCPUs with the server" \
+  --note "total wall time of this run: $(( $(date +%s) - T_START )) s; load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
+log "done in $(( $(date +%s) - T_START )) s"
+cat "$OUT"
