@@ -286,22 +286,15 @@ pub async fn run(args: AdminArgs) -> Result<String, String> {
             let text = record(&v);
             (v, text)
         }
-        AdminCommand::Event(EventCommand::Get { id }) => {
-            let e = client
-                .get_event(proto::GetEventRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let v = event_json(&e);
-            let text = record(&v);
-            (v, text)
-        }
-        AdminCommand::Event(EventCommand::Replay { id }) => {
-            let e = client
-                .replay_event(proto::ReplayEventRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
+        AdminCommand::Event(command) => {
+            let e = match command {
+                EventCommand::Get { id } => client.get_event(proto::GetEventRequest { id }).await,
+                EventCommand::Replay { id } => {
+                    client.replay_event(proto::ReplayEventRequest { id }).await
+                }
+            }
+            .map_err(status)?
+            .into_inner();
             let v = event_json(&e);
             let text = record(&v);
             (v, text)

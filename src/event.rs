@@ -50,7 +50,7 @@ fn shape(msg: impl Into<String>) -> ShapeError {
 
 /// Parses the envelope of a verified body.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| EnvelopeError::NotJson)?;
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| EnvelopeError::NotJson)?;
     if !value.is_object() {
         return Err(EnvelopeError::MissingId);
     }
@@ -68,10 +68,11 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         .get("api_version")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    // Moved out, not cloned: objects are a few KB and this is per event.
     let object = value
-        .get("data")
-        .and_then(|d| d.get("object"))
-        .cloned()
+        .get_mut("data")
+        .and_then(|d| d.get_mut("object"))
+        .map(Value::take)
         .unwrap_or(Value::Null);
     Ok(Envelope {
         id,

@@ -147,8 +147,9 @@ pub(crate) const NOTE_REVIEW_OUTCOME: &str =
 pub(crate) const RESOLVE_REVIEW: &str = "UPDATE needs_manual_review SET resolved_at_ms = $2, \
      resolution = $3 WHERE id = $1 AND resolved_at_ms IS NULL";
 
-pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload_sha256, \
-     source, received_at_ms, processed_at_ms, outcome, error";
+pub(crate) const GET_EVENT: &str = "SELECT id, type, created, livemode, api_version, \
+     payload_sha256, source, received_at_ms, processed_at_ms, outcome, error \
+     FROM events WHERE id = $1";
 
 macro_rules! review_columns {
     () => {
@@ -551,11 +552,7 @@ macro_rules! impl_sql_store {
                 &self,
                 id: &str,
             ) -> Result<Option<$crate::store::EventRow>, $crate::store::StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM events WHERE id = $1",
-                    $crate::store::rows::EVENT_COLUMNS
-                );
-                Ok(sqlx::query_as(&sql)
+                Ok(sqlx::query_as($crate::store::rows::GET_EVENT)
                     .bind(id)
                     .fetch_optional(self.reader())
                     .await?)

@@ -435,6 +435,8 @@ macro_rules! on_both_backends {
 /// A real `tollgate serve` process, for tests that kill or run several.
 pub struct ServerProcess {
     child: tokio::process::Child,
+    /// Every line the server logged after it started listening.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
 }
@@ -488,15 +490,19 @@ impl ServerProcess {
             }
         };
         let show = std::env::var("TEST_LOG").is_ok();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if show {
                     eprintln!("[server] {line}");
                 }
+                sink.lock().unwrap().push(line);
             }
         });
         ServerProcess {
             child,
+            logs,
             http_addr,
             grpc_addr,
         }

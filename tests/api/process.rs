@@ -151,3 +151,93 @@ async fn serve_without_a_webhook_secret_exits_with_a_one_line_hint() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    use crate::helpers::{ADMIN_TOKEN, SECRET, STRIPE_KEY};
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let stripe = FakeStripe::start().await;
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("TOLLGATE_NOTIFY_URL", "http://127.0.0.1:9/hook"),
+        ("TOLLGATE_NOTIFY_SECRET", "whsec_notify_secret_value"),
+    ];
+    let server = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
+    // A verified webhook, a forged one, a refresh through Stripe and an admin call.
+    let sub = Sub::new("sub_log", "cus_log", "active", now() - 60);
+    let body = serde_json::to_vec(&subscription_event(
+        "evt_log",
+        "customer.subscription.updated",
+        now() - 90 * 86_400,
+        &sub,
+        Shape::Basil,
+    ))
+    .unwrap();
+    let url = format!("http://{}/webhooks/stripe", server.http_addr);
+    let http = reqwest::Client::new();
+    let header = tollgate::signature::header_for(SECRET, now(), &body);
+    assert_eq!(
+        http.post(&url)
+            .header("Stripe-Signature", header)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.post(&url)
+            .header("Stripe-Signature", "t=1,v1=00")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let mut grpc = server.entitlements().await;
+    grpc.has_access(tollgate::proto::HasAccessRequest {
+        customer_id: "cus_log".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "admin",
+            "--addr",
+            &format!("http://{}", server.grpc_addr),
+            "reconcile",
+        ])
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("evt_log"), "debug logs were captured");
+    for secret in [SECRET, STRIPE_KEY, ADMIN_TOKEN, "whsec_notify_secret_value"] {
+        assert!(!logs.contains(secret), "{secret} appeared in the logs");
+    }
+    assert_eq!(server.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn the_sqlite_file_is_created_in_wal_mode() {
+    let app = crate::helpers::spawn_app().await;
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "wal");
+}
