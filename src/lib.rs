@@ -5,6 +5,7 @@
 //! gRPC and get an answer computed from that store.
 //!
 //! # Layout
+//! - [`clock`]: unix seconds as text, total over every `i64`; the sane range.
 //! - [`signature`]: `Stripe-Signature` verification, as Stripe's SDKs do it.
 //! - [`event`]: event envelope and object parsing, in both API shapes.
 //! - [`subscription`]: the subscription model, ordering and state machine.
@@ -31,6 +32,7 @@ pub mod access;
 pub mod admin;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod event;

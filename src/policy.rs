@@ -114,20 +114,17 @@ impl Decision {
 
 /// Formats unix seconds as `2026-11-27T10:00Z`, for detail sentences.
 fn fmt_minute(unix: i64) -> String {
-    let mut s = fmt_time(unix);
-    s.truncate(16);
-    s.push('Z');
-    s
+    crate::clock::rfc3339_minute(unix)
 }
 
 pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Formats unix seconds as `2026-11-27T10:00:00Z`.
+/// Formats unix seconds as `2026-11-27T10:00:00Z`; never panics, whatever
+/// the value.
 pub fn fmt_time(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
+    crate::clock::rfc3339(unix)
 }
 
 /// Judges one record on its own.
@@ -579,5 +576,23 @@ mod tests {
     #[test]
     fn fmt_time_is_rfc3339() {
         assert_eq!(fmt_time(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_decide_without_panicking() {
+        // humantime refused these and `to_string()` panicked inside
+        // HasAccess, the refresher and the reconciler.
+        let policy = Policy::default();
+        for end in [253_402_300_800, i64::MAX, i64::MIN] {
+            let mut pd = past_due(end);
+            pd.current_period_end = Some(end);
+            for r in [rec("s", Status::Active, end), trialing(end), pd] {
+                let d = decide(std::slice::from_ref(&r), NOW, &policy, None);
+                assert!(d.detail.contains('Z'), "{}", d.detail);
+                let long = Duration::from_secs(u64::MAX);
+                let d = decide_with_stale_grace(&[r], NOW, &policy, None, long, "down");
+                assert!(!d.detail.is_empty());
+            }
+        }
     }
 }

@@ -1,0 +1,116 @@
+//! Time: the one place that turns unix seconds into text.
+//!
+//! Formatting is total: any `i64` gives a string and never a panic, because
+//! timestamps come from signed but otherwise untrusted JSON. Values the
+//! domain accepts (see [`SANE_MIN`] and [`SANE_MAX`]) format as RFC 3339;
+//! anything outside still formats, with a longer or signed year.
+
+/// 2000-01-01T00:00:00Z: nothing Stripe says about a subscription is older.
+pub const SANE_MIN: i64 = 946_684_800;
+/// 2100-01-01T00:00:00Z: no period, trial or event is later than this.
+pub const SANE_MAX: i64 = 4_102_444_800;
+
+/// Whether `unix` lies in the range the domain accepts from Stripe.
+pub fn is_sane(unix: i64) -> bool {
+    (SANE_MIN..=SANE_MAX).contains(&unix)
+}
+
+/// (year, month, day) of days since 1970-01-01, proleptic Gregorian.
+/// Howard Hinnant's `civil_from_days`, in `i64` so it cannot overflow for
+/// any day count an `i64` of seconds can produce.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn parts(unix: i64) -> (i64, u32, u32, i64, i64, i64) {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+fn year(y: i64) -> String {
+    if (0..=9999).contains(&y) {
+        format!("{y:04}")
+    } else {
+        format!("{y:+}")
+    }
+}
+
+/// Unix seconds as `2026-11-27T10:00:00Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let (y, mo, d, h, mi, s) = parts(unix);
+    format!("{}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", year(y))
+}
+
+/// Unix seconds as `2026-11-27T10:00Z`, for sentences.
+pub fn rfc3339_minute(unix: i64) -> String {
+    let (y, mo, d, h, mi, _) = parts(unix);
+    format!("{}-{mo:02}-{d:02}T{h:02}:{mi:02}Z", year(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_rfc3339_at_the_edges_of_the_sane_range() {
+        let table = [
+            (0, "1970-01-01T00:00:00Z"),
+            (SANE_MIN, "2000-01-01T00:00:00Z"),
+            (SANE_MAX, "2100-01-01T00:00:00Z"),
+            (1_798_761_599, "2026-12-31T23:59:59Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+        ];
+        for (unix, text) in table {
+            assert_eq!(rfc3339(unix), text, "{unix}");
+        }
+        assert_eq!(rfc3339_minute(1_798_761_599), "2026-12-31T23:59Z");
+    }
+
+    #[test]
+    fn any_i64_formats_without_panicking() {
+        for unix in [
+            i64::MIN,
+            i64::MIN + 1,
+            -62_167_219_201,
+            253_402_300_800,
+            i64::MAX - 1,
+            i64::MAX,
+        ] {
+            assert!(rfc3339(unix).ends_with('Z'), "{unix}");
+            assert!(rfc3339_minute(unix).ends_with('Z'), "{unix}");
+        }
+        assert_eq!(rfc3339(253_402_300_800), "+10000-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn agrees_with_humantime_where_humantime_can_format() {
+        let mut unix = 0i64;
+        while unix < 253_402_300_799 {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64);
+            assert_eq!(
+                rfc3339(unix),
+                humantime::format_rfc3339_seconds(t).to_string()
+            );
+            unix += 7_919_993; // a prime step: every month and time of day
+        }
+    }
+
+    #[test]
+    fn sane_range_is_inclusive() {
+        assert!(is_sane(SANE_MIN) && is_sane(SANE_MAX));
+        assert!(!is_sane(SANE_MIN - 1) && !is_sane(SANE_MAX + 1));
+    }
+}
