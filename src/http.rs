@@ -116,8 +116,14 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the database answers a read and accepts a write: after a
+/// failed commit (disk full, I/O error) this goes unready until writes work.
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
+    let checked = match state.store.ping().await {
+        Ok(()) => state.store.probe_write().await,
+        Err(e) => Err(e),
+    };
+    match checked {
         Ok(()) => (StatusCode::OK, Json(json!({ "ready": true }))),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");

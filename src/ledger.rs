@@ -315,7 +315,9 @@ impl Ledger {
                 Some(stored) => stored == content,
                 None => payload_sha256 == sha,
             };
-            if !same {
+            if same {
+                tx.rollback().await?;
+            } else {
                 flag_payload_mismatch(&mut *tx, envelope).await?;
                 tx.commit().await?;
             }
@@ -358,11 +360,12 @@ impl Ledger {
     /// Re-runs a `failed` event through the pipeline, e.g. after a fix.
     pub async fn replay(&self, event_id: &str) -> Result<Outcome, ReplayError> {
         let mut tx = self.store.begin().await?;
-        let (payload, outcome) = tx
-            .load_event(event_id)
-            .await?
-            .ok_or(ReplayError::NotFound)?;
+        let Some((payload, outcome)) = tx.load_event(event_id).await? else {
+            tx.rollback().await?;
+            return Err(ReplayError::NotFound);
+        };
         if outcome != Outcome::Failed.as_str() {
+            tx.rollback().await?;
             return Err(ReplayError::NotFailed(outcome));
         }
         let mut affected = Affected::default();
@@ -469,6 +472,7 @@ impl Ledger {
             None => None,
         };
         if !tx.resolve_review(review_id, resolution, now_ms()).await? {
+            tx.rollback().await?;
             return Ok(false);
         }
         let mut affected = Affected::default();

@@ -296,6 +296,10 @@ pub trait Tx: Send {
     /// where one process owns the store).
     async fn publish_invalidation(&mut self, payload: &str) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Ends the transaction without writing anything. Dropping a `Tx`
+    /// also rolls back, but closes its connection to be sure; this keeps
+    /// the connection.
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// The subscription store.
@@ -359,6 +363,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Checks that a write can be made and committed right now, through
+    /// the same path webhooks take; a reader that answers proves nothing
+    /// about a full disk or a broken writer.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        tx.set_state("readyz.last_write_probe_ms", Some(&now_ms().to_string()))
+            .await?;
+        tx.commit().await
+    }
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
     /// Whether this replica may run the reconciler now. Where one process

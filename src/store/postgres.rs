@@ -143,6 +143,7 @@ impl_sql_store!(
     store = PgStore,
     tx = PgTx,
     db = Postgres,
+    begin = "BEGIN",
     lock = LOCK_SUBSCRIPTION,
     claim = CLAIM_NOTIFICATIONS,
     publish = Some("SELECT pg_notify('tollgate_invalidate', $1)"),

@@ -220,14 +220,71 @@ macro_rules! impl_sql_store {
         store = $store:ty,
         tx = $tx:ident,
         db = $db:ty,
+        begin = $begin:expr,
         lock = $lock:expr,
         claim = $claim:expr,
         publish = $publish:expr,
         backend = $name:literal,
         store_extra = { $($store_extra:tt)* }
     ) => {
-        /// An open write transaction.
-        pub struct $tx(sqlx::Transaction<'static, $db>);
+        /// An open write transaction on a connection it owns.
+        ///
+        /// The transaction is driven with plain `BEGIN`/`COMMIT`/`ROLLBACK`
+        /// rather than `sqlx::Transaction`: when SQLite fails a COMMIT
+        /// (disk full, I/O error) it rolls back by itself, sqlx's own
+        /// bookkeeping then believes a transaction is still open, and every
+        /// later `begin` on that connection became a SAVEPOINT inside a
+        /// transaction that never commits. Here any error on BEGIN, COMMIT
+        /// or ROLLBACK, and any drop before the end (an error `?` or a
+        /// cancelled request), closes the connection instead of returning
+        /// it to the pool; closing rolls back whatever was open, and the
+        /// pool opens a fresh one.
+        pub struct $tx {
+            conn: Option<sqlx::pool::PoolConnection<$db>>,
+        }
+
+        impl $tx {
+            async fn open(
+                pool: &sqlx::Pool<$db>,
+            ) -> Result<Self, $crate::store::StoreError> {
+                use sqlx::Executor;
+                let mut conn = pool.acquire().await?;
+                if let Err(e) = conn.execute($begin).await {
+                    conn.close_on_drop();
+                    return Err(e.into());
+                }
+                Ok($tx { conn: Some(conn) })
+            }
+
+            fn conn(&mut self) -> &mut <$db as sqlx::Database>::Connection {
+                self.conn.as_mut().expect("BUG: transaction used after its end")
+            }
+
+            /// Sends `COMMIT` or `ROLLBACK`; on any error the connection is
+            /// closed rather than reused.
+            async fn end(&mut self, sql: &'static str) -> Result<(), $crate::store::StoreError> {
+                use sqlx::Executor;
+                let mut conn = self.conn.take().expect("BUG: transaction ended twice");
+                match conn.execute(sql).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        conn.close_on_drop();
+                        tracing::warn!(error = %e, statement = sql, "transaction end failed; closing the connection");
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+
+        impl Drop for $tx {
+            fn drop(&mut self) {
+                if let Some(conn) = self.conn.as_mut() {
+                    // Dropped mid-transaction: never hand this connection
+                    // to the next writer.
+                    conn.close_on_drop();
+                }
+            }
+        }
 
         #[async_trait::async_trait]
         impl $crate::store::Tx for $tx {
@@ -247,7 +304,7 @@ macro_rules! impl_sql_store {
                     .bind(e.content_sha256)
                     .bind(e.source)
                     .bind(e.received_at_ms)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn())
                     .await?;
                 if inserted.is_some() {
                     return Ok($crate::store::Recorded::New);
@@ -255,7 +312,7 @@ macro_rules! impl_sql_store {
                 let (payload_sha256, content_sha256): (String, Option<String>) =
                     sqlx::query_as(EVENT_HASHES)
                         .bind(e.id)
-                        .fetch_one(&mut *self.0)
+                        .fetch_one(self.conn())
                         .await?;
                 Ok($crate::store::Recorded::Duplicate {
                     payload_sha256,
@@ -269,7 +326,7 @@ macro_rules! impl_sql_store {
             ) -> Result<Option<(String, String)>, $crate::store::StoreError> {
                 Ok(sqlx::query_as($crate::store::rows::LOAD_EVENT)
                     .bind(id)
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.conn())
                     .await?)
             }
 
@@ -285,7 +342,7 @@ macro_rules! impl_sql_store {
                     .bind(outcome.as_str())
                     .bind(error)
                     .bind(processed_at_ms)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -300,11 +357,11 @@ macro_rules! impl_sql_store {
                     .bind(id)
                     .bind(customer_id)
                     .bind($crate::store::now_ms())
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 let row: SubscriptionRow = sqlx::query_as($lock)
                     .bind(id)
-                    .fetch_one(&mut *self.0)
+                    .fetch_one(self.conn())
                     .await?;
                 row.try_into()
             }
@@ -317,7 +374,7 @@ macro_rules! impl_sql_store {
                 use $crate::store::rows::*;
                 let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_CUSTOMER)
                     .bind(customer_id)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn())
                     .await?;
                 records(rows)
             }
@@ -344,7 +401,7 @@ macro_rules! impl_sql_store {
                     .bind(r.verified_at)
                     .bind(now_ms)
                     .bind(r.hold_review_id)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -357,7 +414,7 @@ macro_rules! impl_sql_store {
                 sqlx::query($crate::store::rows::SET_HOLD)
                     .bind(subscription_id)
                     .bind(review_id)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -368,7 +425,7 @@ macro_rules! impl_sql_store {
             ) -> Result<Vec<String>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> = sqlx::query_as($crate::store::rows::CLEAR_HOLDS)
                     .bind(review_id)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn())
                     .await?;
                 Ok(rows.into_iter().map(|(c,)| c).collect())
             }
@@ -383,7 +440,7 @@ macro_rules! impl_sql_store {
                     .bind(customer_id)
                     .bind(user_id)
                     .bind(now_ms)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -394,7 +451,7 @@ macro_rules! impl_sql_store {
             ) -> Result<Vec<String>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> = sqlx::query_as($crate::store::rows::USERS_OF_CUSTOMER)
                     .bind(customer_id)
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.conn())
                     .await?;
                 Ok(rows.into_iter().map(|(u,)| u).collect())
             }
@@ -410,7 +467,7 @@ macro_rules! impl_sql_store {
                     .bind(r.reason.as_str())
                     .bind(r.details)
                     .bind(r.created_at_ms)
-                    .fetch_one(&mut *self.0)
+                    .fetch_one(self.conn())
                     .await?;
                 Ok(id)
             }
@@ -423,7 +480,7 @@ macro_rules! impl_sql_store {
                 sqlx::query($crate::store::rows::NOTE_REVIEW_OUTCOME)
                     .bind(review_id)
                     .bind(outcome)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -438,7 +495,7 @@ macro_rules! impl_sql_store {
                     .bind(review_id)
                     .bind(now_ms)
                     .bind(resolution)
-                    .execute(&mut *self.0)
+                    .execute(self.conn())
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -460,7 +517,7 @@ macro_rules! impl_sql_store {
                     .bind(n.new_access_until)
                     .bind(&n.reason)
                     .bind(n.created_at_ms)
-                    .fetch_one(&mut *self.0)
+                    .fetch_one(self.conn())
                     .await?;
                 Ok(id)
             }
@@ -476,7 +533,7 @@ macro_rules! impl_sql_store {
                         .bind(v),
                     None => sqlx::query($crate::store::rows::DELETE_STATE).bind(key),
                 }
-                .execute(&mut *self.0)
+                .execute(self.conn())
                 .await?;
                 Ok(())
             }
@@ -487,21 +544,24 @@ macro_rules! impl_sql_store {
             ) -> Result<(), $crate::store::StoreError> {
                 let statement: Option<&'static str> = $publish;
                 if let Some(sql) = statement {
-                    sqlx::query(sql).bind(payload).execute(&mut *self.0).await?;
+                    sqlx::query(sql).bind(payload).execute(self.conn()).await?;
                 }
                 Ok(())
             }
 
-            async fn commit(self: Box<Self>) -> Result<(), $crate::store::StoreError> {
-                self.0.commit().await?;
-                Ok(())
+            async fn commit(mut self: Box<Self>) -> Result<(), $crate::store::StoreError> {
+                self.end("COMMIT").await
+            }
+
+            async fn rollback(mut self: Box<Self>) -> Result<(), $crate::store::StoreError> {
+                self.end("ROLLBACK").await
             }
         }
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn begin(&self) -> Result<Box<dyn $crate::store::Tx>, $crate::store::StoreError> {
-                Ok(Box::new($tx(self.writer().begin().await?)))
+                Ok(Box::new($tx::open(self.writer()).await?))
             }
 
             async fn subscriptions_for_user(

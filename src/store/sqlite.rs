@@ -74,6 +74,9 @@ impl_sql_store!(
     store = SqliteStore,
     tx = SqliteTx,
     db = Sqlite,
+    // IMMEDIATE takes the write lock at BEGIN, so a writer that is not
+    // really the only one fails loudly here instead of at COMMIT.
+    begin = "BEGIN IMMEDIATE",
     lock = LOCK_SUBSCRIPTION,
     claim = CLAIM_NOTIFICATIONS,
     // One process owns a SQLite file: its cache is invalidated in-process.

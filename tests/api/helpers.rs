@@ -135,6 +135,17 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A SQLite file at `path`, in a directory the test owns.
+    pub fn sqlite_at(path: &std::path::Path) -> TestDatabase {
+        TestDatabase {
+            url: format!("sqlite://{}", path.display()),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Some(name) = self.pg_name.take() else {
@@ -171,6 +182,8 @@ pub struct TestApp {
     pub db: TestDatabase,
     /// The fake Stripe API this app's client talks to.
     pub stripe: FakeStripe,
+    /// What the running application was built with, for [`TestApp::restart`].
+    config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -230,37 +243,62 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
-    init_test_logs();
     let db = TestDatabase::create(backend).await;
+    spawn_app_in(db, configure).await
+}
+
+/// The application on a database the test prepared itself.
+pub async fn spawn_app_in(db: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_test_logs();
     let stripe = FakeStripe::start().await;
     let mut config = test_config(&db.url, &stripe.base_url());
     configure(&mut config);
     let secret = config.secrets.clone().first().to_owned();
     let store_options = config.store.clone();
+    let running = start(config.clone()).await;
+    let store = store::connect(&store_options).await.expect("store opens");
+    TestApp {
+        http_addr: running.http_addr,
+        grpc_addr: running.grpc_addr,
+        http: reqwest::Client::new(),
+        grpc: running.grpc,
+        secret,
+        store,
+        db,
+        stripe,
+        config,
+        shutdown: Some(running.shutdown),
+        server: Some(running.server),
+    }
+}
+
+struct Running {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    grpc: EntitlementsClient<Channel>,
+    shutdown: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(config: Config) -> Running {
     let app = Application::build(config)
         .await
         .expect("application builds");
     let http_addr = app.http_addr();
     let grpc_addr = app.grpc_addr();
-    let (tx, rx) = oneshot::channel::<()>();
+    let (shutdown, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
     let grpc = EntitlementsClient::connect(format!("http://{grpc_addr}"))
         .await
         .expect("grpc connects");
-    let store = store::connect(&store_options).await.expect("store opens");
-    TestApp {
+    Running {
         http_addr,
         grpc_addr,
-        http: reqwest::Client::new(),
         grpc,
-        secret,
-        store,
-        db,
-        stripe,
-        shutdown: Some(tx),
-        server: Some(server),
+        shutdown,
+        server,
     }
 }
 
@@ -386,6 +424,25 @@ impl TestApp {
 
     pub async fn event_count(&self, id: &str) -> usize {
         usize::from(self.store.get_event(id).await.unwrap().is_some())
+    }
+
+    /// Stops the server and starts a new one on the same database, as a
+    /// process restart would (new ports, empty cache).
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let server = self.server.take().expect("running");
+        server.await.expect("server task").expect("clean stop");
+        let mut config = self.config.clone();
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        let running = start(config).await;
+        self.http_addr = running.http_addr;
+        self.grpc_addr = running.grpc_addr;
+        self.grpc = running.grpc;
+        self.shutdown = Some(running.shutdown);
+        self.server = Some(running.server);
     }
 
     /// Stops the server and waits for it to drain.

@@ -7,6 +7,7 @@ mod stripe;
 
 mod delivery;
 mod durability;
+mod faults;
 mod fixtures;
 mod lifecycle;
 mod metrics;
