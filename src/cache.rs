@@ -56,6 +56,16 @@ impl Affected {
         }
     }
 
+    /// Every subject a record answers for: its customer and its user.
+    /// Called with the record before and after a change, so a subscription
+    /// that moves to another user (or customer) invalidates both sides.
+    pub fn add_record(&mut self, record: &SubscriptionRecord) {
+        self.add_customer(&record.customer_id);
+        if let Some(user) = &record.user_id {
+            self.add_user(user);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.customers.is_empty() && self.users.is_empty()
     }

@@ -421,10 +421,8 @@ impl Ledger {
                     tracing::warn!(subscription_id = %snap.id, %from, to = %snap.status, "stripe api overrides a transition events could not make");
                 }
                 tx.save_subscription(&record, now_ms()).await?;
-                affected.add_customer(&record.customer_id);
-                if let Some(user) = &record.user_id {
-                    affected.add_user(user);
-                }
+                affected.add_record(&current);
+                affected.add_record(&record);
                 Outcome::Applied
             }
             Transition::Stale | Transition::Impossible { .. } => Outcome::Stale,
@@ -560,10 +558,8 @@ async fn apply_event(
             match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
                 Transition::Apply { record, tie, .. } => {
                     tx.save_subscription(&record, now).await?;
-                    affected.add_customer(&record.customer_id);
-                    if let Some(user) = &record.user_id {
-                        affected.add_user(user);
-                    }
+                    affected.add_record(&current);
+                    affected.add_record(&record);
                     if let Some(previous) = tie {
                         let details = format!(
                             "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
@@ -598,7 +594,8 @@ async fn apply_event(
                 envelope.created,
             );
             tx.save_subscription(&record, now).await?;
-            affected.add_customer(&record.customer_id);
+            affected.add_record(&current);
+            affected.add_record(&record);
             Ok(Effect::applied())
         }
         DomainEvent::InvoiceFailed(failed) => {

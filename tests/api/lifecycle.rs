@@ -16,6 +16,7 @@ on_both_backends!(
     past_due_keeps_access_through_the_grace_window,
     product_filter_counts_only_matching_subscriptions,
     has_access_refuses_anything_but_exactly_one_subject,
+    a_subscription_that_moves_to_another_user_is_invalidated_for_both,
 );
 
 const DAY: i64 = 86_400;
@@ -371,4 +372,46 @@ async fn has_access_refuses_anything_but_exactly_one_subject(backend: Backend) {
         (r.has_access, r.reason),
         (false, Reason::NoSubscription as i32)
     );
+}
+
+async fn a_subscription_that_moves_to_another_user_is_invalidated_for_both(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let t = now();
+    let sub = Sub {
+        user_id: Some("u_before".into()),
+        ..Sub::new("sub_move", "cus_move", "active", t + 30 * DAY)
+    };
+    let created = "customer.subscription.created";
+    app.deliver(&subscription_event(
+        "evt_move_1",
+        created,
+        t - 60,
+        &sub,
+        Shape::Basil,
+    ))
+    .await;
+    // Both answers are cached now.
+    assert!(app.access_for_user("u_before").await.has_access);
+    assert!(!app.access_for_user("u_after").await.has_access);
+
+    let moved = Sub {
+        user_id: Some("u_after".into()),
+        ..sub
+    };
+    let updated = "customer.subscription.updated";
+    app.deliver(&subscription_event(
+        "evt_move_2",
+        updated,
+        t - 30,
+        &moved,
+        Shape::Basil,
+    ))
+    .await;
+    let before = app.access_for_user("u_before").await;
+    assert_eq!(
+        (before.has_access, before.reason()),
+        (false, Reason::NoSubscription),
+        "the previous user's cached answer was dropped: {before:?}"
+    );
+    assert!(app.access_for_user("u_after").await.has_access);
 }
