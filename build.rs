@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // prost's codec, but an undecodable request is INVALID_ARGUMENT.
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

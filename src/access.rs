@@ -27,17 +27,59 @@ pub enum Subject {
 pub enum AccessError {
     #[error("set exactly one of user_id or customer_id")]
     InvalidSubject,
+    /// A field over [`MAX_ID_BYTES`] or with control characters.
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The longest user id, customer id or product key a caller may send.
+/// Stripe's ids are far shorter; the bound keeps a cache key, a log line and
+/// a Stripe look-up small whatever a caller sends.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Checks one caller-supplied id or key: at most [`MAX_ID_BYTES`] bytes and
+/// no control characters (a NUL can't be stored or looked up anywhere).
+pub fn check_field(name: &str, value: &str) -> Result<(), AccessError> {
+    let why = if value.len() > MAX_ID_BYTES {
+        Some((
+            "field_too_long",
+            format!("{name} is longer than {MAX_ID_BYTES} bytes"),
+        ))
+    } else if value.chars().any(char::is_control) {
+        Some((
+            "field_control_chars",
+            format!("{name} contains control characters"),
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some((kind, message)) => {
+            metrics::counter!(crate::metrics::INPUTS_REFUSED, "kind" => kind).increment(1);
+            Err(AccessError::InvalidArgument(message))
+        }
+    }
 }
 
 impl Subject {
     /// Builds a subject from a request where exactly one id must be set.
     pub fn from_parts(user_id: &str, customer_id: &str) -> Result<Subject, AccessError> {
+        check_field("user_id", user_id)?;
+        check_field("customer_id", customer_id)?;
         match (user_id.trim(), customer_id.trim()) {
             (u, "") if !u.is_empty() => Ok(Subject::User(u.to_owned())),
             ("", c) if !c.is_empty() => Ok(Subject::Customer(c.to_owned())),
             _ => Err(AccessError::InvalidSubject),
+        }
+    }
+
+    /// Heap bytes this subject holds, for weighing cache entries.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Subject::User(s) | Subject::Customer(s) => s.capacity(),
         }
     }
 }
@@ -206,5 +248,25 @@ mod tests {
         assert!(Subject::from_parts("", "").is_err());
         assert!(Subject::from_parts("u", "cus").is_err());
         assert!(Subject::from_parts("  ", "").is_err());
+    }
+
+    #[test]
+    fn ids_are_bounded_and_free_of_control_characters() {
+        let longest = "u".repeat(MAX_ID_BYTES);
+        assert!(Subject::from_parts(&longest, "").is_ok());
+        let table = [
+            (
+                "u".repeat(MAX_ID_BYTES + 1),
+                "user_id is longer than 255 bytes",
+            ),
+            ("é".repeat(128), "user_id is longer than 255 bytes"),
+            ("u\0ser".to_owned(), "user_id contains control characters"),
+            ("u\nser".to_owned(), "user_id contains control characters"),
+        ];
+        for (user, message) in table {
+            let err = Subject::from_parts(&user, "").unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        assert!(check_field("product", &"p".repeat(256)).is_err());
     }
 }

@@ -49,7 +49,9 @@ impl From<ReconcileError> for AdminError {
 impl From<AccessError> for AdminError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::InvalidSubject => AdminError::InvalidArgument(e.to_string()),
+            AccessError::InvalidSubject | AccessError::InvalidArgument(_) => {
+                AdminError::InvalidArgument(e.to_string())
+            }
             AccessError::Store(s) => AdminError::Store(s),
         }
     }

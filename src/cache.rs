@@ -78,20 +78,66 @@ pub struct Ticket {
     epoch: u64,
 }
 
+/// What one cached subject costs in memory, approximately: the key, the
+/// records and every string they own, plus a fixed allowance for the
+/// cache's own bookkeeping. Moka evicts by this weight, so the ceiling is
+/// in bytes however long a caller's ids or a subscription's item list are.
+pub fn weigh(subject: &Subject, records: &Records) -> u32 {
+    const ENTRY_OVERHEAD: usize = 128;
+    let items = |r: &SubscriptionRecord| -> usize {
+        r.items
+            .iter()
+            .map(|i| {
+                std::mem::size_of_val(i)
+                    + i.price_id.capacity()
+                    + i.product_id.as_ref().map_or(0, String::capacity)
+                    + i.lookup_key.as_ref().map_or(0, String::capacity)
+            })
+            .sum()
+    };
+    let bytes: usize = ENTRY_OVERHEAD
+        + subject.heap_bytes()
+        + records
+            .iter()
+            .map(|r| {
+                std::mem::size_of_val(r)
+                    + r.id.capacity()
+                    + r.customer_id.capacity()
+                    + r.user_id.as_ref().map_or(0, String::capacity)
+                    + r.snapshot_event_id.capacity()
+                    + items(r)
+            })
+            .sum::<usize>();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Remembered "no subscriptions in Stripe" answers are few and small; this
+/// many is plenty and bounds them whatever callers ask about.
+const ABSENT_CAPACITY: u64 = 100_000;
+
 impl SubjectCache {
-    pub fn new(capacity: u64, ttl: Duration, absent_ttl: Duration) -> Self {
+    /// A cache that holds at most about `max_bytes` of records.
+    pub fn new(max_bytes: u64, ttl: Duration, absent_ttl: Duration) -> Self {
         SubjectCache {
             enabled: std::sync::atomic::AtomicBool::new(true),
             records: Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(max_bytes)
+                .weigher(weigh)
                 .time_to_live(ttl)
                 .build(),
             epochs: (0..EPOCH_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             absent_customers: Cache::builder()
-                .max_capacity(capacity.clamp(1, 100_000))
+                .max_capacity(ABSENT_CAPACITY)
                 .time_to_live(absent_ttl.max(Duration::from_millis(1)))
                 .build(),
         }
+    }
+
+    /// The weighed size of everything cached now (approximate: moka
+    /// applies inserts and evictions in batches).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.records.run_pending_tasks();
+        self.records.weighted_size()
     }
 
     fn bucket(subject: &Subject) -> usize {
@@ -201,7 +247,27 @@ mod tests {
     use super::*;
 
     fn cache() -> SubjectCache {
-        SubjectCache::new(100, Duration::from_secs(60), Duration::from_secs(60))
+        SubjectCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn the_cache_holds_bytes_not_entries() {
+        let c = SubjectCache::new(64 * 1024, Duration::from_secs(60), Duration::from_secs(60));
+        let record = SubscriptionRecord::placeholder("sub_1", "cus_1");
+        let records: Records = Arc::new(vec![record; 4]);
+        let one = u64::from(weigh(&Subject::User("u".into()), &records));
+        assert!(one > 4 * std::mem::size_of::<SubscriptionRecord>() as u64);
+        for i in 0..1000 {
+            let s = Subject::User(format!("user_{i}"));
+            let t = c.ticket(&s);
+            c.insert(s, t, records.clone());
+        }
+        let held = c.weighted_bytes();
+        assert!(held <= 64 * 1024, "{held} bytes held");
+        assert!(
+            held >= 64 * 1024 - 2 * one,
+            "{held} bytes held: the cache fills up to its ceiling"
+        );
     }
 
     #[test]

@@ -157,9 +157,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_STALE_GRACE", default_value = "24h", value_parser = parse_duration)]
     pub stale_grace: Duration,
 
-    /// Subjects kept in the HasAccess cache.
-    #[arg(long, env = "TOLLGATE_CACHE_CAPACITY", default_value_t = 1_000_000)]
-    pub cache_capacity: u64,
+    /// Memory the HasAccess cache may use for subjects' records (e.g.
+    /// 512MiB, 1GiB); least recently used subjects are evicted beyond it.
+    #[arg(long, env = "TOLLGATE_CACHE_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub cache_max_bytes: u64,
 
     /// Safety net: cached records are dropped after this long even without
     /// an invalidation.
@@ -217,7 +218,8 @@ pub struct Config {
     pub stripe: StripeOptions,
     pub staleness: Staleness,
     pub refresh_timeout: Duration,
-    pub cache_capacity: u64,
+    /// Ceiling of the HasAccess cache, in (approximate) bytes.
+    pub cache_max_bytes: u64,
     pub cache_ttl: Duration,
     /// Whether `serve` runs the reconciler on a timer (Admin.Reconcile works
     /// either way).
@@ -293,7 +295,7 @@ impl ServeArgs {
                 stale_grace: self.stale_grace,
             },
             refresh_timeout: self.refresh_timeout,
-            cache_capacity: self.cache_capacity,
+            cache_max_bytes: self.cache_max_bytes,
             cache_ttl: self.cache_ttl,
             reconciler_enabled: true,
             reconcile_interval: self.reconcile_interval,
@@ -311,6 +313,26 @@ impl ServeArgs {
 /// Parses durations such as `7d`, `36h`, `15m`, `2s` or `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try e.g. 7d, 36h, 15m or 2s)"))
+}
+
+/// Parses sizes such as `1048576`, `512KiB`, `256MiB`, `1GiB` (or `MB`, `GB`
+/// for the same powers of 1024: memory, not disk).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try e.g. 512MiB or 1GiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// The database URL without credentials, safe to log.
@@ -339,6 +361,16 @@ mod tests {
         );
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_units() {
+        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("64 kb").unwrap(), 64 << 10);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl IntoResponse for WebhookError {
 impl From<AccessError> for tonic::Status {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::InvalidSubject => tonic::Status::invalid_argument(e.to_string()),
+            AccessError::InvalidSubject | AccessError::InvalidArgument(_) => {
+                tonic::Status::invalid_argument(e.to_string())
+            }
             AccessError::Store(inner) => {
                 tracing::error!(error = ?inner, "has_access store read failed");
                 tonic::Status::unavailable("store unavailable; retry")
@@ -91,4 +93,34 @@ impl From<crate::admin::AdminError> for tonic::Status {
             }
         }
     }
+}
+
+/// A handler on the HTTP port panicked: 500 (Stripe retries a webhook), the
+/// cause logged, the connection and the process unharmed.
+pub fn http_panic(payload: Box<dyn std::any::Any + Send>) -> axum::http::Response<String> {
+    let cause = crate::tasks::panic_message(payload.as_ref());
+    tracing::error!(cause, "http handler panicked");
+    metrics::counter!(crate::metrics::REQUEST_PANICS, "port" => "http").increment(1);
+    let mut response = axum::http::Response::new(r#"{"error":"internal error"}"#.to_owned());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A gRPC handler panicked: the call gets `INTERNAL` instead of a reset
+/// stream, and every other stream on the connection goes on.
+pub fn grpc_panic(payload: Box<dyn std::any::Any + Send>) -> axum::http::Response<String> {
+    let cause = crate::tasks::panic_message(payload.as_ref());
+    tracing::error!(cause, "grpc handler panicked");
+    metrics::counter!(crate::metrics::REQUEST_PANICS, "port" => "grpc").increment(1);
+    let mut response = axum::http::Response::new(String::new());
+    let headers = response.headers_mut();
+    use axum::http::HeaderValue;
+    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static("13"));
+    headers.insert("grpc-message", HeaderValue::from_static("internal%20error"));
+    response
 }

@@ -22,6 +22,7 @@ impl Entitlements for EntitlementsService {
     ) -> Result<Response<proto::HasAccessResponse>, Status> {
         let req = request.into_inner();
         let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
+        crate::access::check_field("product", &req.product)?;
         let product = Some(req.product.trim()).filter(|p| !p.is_empty());
         let decision = self.access.has_access(&subject, product).await?;
         Ok(Response::new(to_proto(decision)))

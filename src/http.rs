@@ -38,6 +38,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::error::http_panic,
+        ))
 }
 
 async fn receive_webhook(

@@ -20,12 +20,14 @@
 //!   limit).
 //! - [`refresh`]: on-demand, single-flight refresh of records from Stripe.
 //! - [`http`]: the webhook endpoint and health checks (axum).
-//! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic).
+//! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic); [`codec`]
+//!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
 //! - [`reconciler`]: catch-up on missed events and the drift sweep.
 //! - [`notify`]: the access-change outbox and its signed HTTP push.
 //! - [`admin`]: review, forensics and repair operations behind gRPC `Admin`.
 //! - [`cli`]: `tollgate admin ...`, a client of the Admin service.
+//! - [`tasks`]: supervised background tasks, restarted after a panic.
 //! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
 
 pub mod access;
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -49,6 +52,7 @@ pub mod startup;
 pub mod store;
 pub mod stripe;
 pub mod subscription;
+pub mod tasks;
 pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `tollgate.v1`.

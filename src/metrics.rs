@@ -24,6 +24,10 @@ pub const RECONCILER_LAST_RUN: &str = "tollgate_reconciler_last_run_timestamp_se
 pub const NOTIFICATIONS_QUEUED: &str = "tollgate_notifications_queued";
 pub const NOTIFICATIONS_DEAD: &str = "tollgate_notifications_dead";
 pub const REVIEWS_OPEN: &str = "tollgate_reviews_open";
+pub const TASK_RESTARTS: &str = "tollgate_task_restarts_total";
+pub const REQUEST_PANICS: &str = "tollgate_request_panics_total";
+pub const INPUTS_REFUSED: &str = "tollgate_inputs_refused_total";
+pub const CONNECTIONS_DROPPED: &str = "tollgate_connections_dropped_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -110,4 +114,20 @@ fn describe() {
         "Notifications that could not be delivered."
     );
     describe_gauge!(REVIEWS_OPEN, "Open manual-review records.");
+    describe_counter!(
+        TASK_RESTARTS,
+        "Background tasks restarted after a panic, by task."
+    );
+    describe_counter!(
+        REQUEST_PANICS,
+        "Requests whose handler panicked (answered 500 or INTERNAL), by port."
+    );
+    describe_counter!(
+        INPUTS_REFUSED,
+        "Inputs refused for their size or content (over-long ids, invalid UTF-8, NUL bytes, bodies over the limit), by kind."
+    );
+    describe_counter!(
+        CONNECTIONS_DROPPED,
+        "Connections closed by Tollgate (too slow, over the connection cap, cut at the shutdown deadline), by port and cause."
+    );
 }

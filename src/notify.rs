@@ -122,7 +122,7 @@ impl Dispatcher {
     }
 
     /// Pushes due notifications until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         tracing::info!("notification dispatcher started");
         loop {
             let sent = match self.dispatch_due().await {

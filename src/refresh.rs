@@ -37,9 +37,30 @@ pub enum RefreshFailure {
     Unreadable,
     #[error("store unavailable")]
     Store,
+    #[error("refresh failed unexpectedly")]
+    Internal,
 }
 
 type SharedRefresh = Shared<BoxFuture<'static, Result<usize, RefreshFailure>>>;
+
+/// Owns a single-flight key while its refresh runs; dropping it (however
+/// the refresh ended) frees the key.
+struct InflightKey {
+    refresher: Arc<Refresher>,
+    key: String,
+}
+
+impl Drop for InflightKey {
+    fn drop(&mut self) {
+        // A poisoned map only means another thread panicked mid-insert;
+        // the map itself is still usable.
+        let mut inflight = match self.refresher.inflight.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inflight.remove(&self.key);
+    }
+}
 
 pub struct Refresher {
     client: Option<Arc<StripeClient>>,
@@ -159,20 +180,35 @@ impl Refresher {
         if let Some(existing) = inflight.get(&key) {
             return existing.clone();
         }
-        let this = self.clone();
-        let task_key = key.clone();
+        let guard = InflightKey {
+            refresher: self.clone(),
+            key: key.clone(),
+        };
         let task = tokio::spawn(async move {
+            // Removes the key however the work ends, a panic included, so
+            // the next caller starts a new refresh instead of waiting on a
+            // dead one forever.
+            let guard = guard;
             let result = work.await;
-            this.recent.insert(task_key.clone(), result.clone());
-            this.inflight
-                .lock()
-                .expect("BUG: refresh map poisoned")
-                .remove(&task_key);
+            guard
+                .refresher
+                .recent
+                .insert(guard.key.clone(), result.clone());
             result
         });
-        let shared = async move { task.await.unwrap_or(Err(RefreshFailure::Unreachable)) }
-            .boxed()
-            .shared();
+        let shared = async move {
+            task.await.unwrap_or_else(|e| {
+                let cause = if e.is_panic() {
+                    crate::tasks::panic_message(e.into_panic().as_ref())
+                } else {
+                    "cancelled".to_owned()
+                };
+                tracing::error!(cause, "refresh task failed");
+                Err(RefreshFailure::Internal)
+            })
+        }
+        .boxed()
+        .shared();
         inflight.insert(key, shared.clone());
         shared
     }

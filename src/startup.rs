@@ -22,6 +22,7 @@ use crate::reconciler::Reconciler;
 use crate::refresh::Refresher;
 use crate::store::{self, StoreError};
 use crate::stripe::StripeClient;
+use crate::tasks::supervise;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -36,6 +37,10 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Largest gRPC request accepted: every request is a few ids, each at most
+/// 255 bytes; tonic's default of 4 MiB would let one call pin megabytes.
+const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Work that runs beside the servers until shutdown.
 struct Background {
     store: Arc<dyn crate::store::Store>,
@@ -43,7 +48,7 @@ struct Background {
     /// `Some(interval)` when the reconciler runs on a timer.
     reconcile_every: Option<Duration>,
     reconciler: Arc<Reconciler>,
-    dispatcher: Option<Dispatcher>,
+    dispatcher: Option<Arc<Dispatcher>>,
 }
 
 pub struct Application {
@@ -76,7 +81,7 @@ impl Application {
         tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
 
         let cache = Arc::new(SubjectCache::new(
-            config.cache_capacity,
+            config.cache_max_bytes,
             config.cache_ttl,
             config.staleness.stale_after,
         ));
@@ -139,8 +144,17 @@ impl Application {
         let auth = admin_auth(config.admin_token.clone().map(Arc::from));
         let grpc = tonic::service::Routes::new(health_service)
             .add_service(reflection)
-            .add_service(EntitlementsServer::new(EntitlementsService { access }))
-            .add_service(AdminServer::with_interceptor(AdminService { admin }, auth));
+            .add_service(
+                EntitlementsServer::new(EntitlementsService { access })
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            )
+            .add_service(
+                tonic::service::interceptor::InterceptedService::new(
+                    AdminServer::new(AdminService { admin })
+                        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+                    auth,
+                ),
+            );
 
         let (http_listener, http_addr) = bind(config.http_addr).await?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
@@ -152,7 +166,9 @@ impl Application {
             reconcile_every: (config.reconciler_enabled && stripe_configured)
                 .then_some(config.reconcile_interval),
             reconciler,
-            dispatcher: config.push.map(|push| Dispatcher::new(store.clone(), push)),
+            dispatcher: config
+                .push
+                .map(|push| Arc::new(Dispatcher::new(store.clone(), push))),
         };
         Ok(Application {
             http_listener,
@@ -187,6 +203,8 @@ impl Application {
             trigger.cancel();
         });
 
+        // Each loop runs supervised: a panic is logged, counted and the
+        // loop started again, so one bad record cannot stop reconciling.
         let mut tasks = tokio::task::JoinSet::new();
         {
             let (store, cache, stop) = (
@@ -194,13 +212,28 @@ impl Application {
                 self.background.cache.clone(),
                 token.clone(),
             );
-            tasks.spawn(async move { store.follow_invalidations(cache, stop).await });
+            tasks.spawn(supervise(
+                "invalidation_listener",
+                token.clone(),
+                move || {
+                    let (store, cache, stop) = (store.clone(), cache.clone(), stop.clone());
+                    async move { store.follow_invalidations(cache, stop).await }
+                },
+            ));
         }
         if let Some(every) = self.background.reconcile_every {
-            tasks.spawn(self.background.reconciler.clone().run(every, token.clone()));
+            let (reconciler, stop) = (self.background.reconciler.clone(), token.clone());
+            tasks.spawn(supervise("reconciler", token.clone(), move || {
+                reconciler.clone().run(every, stop.clone())
+            }));
         }
         if let Some(dispatcher) = self.background.dispatcher {
-            tasks.spawn(dispatcher.run(token.clone()));
+            let stop = token.clone();
+            tasks.spawn(supervise(
+                "notification_dispatcher",
+                token.clone(),
+                move || dispatcher.clone().run(stop.clone()),
+            ));
         }
 
         use axum::serve::ListenerExt;
@@ -216,6 +249,9 @@ impl Application {
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                crate::error::grpc_panic,
+            ))
             .add_routes(self.grpc)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
 

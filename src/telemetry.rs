@@ -15,4 +15,14 @@ pub fn init(format: LogFormat) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    // Panics go to the log like everything else, with where they happened;
+    // supervisors and the catch-panic layers decide what happens next.
+    std::panic::set_hook(Box::new(|info| {
+        let cause = crate::tasks::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(cause, location, "panic");
+    }));
 }

@@ -213,7 +213,7 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
             stale_grace: Duration::from_secs(24 * 3600),
         },
         refresh_timeout: Duration::from_secs(2),
-        cache_capacity: 10_000,
+        cache_max_bytes: 64 << 20,
         cache_ttl: Duration::from_secs(600),
         // Tests run passes through Admin.Reconcile unless they enable this.
         reconciler_enabled: false,

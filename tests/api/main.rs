@@ -10,6 +10,7 @@ mod durability;
 mod faults;
 mod fixtures;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod process;
 mod receiver;
