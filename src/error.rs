@@ -42,9 +42,17 @@ impl IntoResponse for WebhookError {
             }
             WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyRead => StatusCode::BAD_REQUEST,
-            WebhookError::Store(e) => {
+            WebhookError::Store(e) if e.is_transient() => {
                 tracing::error!(error = ?e, "event not stored; answering 503 so stripe retries");
                 StatusCode::SERVICE_UNAVAILABLE
+            }
+            WebhookError::Store(StoreError::Rejected(e)) => {
+                tracing::error!(error = ?e, "event can never be stored; answering 400");
+                StatusCode::BAD_REQUEST
+            }
+            WebhookError::Store(e) => {
+                tracing::error!(error = ?e, "event not stored: a bug; answering 500");
+                StatusCode::INTERNAL_SERVER_ERROR
             }
         };
         let kind = match &self {
@@ -52,13 +60,21 @@ impl IntoResponse for WebhookError {
             WebhookError::Envelope(_) => Some("not_an_event"),
             WebhookError::TooLarge => Some("too_large"),
             WebhookError::BodyRead => Some("body_read"),
-            WebhookError::Store(_) => Some("store_unavailable"),
+            WebhookError::Store(e) if e.is_transient() => Some("store_unavailable"),
+            WebhookError::Store(StoreError::Rejected(_)) => Some("store_refused"),
+            WebhookError::Store(_) => Some("store_bug"),
         };
         if let Some(kind) = kind {
             metrics::counter!(crate::metrics::WEBHOOK_ERRORS, "kind" => kind).increment(1);
         }
         let message = match &self {
-            WebhookError::Store(_) => "event not stored; retry later".to_owned(),
+            WebhookError::Store(e) if e.is_transient() => {
+                "event not stored; retry later".to_owned()
+            }
+            WebhookError::Store(StoreError::Rejected(_)) => {
+                "event can never be stored: the database refuses one of its values".to_owned()
+            }
+            WebhookError::Store(_) => "internal error; event not stored".to_owned(),
             other => other.to_string(),
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
@@ -71,10 +87,7 @@ impl From<AccessError> for tonic::Status {
             AccessError::InvalidSubject | AccessError::InvalidArgument(_) => {
                 tonic::Status::invalid_argument(e.to_string())
             }
-            AccessError::Store(inner) => {
-                tracing::error!(error = ?inner, "has_access store read failed");
-                tonic::Status::unavailable("store unavailable; retry")
-            }
+            AccessError::Store(inner) => store_status(&inner, "has_access store read failed"),
         }
     }
 }
@@ -87,11 +100,19 @@ impl From<crate::admin::AdminError> for tonic::Status {
             AdminError::NotFound(m) => tonic::Status::not_found(m),
             AdminError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             AdminError::Unavailable(m) => tonic::Status::unavailable(m),
-            AdminError::Store(inner) => {
-                tracing::error!(error = ?inner, "admin store call failed");
-                tonic::Status::unavailable("store unavailable; retry")
-            }
+            AdminError::Store(inner) => store_status(&inner, "admin store call failed"),
         }
+    }
+}
+
+/// A store error on a gRPC call: UNAVAILABLE when a retry can work,
+/// INTERNAL otherwise; the cause is logged, never sent.
+fn store_status(e: &StoreError, what: &'static str) -> tonic::Status {
+    tracing::error!(error = ?e, "{what}");
+    if e.is_transient() {
+        tonic::Status::unavailable("store unavailable; retry")
+    } else {
+        tonic::Status::internal("internal error")
     }
 }
 

@@ -37,6 +37,69 @@ pub enum EnvelopeError {
     MissingType,
     #[error("event has no integer `created`")]
     MissingCreated,
+    /// Longer than [`MAX_ID_BYTES`] or with control characters: no Stripe
+    /// event looks like this, and it could not be stored as a key.
+    #[error("event `{0}` is not a plausible Stripe value (over {MAX_ID_BYTES} bytes or control characters)")]
+    Implausible(&'static str),
+}
+
+/// The longest id, type or key Tollgate stores. Stripe's ids are under 100
+/// bytes; anything longer is refused before it reaches SQL (an index entry
+/// has a size limit on PostgreSQL).
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Whether `s` can be stored and shown as an id: short, and free of
+/// control characters (PostgreSQL text cannot hold a NUL at all).
+pub fn plausible_id(s: &str) -> bool {
+    s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control)
+}
+
+/// `s` made safe to store and show as free text (an error, review details):
+/// control characters become U+FFFD and it is cut to at most `max` bytes,
+/// so text quoted from a payload can neither be refused by the database
+/// nor make a row huge.
+pub fn storable_text(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max && !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// How far ahead of the receiving clock a live event's `created` may be.
+/// Stripe's clock and ours agree to seconds; a day is generous, and it
+/// stops one forged-in-the-future snapshot from freezing a subscription
+/// (every later real event would be `stale` behind it).
+pub const MAX_LIVE_CLOCK_AHEAD: i64 = 86_400;
+
+/// Checks an event's `created` against `now`. A live event may be at most
+/// [`MAX_LIVE_CLOCK_AHEAD`] ahead. A test-mode event may be dated in a test
+/// clock's simulated future (a clock advances up to two billing intervals,
+/// or two years, at a time, and can be advanced again), so test mode is
+/// only held to the sane range ([`crate::clock::SANE_MIN`] to
+/// [`crate::clock::SANE_MAX`]), which applies to both.
+pub fn check_created(envelope: &Envelope, now: i64) -> Result<(), ShapeError> {
+    let created = envelope.created;
+    if !crate::clock::is_sane(created) {
+        return Err(shape(format!(
+            "event created {created} is outside 2000-01-01..2100-01-01"
+        )));
+    }
+    if envelope.livemode && created > now.saturating_add(MAX_LIVE_CLOCK_AHEAD) {
+        return Err(shape(format!(
+            "live event created {} is more than a day ahead of this server's clock ({})",
+            crate::clock::rfc3339(created),
+            crate::clock::rfc3339(now)
+        )));
+    }
+    Ok(())
 }
 
 /// Why an event's object could not be read. Recorded as a failed event.
@@ -56,6 +119,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     }
     let id = non_empty_str(&value, "id").ok_or(EnvelopeError::MissingId)?;
     let event_type = non_empty_str(&value, "type").ok_or(EnvelopeError::MissingType)?;
+    if !plausible_id(&id) {
+        return Err(EnvelopeError::Implausible("id"));
+    }
+    if !plausible_id(&event_type) {
+        return Err(EnvelopeError::Implausible("type"));
+    }
     let created = value
         .get("created")
         .and_then(Value::as_i64)
@@ -64,9 +133,11 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         .get("livemode")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // Informational only: an implausible version is dropped, not refused.
     let api_version = value
         .get("api_version")
         .and_then(Value::as_str)
+        .filter(|v| plausible_id(v))
         .map(str::to_owned);
     // Moved out, not cloned: objects are a few KB and this is per event.
     let object = value
@@ -146,7 +217,68 @@ pub const HANDLED_TYPES: &[&str] = &[
 
 /// Reads the envelope's object as the domain event its type calls for.
 /// `user_key` is the metadata key that carries the product's user id.
+/// Every id it carries is checked with [`plausible_id`].
 pub fn classify(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
+    let domain = classify_object(envelope, user_key)?;
+    check_ids(&domain)?;
+    Ok(domain)
+}
+
+/// Refuses a domain event carrying an id that could not be stored or shown
+/// (see [`plausible_id`]), naming the field.
+fn check_ids(domain: &DomainEvent) -> Result<(), ShapeError> {
+    let fields: Vec<(&str, Option<&str>)> = match domain {
+        DomainEvent::Subscription(s) => return check_snapshot_ids(s),
+        DomainEvent::CheckoutCompleted(c) => vec![
+            ("user id", c.user_id.as_deref()),
+            ("customer", c.customer_id.as_deref()),
+            ("subscription", c.subscription_id.as_deref()),
+        ],
+        DomainEvent::InvoicePaid(p) => vec![
+            ("subscription", Some(&p.subscription_id)),
+            ("customer", Some(&p.customer_id)),
+        ],
+        DomainEvent::InvoiceFailed(f) => vec![
+            ("subscription", f.subscription_id.as_deref()),
+            ("customer", Some(&f.customer_id)),
+        ],
+        DomainEvent::Customer(c) => vec![
+            ("customer", Some(&c.customer_id)),
+            ("user id", c.user_id.as_deref()),
+        ],
+        DomainEvent::Unhandled => vec![],
+    };
+    check_fields(&fields)
+}
+
+fn check_fields(fields: &[(&str, Option<&str>)]) -> Result<(), ShapeError> {
+    for (name, value) in fields {
+        if let Some(v) = value {
+            if !plausible_id(v) {
+                return Err(shape(format!(
+                    "{name} is over {MAX_ID_BYTES} bytes or has control characters"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_snapshot_ids(s: &SubscriptionSnapshot) -> Result<(), ShapeError> {
+    let mut fields: Vec<(&str, Option<&str>)> = vec![
+        ("subscription id", Some(&s.id)),
+        ("customer", Some(&s.customer_id)),
+        ("user id", s.user_id.as_deref()),
+    ];
+    for item in &s.items {
+        fields.push(("price id", Some(&item.price_id)));
+        fields.push(("product", item.product_id.as_deref()));
+        fields.push(("lookup key", item.lookup_key.as_deref()));
+    }
+    check_fields(&fields)
+}
+
+fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
     let obj = &envelope.object;
     match envelope.event_type.as_str() {
         "checkout.session.completed" => {
@@ -208,14 +340,22 @@ fn expect_object<'a>(obj: &'a Value, kind: &str) -> Result<&'a Value, ShapeError
     }
 }
 
-fn optional_i64(v: &Value, key: &str) -> Result<Option<i64>, ShapeError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
+/// An optional unix timestamp, which must lie in the sane range
+/// (2000..2100): a value outside it is a malformed object, never a record
+/// that could grant access until the year 10000 or freeze ordering.
+fn optional_time(v: &Value, key: &str) -> Result<Option<i64>, ShapeError> {
+    let t = match v.get(key) {
+        None | Some(Value::Null) => return Ok(None),
         Some(x) => x
             .as_i64()
-            .map(Some)
-            .ok_or_else(|| shape(format!("`{key}` is not an integer"))),
+            .ok_or_else(|| shape(format!("`{key}` is not an integer")))?,
+    };
+    if !crate::clock::is_sane(t) {
+        return Err(shape(format!(
+            "`{key}` {t} is outside 2000-01-01..2100-01-01"
+        )));
     }
+    Ok(Some(t))
 }
 
 /// Reads a subscription object in either API shape.
@@ -239,7 +379,7 @@ pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSna
     let mut items = Vec::with_capacity(item_values.len());
     let mut item_period_end: Option<i64> = None;
     for item in item_values {
-        if let Some(end) = optional_i64(item, "current_period_end")? {
+        if let Some(end) = optional_time(item, "current_period_end")? {
             item_period_end = Some(item_period_end.map_or(end, |e| e.max(end)));
         }
         let price = item.get("price").unwrap_or(&Value::Null);
@@ -255,7 +395,7 @@ pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSna
 
     // Before basil the period end sits on the subscription; from basil on,
     // on each item. Take the latest of whatever is there.
-    let top_period_end = optional_i64(obj, "current_period_end")?;
+    let top_period_end = optional_time(obj, "current_period_end")?;
     let current_period_end = match (top_period_end, item_period_end) {
         (Some(a), Some(b)) => a.max(b),
         (Some(a), None) | (None, Some(a)) => a,
@@ -272,16 +412,18 @@ pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSna
         Some(_) => return Err(shape("`cancel_at_period_end` is not a boolean")),
     };
 
-    Ok(SubscriptionSnapshot {
+    let snapshot = SubscriptionSnapshot {
         id,
         customer_id,
         status,
         current_period_end,
-        trial_end: optional_i64(obj, "trial_end")?,
+        trial_end: optional_time(obj, "trial_end")?,
         cancel_at_period_end,
         items,
         user_id: metadata(obj, user_key),
-    })
+    };
+    check_snapshot_ids(&snapshot)?;
+    Ok(snapshot)
 }
 
 fn parse_checkout(obj: &Value, user_key: &str) -> Result<CheckoutCompleted, ShapeError> {
@@ -332,11 +474,10 @@ fn parse_invoice_paid(obj: &Value) -> Result<Option<InvoicePaid>, ShapeError> {
         if line_subscription(line).is_some_and(|s| s != subscription_id) {
             continue;
         }
-        if let Some(end) = line
-            .get("period")
-            .and_then(|p| p.get("end"))
-            .and_then(Value::as_i64)
-        {
+        if let Some(end) = match line.get("period") {
+            Some(period) => optional_time(period, "end")?,
+            None => None,
+        } {
             period_end = Some(period_end.map_or(end, |e| e.max(end)));
         }
     }
@@ -417,10 +558,10 @@ mod tests {
     #[test]
     fn acacia_subscription_reads_top_level_period_end() {
         let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"active",
-            "current_period_end": 500, "metadata": {"user_id":"u1"},
+            "current_period_end": 2_000_000_500, "metadata": {"user_id":"u1"},
             "items":{"data":[{"price":{"id":"price_1","product":"prod_1","lookup_key":"pro"}}]}});
         let s = parse_subscription(&obj, "user_id").unwrap();
-        assert_eq!(s.current_period_end, 500);
+        assert_eq!(s.current_period_end, 2_000_000_500);
         assert_eq!(s.user_id.as_deref(), Some("u1"));
         assert!(s.items[0].matches("prod_1") && s.items[0].matches("pro"));
     }
@@ -428,19 +569,19 @@ mod tests {
     #[test]
     fn basil_subscription_takes_the_latest_item_period_end() {
         let obj = json!({"object":"subscription","id":"sub_1","customer":{"id":"cus_1"},"status":"trialing",
-            "trial_end": 400,
-            "items":{"data":[{"current_period_end": 300,"price":{"id":"p1"}},{"current_period_end": 700,"price":{"id":"p2"}}]}});
+            "trial_end": 2_000_000_400,
+            "items":{"data":[{"current_period_end": 2_000_000_300,"price":{"id":"p1"}},{"current_period_end": 2_000_000_700,"price":{"id":"p2"}}]}});
         let s = parse_subscription(&obj, "user_id").unwrap();
-        assert_eq!(s.current_period_end, 700);
+        assert_eq!(s.current_period_end, 2_000_000_700);
         assert_eq!(s.customer_id, "cus_1");
-        assert_eq!(s.trial_end, Some(400));
+        assert_eq!(s.trial_end, Some(2_000_000_400));
     }
 
     #[test]
     fn subscription_without_any_period_end_is_a_shape_error() {
         let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"active","items":{"data":[]}});
         assert!(parse_subscription(&obj, "user_id").is_err());
-        let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"bogus","current_period_end":1});
+        let obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"bogus","current_period_end":2_000_000_001});
         assert!(parse_subscription(&obj, "user_id").is_err());
         let obj = json!({"object":"invoice","id":"in_1"});
         assert!(parse_subscription(&obj, "user_id").is_err());
@@ -449,11 +590,11 @@ mod tests {
     #[test]
     fn invoices_are_read_in_both_shapes() {
         let acacia = json!({"object":"invoice","customer":"cus_1","subscription":"sub_1",
-            "lines":{"data":[{"subscription":"sub_1","period":{"start":1,"end":900}}]}});
+            "lines":{"data":[{"subscription":"sub_1","period":{"start":1,"end":2_000_000_900}}]}});
         let basil = json!({"object":"invoice","customer":"cus_1",
             "parent":{"subscription_details":{"subscription":"sub_1"}},
-            "lines":{"data":[{"parent":{"subscription_item_details":{"subscription":"sub_1"}},"period":{"start":1,"end":900}},
-                             {"parent":{"subscription_item_details":{"subscription":"sub_other"}},"period":{"start":1,"end":5000}}]}});
+            "lines":{"data":[{"parent":{"subscription_item_details":{"subscription":"sub_1"}},"period":{"start":1,"end":2_000_000_900}},
+                             {"parent":{"subscription_item_details":{"subscription":"sub_other"}},"period":{"start":1,"end":2_000_005_000}}]}});
         for obj in [acacia, basil] {
             let ev = classify(&env("invoice.paid", obj), "user_id").unwrap();
             assert_eq!(
@@ -461,7 +602,7 @@ mod tests {
                 DomainEvent::InvoicePaid(InvoicePaid {
                     subscription_id: "sub_1".into(),
                     customer_id: "cus_1".into(),
-                    period_end: Some(900)
+                    period_end: Some(2_000_000_900)
                 })
             );
         }
@@ -484,6 +625,79 @@ mod tests {
         };
         assert_eq!(c.user_id.as_deref(), Some("u2"));
         assert_eq!(c.subscription_id, None);
+    }
+
+    #[test]
+    fn timestamps_outside_2000_to_2100_are_shape_errors() {
+        let sub = |end: i64| {
+            json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"active",
+                "items":{"data":[{"current_period_end": end,"price":{"id":"p1"}}]}})
+        };
+        assert!(parse_subscription(&sub(4_102_444_800), "user_id").is_ok());
+        for end in [253_402_300_800, i64::MAX, 4_102_444_801, 946_684_799, -1] {
+            let err = parse_subscription(&sub(end), "user_id").unwrap_err();
+            assert!(err.0.contains("outside 2000-01-01..2100-01-01"), "{err}");
+        }
+        let invoice = json!({"object":"invoice","customer":"cus_1","subscription":"sub_1",
+            "lines":{"data":[{"period":{"start":1,"end":253_402_300_800_i64}}]}});
+        assert!(classify(&env("invoice.paid", invoice), "user_id").is_err());
+    }
+
+    #[test]
+    fn ids_that_could_not_be_stored_are_refused() {
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        for (field, value) in [("id", long.as_str()), ("customer", "cus_\u{0}1")] {
+            let mut obj = json!({"object":"subscription","id":"sub_1","customer":"cus_1",
+                "status":"active","current_period_end": 2_000_000_000});
+            obj[field] = json!(value);
+            assert!(parse_subscription(&obj, "user_id").is_err(), "{field}");
+        }
+        let customer = json!({"object":"customer","id":"cus_1","metadata":{"user_id":"u\u{0}"}});
+        assert!(classify(&env("customer.updated", customer), "user_id").is_err());
+        let body = format!(r#"{{"id":"{long}","type":"x","created":1}}"#);
+        assert_eq!(
+            parse_envelope(body.as_bytes()),
+            Err(EnvelopeError::Implausible("id"))
+        );
+        let body = br#"{"id":"evt_\u0000","type":"x","created":1}"#;
+        assert_eq!(parse_envelope(body), Err(EnvelopeError::Implausible("id")));
+    }
+
+    #[test]
+    fn created_is_bounded_by_the_sane_range_and_for_live_events_by_the_clock() {
+        let now = 1_800_000_000;
+        let at = |created: i64, livemode: bool| Envelope {
+            created,
+            livemode,
+            ..env("x", Value::Null)
+        };
+        let table = [
+            (now, true, true),
+            (now + MAX_LIVE_CLOCK_AHEAD, true, true),
+            (now + MAX_LIVE_CLOCK_AHEAD + 1, true, false),
+            (now + 365 * 86_400, false, true),
+            (crate::clock::SANE_MAX + 1, false, false),
+            (i64::MAX, false, false),
+            (0, true, false),
+        ];
+        for (created, live, ok) in table {
+            assert_eq!(
+                check_created(&at(created, live), now).is_ok(),
+                ok,
+                "{created} {live}"
+            );
+        }
+    }
+
+    #[test]
+    fn free_text_is_made_storable() {
+        assert!(matches!(
+            storable_text("fine", 10),
+            std::borrow::Cow::Borrowed("fine")
+        ));
+        assert_eq!(storable_text("a\u{0}b\nc", 10), "a\u{fffd}b\u{fffd}c");
+        assert_eq!(storable_text("ééé", 5), "éé");
+        assert_eq!(storable_text(&"x".repeat(5000), 1000).len(), 1000);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::store::{
 };
 use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, Transition};
 
+/// Longest error or review text stored; it may quote a payload.
+const MAX_TEXT_BYTES: usize = 2000;
+
 /// Where an event came in from, kept in the ledger for support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -283,7 +286,66 @@ impl Ledger {
     }
 
     /// Records `envelope` (whose raw bytes are `raw`) once and applies it.
+    ///
+    /// When the database refuses a value of the event for good (see
+    /// [`StoreError::Rejected`]), nothing of the attempt is kept and the
+    /// event is recorded as `failed` with a review instead, so the sender
+    /// gets a 200 rather than a 503 it would retry for days.
     pub async fn ingest(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        source: Source,
+    ) -> Result<Ingested, StoreError> {
+        match self.record_and_apply(envelope, raw, source).await {
+            Err(StoreError::Rejected(cause)) => {
+                tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
+                self.record_refused(envelope, raw, source, &cause).await
+            }
+            other => other,
+        }
+    }
+
+    /// Records an event the database refused to apply: the event row (its
+    /// payload is JSON text, which every backend stores) as `failed`, and a
+    /// review. If even that is refused, the error goes back to the caller.
+    async fn record_refused(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        source: Source,
+        cause: &sqlx::Error,
+    ) -> Result<Ingested, StoreError> {
+        let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
+        let payload = String::from_utf8_lossy(raw);
+        let new_event = new_event(envelope, &payload, &sha, &content, source);
+        let mut tx = self.store.begin().await?;
+        if let Recorded::Duplicate { .. } = tx.insert_event(&new_event).await? {
+            tx.rollback().await?;
+            return Ok(Ingested::Duplicate);
+        }
+        let error = format!("the database refused a value of this event: {cause}");
+        let error = event::storable_text(&error, MAX_TEXT_BYTES);
+        let customer = envelope.object.get("customer").and_then(|c| c.as_str());
+        flag(
+            &mut *tx,
+            customer.unwrap_or("unknown"),
+            None,
+            envelope,
+            ReviewReason::StoreRefused,
+            &error,
+        )
+        .await?;
+        tx.finish_event(&envelope.id, Outcome::Failed, Some(&error), now_ms())
+            .await?;
+        tx.commit().await?;
+        Ok(Ingested::Recorded {
+            outcome: Outcome::Failed,
+            follow_up: Vec::new(),
+        })
+    }
+
+    async fn record_and_apply(
         &self,
         envelope: &Envelope,
         raw: &[u8],
@@ -292,18 +354,7 @@ impl Ledger {
         let sha = hex::encode(Sha256::digest(raw));
         let content = content_hash(envelope);
         let payload = String::from_utf8_lossy(raw);
-        let new_event = NewEvent {
-            id: &envelope.id,
-            event_type: &envelope.event_type,
-            created: envelope.created,
-            livemode: envelope.livemode,
-            api_version: envelope.api_version.as_deref(),
-            payload: &payload,
-            payload_sha256: &sha,
-            content_sha256: &content,
-            source: source.as_str(),
-            received_at_ms: now_ms(),
-        };
+        let new_event = new_event(envelope, &payload, &sha, &content, source);
 
         let mut tx = self.store.begin().await?;
         if let Recorded::Duplicate {
@@ -325,7 +376,9 @@ impl Ledger {
         }
         let mut affected = Affected::default();
         let mut follow_up = Vec::new();
-        let effect = match event::classify(envelope, &self.user_key) {
+        let checked = event::check_created(envelope, now_secs())
+            .and_then(|()| event::classify(envelope, &self.user_key));
+        let effect = match checked {
             Ok(domain) => {
                 // A change the reconciler finds is news to the product.
                 let watched = customer_of(&domain).filter(|_| source == Source::Reconciler);
@@ -343,13 +396,12 @@ impl Ledger {
             }
             Err(shape) => flag_unknown_shape(&mut *tx, envelope, &shape.0).await?,
         };
-        tx.finish_event(
-            &envelope.id,
-            effect.outcome,
-            effect.error.as_deref(),
-            now_ms(),
-        )
-        .await?;
+        let error = effect
+            .error
+            .as_deref()
+            .map(|e| event::storable_text(e, MAX_TEXT_BYTES));
+        tx.finish_event(&envelope.id, effect.outcome, error.as_deref(), now_ms())
+            .await?;
         self.commit(tx, affected).await?;
         Ok(Ingested::Recorded {
             outcome: effect.outcome,
@@ -372,14 +424,20 @@ impl Ledger {
         let mut follow_up = Vec::new();
         let effect = match event::parse_envelope(payload.as_bytes()) {
             Err(e) => Effect::with(Outcome::Failed, e.to_string()),
-            Ok(envelope) => match event::classify(&envelope, &self.user_key) {
+            Ok(envelope) => match event::check_created(&envelope, now_secs())
+                .and_then(|()| event::classify(&envelope, &self.user_key))
+            {
                 Ok(domain) => {
                     apply_event(&mut *tx, &envelope, domain, &mut affected, &mut follow_up).await?
                 }
                 Err(shape) => Effect::with(Outcome::Failed, shape.0),
             },
         };
-        tx.finish_event(event_id, effect.outcome, effect.error.as_deref(), now_ms())
+        let error = effect
+            .error
+            .as_deref()
+            .map(|e| event::storable_text(e, MAX_TEXT_BYTES));
+        tx.finish_event(event_id, effect.outcome, error.as_deref(), now_ms())
             .await?;
         self.commit(tx, affected).await?;
         tracing::info!(
@@ -527,6 +585,28 @@ impl Ledger {
     }
 }
 
+/// The ledger row of a verified event.
+fn new_event<'a>(
+    envelope: &'a Envelope,
+    payload: &'a str,
+    payload_sha256: &'a str,
+    content_sha256: &'a str,
+    source: Source,
+) -> NewEvent<'a> {
+    NewEvent {
+        id: &envelope.id,
+        event_type: &envelope.event_type,
+        created: envelope.created,
+        livemode: envelope.livemode,
+        api_version: envelope.api_version.as_deref(),
+        payload,
+        payload_sha256,
+        content_sha256,
+        source: source.as_str(),
+        received_at_ms: now_ms(),
+    }
+}
+
 /// The customer whose access an event may change.
 fn customer_of(domain: &DomainEvent) -> Option<&str> {
     match domain {
@@ -657,7 +737,9 @@ async fn flag(
     reason: ReviewReason,
     details: &str,
 ) -> Result<i64, StoreError> {
-    tracing::warn!(event_id = %envelope.id, subject, reason = reason.as_str(), details, "flagged for manual review");
+    let subject = &event::storable_text(subject, event::MAX_ID_BYTES);
+    let details = &event::storable_text(details, MAX_TEXT_BYTES);
+    tracing::warn!(event_id = %envelope.id, subject = %subject, reason = reason.as_str(), details = %details, "flagged for manual review");
     tx.flag_review(&NewReview {
         subject,
         subscription_id,
@@ -709,7 +791,8 @@ async fn flag_unknown_shape(
     let subscription = Some(&envelope.object)
         .filter(|o| o.get("object").and_then(|k| k.as_str()) == Some("subscription"))
         .and_then(|o| o.get("id"))
-        .and_then(|id| id.as_str());
+        .and_then(|id| id.as_str())
+        .filter(|id| event::plausible_id(id));
     flag(
         tx,
         subject,

@@ -148,13 +148,11 @@ impl Application {
                 EntitlementsServer::new(EntitlementsService { access })
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
-            .add_service(
-                tonic::service::interceptor::InterceptedService::new(
-                    AdminServer::new(AdminService { admin })
-                        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-                    auth,
-                ),
-            );
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                AdminServer::new(AdminService { admin })
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+                auth,
+            ));
 
         let (http_listener, http_addr) = bind(config.http_addr).await?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;

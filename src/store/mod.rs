@@ -23,12 +23,25 @@ pub use sqlite::SqliteStore;
 use crate::subscription::SubscriptionRecord;
 
 /// What went wrong in the store. Every variant means the write did not
-/// happen: callers answer 503 and let the sender retry.
+/// happen. What the caller does depends on the variant:
+/// [`Unavailable`](StoreError::Unavailable) is transient (503, retry),
+/// [`Rejected`](StoreError::Rejected) is permanent for this input (record it
+/// as failed, never 503 forever), and [`Corrupt`](StoreError::Corrupt) and
+/// [`Bug`](StoreError::Bug) are Tollgate's fault (500, logged).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Locked, full, read-only, unreachable or otherwise failing database.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database refused a value it will never accept (a NUL byte on
+    /// PostgreSQL, an index entry over its size limit, a constraint): the
+    /// same input fails the same way on every retry.
+    #[error("database refused a value")]
+    Rejected(#[source] sqlx::Error),
+    /// A query or row that does not fit the code (a decode error, a missing
+    /// row or column): a bug, not a reason for the sender to retry.
+    #[error("store bug")]
+    Bug(#[source] sqlx::Error),
     /// Stored data that Tollgate cannot read back: a bug or a manual edit.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -38,9 +51,51 @@ pub enum StoreError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether a database error is about the value rather than the database:
+/// PostgreSQL SQLSTATE classes 22 (data exception, e.g. a NUL byte), 23
+/// (integrity constraint) and 54 (program limit, e.g. an index row too
+/// large); SQLite's TOOBIG, CONSTRAINT, MISMATCH and RANGE.
+fn refuses_the_value(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::ErrorKind;
+    if !matches!(db.kind(), ErrorKind::Other) {
+        // Unique, foreign key, not-null and check violations.
+        return true;
+    }
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return matches!(code.get(..2), Some("22" | "23" | "54"));
+    }
+    // SQLite: the primary result code is the low byte of an extended one.
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e)
+        use sqlx::Error as E;
+        match &e {
+            E::Database(db) if refuses_the_value(db.as_ref()) => StoreError::Rejected(e),
+            E::RowNotFound
+            | E::ColumnNotFound(_)
+            | E::ColumnIndexOutOfBounds { .. }
+            | E::ColumnDecode { .. }
+            | E::Decode(_)
+            | E::Encode(_)
+            | E::TypeNotFound { .. } => StoreError::Bug(e),
+            _ => StoreError::Unavailable(e),
+        }
     }
 }
 
@@ -120,6 +175,8 @@ pub enum ReviewReason {
     CustomerWithoutUser,
     DeadNotification,
     RevocationByReconciler,
+    /// The database refused a value of a verified event.
+    StoreRefused,
 }
 
 impl ReviewReason {
@@ -132,6 +189,7 @@ impl ReviewReason {
             ReviewReason::CustomerWithoutUser => "customer_without_user",
             ReviewReason::DeadNotification => "dead_notification",
             ReviewReason::RevocationByReconciler => "revocation_by_reconciler",
+            ReviewReason::StoreRefused => "store_refused",
         }
     }
 }
