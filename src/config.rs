@@ -203,6 +203,58 @@ pub struct ServeArgs {
     /// Bearer token for the gRPC Admin service; without it Admin is disabled.
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A client on the HTTP port must send a request's headers within this
+    /// long (also how long an idle kept-alive connection stays open).
+    #[arg(long, env = "TOLLGATE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// A webhook body must arrive within this long, at 1 KiB/s or faster
+    /// after its first 5 seconds; slower clients get 408.
+    #[arg(long, env = "TOLLGATE_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// Most open connections on the HTTP port; more wait in the accept queue.
+    #[arg(long, env = "TOLLGATE_HTTP_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// Most open connections on the gRPC port; more wait in the accept queue.
+    #[arg(long, env = "TOLLGATE_GRPC_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_connections: u32,
+
+    /// Most concurrent calls (HTTP/2 streams) on one gRPC connection.
+    #[arg(long, env = "TOLLGATE_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams: u32,
+
+    /// After SIGTERM, how long in-flight requests may take to finish before
+    /// the connections still open are closed.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// How many connections each port holds and how long a slow client may
+/// keep one.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
+    pub http_max_connections: usize,
+    pub grpc_max_connections: usize,
+    pub grpc_max_streams: u32,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_max_connections: 256,
+            grpc_max_connections: 1024,
+            grpc_max_streams: 256,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Everything `Application::build` needs, validated.
@@ -229,6 +281,7 @@ pub struct Config {
     pub hold_revocations: bool,
     pub push: Option<PushOptions>,
     pub admin_token: Option<String>,
+    pub limits: ConnectionLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +359,14 @@ impl ServeArgs {
                 .admin_token
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty()),
+            limits: ConnectionLimits {
+                http_header_timeout: self.http_header_timeout,
+                http_body_timeout: self.http_body_timeout,
+                http_max_connections: self.http_max_connections as usize,
+                grpc_max_connections: self.grpc_max_connections as usize,
+                grpc_max_streams: self.grpc_max_streams,
+                shutdown_timeout: self.shutdown_timeout,
+            },
         })
     }
 }

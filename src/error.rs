@@ -23,6 +23,13 @@ pub enum WebhookError {
     TooLarge,
     #[error("could not read the request body")]
     BodyRead,
+    /// The body did not arrive within the body timeout or at the minimum
+    /// rate; the connection is closed.
+    #[error("request body too slow")]
+    SlowBody,
+    /// The memory set aside for bodies being read is in use; retry.
+    #[error("too many deliveries in progress; retry later")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -42,6 +49,8 @@ impl IntoResponse for WebhookError {
             }
             WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyRead => StatusCode::BAD_REQUEST,
+            WebhookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            WebhookError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             WebhookError::Store(e) if e.is_transient() => {
                 tracing::error!(error = ?e, "event not stored; answering 503 so stripe retries");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -60,6 +69,8 @@ impl IntoResponse for WebhookError {
             WebhookError::Envelope(_) => Some("not_an_event"),
             WebhookError::TooLarge => Some("too_large"),
             WebhookError::BodyRead => Some("body_read"),
+            WebhookError::SlowBody => Some("slow_body"),
+            WebhookError::Busy => Some("busy"),
             WebhookError::Store(e) if e.is_transient() => Some("store_unavailable"),
             WebhookError::Store(StoreError::Rejected(_)) => Some("store_refused"),
             WebhookError::Store(_) => Some("store_bug"),
@@ -77,7 +88,16 @@ impl IntoResponse for WebhookError {
             WebhookError::Store(_) => "internal error; event not stored".to_owned(),
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if matches!(self, WebhookError::SlowBody | WebhookError::TooLarge) {
+            // The rest of the body is never read: the connection can't be
+            // reused, and closing it frees its slot at once.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

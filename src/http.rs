@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::error::WebhookError;
@@ -22,18 +24,34 @@ use crate::store::Store;
 /// Stripe's events are far smaller; anything bigger is not from Stripe.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Bodies being read at once may hold at most this much memory together:
+/// the connection cap alone would allow `max_connections` × 1 MiB. A
+/// delivery that finds the budget spent gets 503 and Stripe retries it.
+pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// After this long, a body must keep arriving at [`MIN_BODY_RATE`] or
+/// faster; Stripe sends headers and body at once, so only a deliberately
+/// slow client is ever cut.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+/// Bytes per second a body must average once [`BODY_RATE_GRACE`] is over.
+const MIN_BODY_RATE: u64 = 1024;
+
 pub struct HttpState {
     pub ledger: Arc<Ledger>,
     pub refresher: Arc<Refresher>,
     pub store: Arc<dyn Store>,
     pub secrets: Secrets,
     pub tolerance_secs: u64,
+    /// Longest a webhook body may take to arrive.
+    pub body_timeout: Duration,
+    /// Bytes of bodies being read right now, at most
+    /// [`BODY_BUDGET_BYTES`].
+    pub body_budget: Arc<Semaphore>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/webhooks/stripe", post(receive_webhook))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -43,18 +61,72 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ))
 }
 
+fn refused(kind: &'static str) {
+    metrics::counter!(crate::metrics::INPUTS_REFUSED, "kind" => kind).increment(1);
+}
+
+/// Reads a webhook body while holding it to [`MAX_BODY_BYTES`] (checked
+/// against Content-Length first, then as it streams), the shared
+/// [`BODY_BUDGET_BYTES`], the body timeout and the minimum rate.
+async fn read_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, WebhookError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        refused("body_too_large");
+        return Err(WebhookError::TooLarge);
+    }
+    let reserve = declared.map_or(MAX_BODY_BYTES, |n| n as usize).max(1);
+    let _reserved = state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(reserve as u32)
+        .map_err(|_| {
+            refused("body_budget");
+            WebhookError::Busy
+        })?;
+    let started = tokio::time::Instant::now();
+    let deadline = started + state.body_timeout;
+    let mut body = body.into_data_stream();
+    let mut buf = Vec::with_capacity(reserve.min(MAX_BODY_BYTES));
+    loop {
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        let next =
+            tokio::time::timeout_at(tick.min(deadline), futures::StreamExt::next(&mut body)).await;
+        match next {
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > reserve {
+                    refused("body_too_large");
+                    return Err(WebhookError::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(_))) => return Err(WebhookError::BodyRead),
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Err(_) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let elapsed = now - started;
+        let owed = elapsed.saturating_sub(BODY_RATE_GRACE).as_secs() * MIN_BODY_RATE;
+        if now >= deadline || (buf.len() as u64) < owed {
+            metrics::counter!(crate::metrics::CONNECTIONS_DROPPED, "port" => "http", "cause" => "slow_body")
+                .increment(1);
+            return Err(WebhookError::SlowBody);
+        }
+    }
+}
+
 async fn receive_webhook(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, WebhookError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            WebhookError::TooLarge
-        } else {
-            WebhookError::BodyRead
-        }
-    })?;
+    let body = read_body(&state, &headers, body).await?;
     let header = match headers.get("stripe-signature") {
         None => None,
         Some(value) => Some(

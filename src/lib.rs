@@ -20,6 +20,8 @@
 //!   limit).
 //! - [`refresh`]: on-demand, single-flight refresh of records from Stripe.
 //! - [`http`]: the webhook endpoint and health checks (axum).
+//! - [`serve`]: both ports' accept loops: connection caps, slow-client
+//!   timeouts, the shutdown deadline.
 //! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic); [`codec`]
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
@@ -47,6 +49,7 @@ pub mod notify;
 pub mod policy;
 pub mod reconciler;
 pub mod refresh;
+pub mod serve;
 pub mod signature;
 pub mod startup;
 pub mod store;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::Access;
 use crate::admin::Admin;
 use crate::cache::SubjectCache;
-use crate::config::{redacted_url, Config};
+use crate::config::{redacted_url, Config, ConnectionLimits};
 use crate::grpc::{admin_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
@@ -37,6 +37,9 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Largest header block a gRPC client may send (metadata included).
+const GRPC_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// Largest gRPC request accepted: every request is a few ids, each at most
 /// 255 bytes; tonic's default of 4 MiB would let one call pin megabytes.
 const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024;
@@ -59,6 +62,7 @@ pub struct Application {
     router: axum::Router,
     grpc: tonic::service::Routes,
     background: Background,
+    limits: ConnectionLimits,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
@@ -131,6 +135,8 @@ impl Application {
             store: store.clone(),
             secrets: config.secrets.clone(),
             tolerance_secs: config.signature_tolerance_secs,
+            body_timeout: config.limits.http_body_timeout,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(http::BODY_BUDGET_BYTES)),
         }));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -176,6 +182,7 @@ impl Application {
             router,
             grpc,
             background,
+            limits: config.limits,
         })
     }
 
@@ -234,30 +241,38 @@ impl Application {
             ));
         }
 
-        use axum::serve::ListenerExt;
-        let http_listener = self.http_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let http = axum::serve(http_listener, self.router)
-            .with_graceful_shutdown(token.clone().cancelled_owned());
-        // Our own listener gets no TCP_NODELAY from tonic; without it a
-        // client multiplexing requests on one connection sees ~40 ms stalls.
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-            .with_nodelay(Some(true));
+        let limits = self.limits;
+        let http = crate::serve::serve_http(
+            self.http_listener,
+            self.router,
+            crate::serve::HttpLimits {
+                header_timeout: limits.http_header_timeout,
+                max_connections: limits.http_max_connections,
+            },
+            token.clone(),
+            limits.shutdown_timeout,
+        );
+        let incoming =
+            crate::serve::capped_incoming(self.grpc_listener, limits.grpc_max_connections);
         let grpc = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.grpc_max_streams)
+            // Finds peers that vanished without closing (no FIN, no RST).
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_max_header_list_size(GRPC_MAX_HEADER_LIST_BYTES)
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                 crate::error::grpc_panic,
             ))
             .add_routes(self.grpc)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
+        let grpc = crate::serve::with_deadline(grpc, token.clone(), limits.shutdown_timeout);
 
-        let (http_result, grpc_result) = tokio::join!(http, grpc);
+        let ((), grpc_result) = tokio::join!(http, grpc);
         token.cancel();
         while tasks.join_next().await.is_some() {}
-        http_result?;
-        grpc_result.map_err(std::io::Error::other)?;
+        if let Some(result) = grpc_result {
+            result.map_err(std::io::Error::other)?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

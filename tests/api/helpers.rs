@@ -222,6 +222,7 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         hold_revocations: false,
         push: None,
         admin_token: Some(ADMIN_TOKEN.to_owned()),
+        limits: tollgate::config::ConnectionLimits::default(),
     }
 }
 

@@ -5,6 +5,7 @@ mod fake_stripe;
 mod helpers;
 mod stripe;
 
+mod connections;
 mod delivery;
 mod durability;
 mod faults;
