@@ -5,6 +5,7 @@ mod fake_stripe;
 mod helpers;
 mod stripe;
 
+mod crash;
 mod delivery;
 mod durability;
 mod fixtures;
