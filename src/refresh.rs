@@ -39,6 +39,10 @@ pub enum RefreshFailure {
     Store,
     #[error("refresh failed unexpectedly")]
     Internal,
+    #[error("not a Stripe customer id, so Stripe was not asked")]
+    NotAStripeId,
+    #[error("look-ups of unknown customers are over their share of the Stripe rate limit; Stripe was not asked")]
+    OverBudget,
 }
 
 type SharedRefresh = Shared<BoxFuture<'static, Result<usize, RefreshFailure>>>;
@@ -62,8 +66,61 @@ impl Drop for InflightKey {
     }
 }
 
+/// A token bucket for Stripe look-ups of customers Tollgate has never seen.
+///
+/// Anyone who can call HasAccess can name a customer; without a budget of
+/// their own, made-up ids would queue behind the Stripe rate limit and
+/// starve the refreshes of real, known subscriptions. Look-ups past the
+/// budget are not made (the answer says Stripe was not asked).
+struct DiscoveryBudget {
+    per_sec: f64,
+    burst: f64,
+    /// (tokens left, when they were counted).
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl DiscoveryBudget {
+    fn new(per_sec: f64) -> Self {
+        let per_sec = per_sec.max(0.1);
+        let burst = per_sec.max(2.0);
+        DiscoveryBudget {
+            per_sec,
+            burst,
+            state: Mutex::new((burst, std::time::Instant::now())),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut state = match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = std::time::Instant::now();
+        let (tokens, at) = *state;
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.per_sec).min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
+}
+
+/// Whether `id` could be a Stripe id with `prefix` (`cus_...`): only those
+/// are ever looked up.
+pub fn looks_like_stripe_id(id: &str, prefix: &str) -> bool {
+    id.len() <= crate::access::MAX_ID_BYTES
+        && id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 pub struct Refresher {
     client: Option<Arc<StripeClient>>,
+    /// Share of the Stripe rate for customers never seen before.
+    discovery: DiscoveryBudget,
     ledger: Arc<Ledger>,
     /// How long callers wait for Stripe before falling back to grace.
     timeout: Duration,
@@ -76,14 +133,19 @@ pub struct Refresher {
 }
 
 impl Refresher {
+    /// `discovery_per_sec`: Stripe look-ups per second allowed for
+    /// customers Tollgate has no subscription of (a small share of the
+    /// client's rate limit).
     pub fn new(
         client: Option<Arc<StripeClient>>,
         ledger: Arc<Ledger>,
         timeout: Duration,
         memo_ttl: Duration,
+        discovery_per_sec: f64,
     ) -> Self {
         Refresher {
             client,
+            discovery: DiscoveryBudget::new(discovery_per_sec),
             ledger,
             timeout,
             inflight: Mutex::new(HashMap::new()),
@@ -110,12 +172,21 @@ impl Refresher {
 
     /// Lists a customer's subscriptions from Stripe and applies them all;
     /// returns how many Stripe has. Waits at most the refresh timeout.
+    ///
+    /// Only ids shaped like a Stripe customer id are looked up, and new
+    /// look-ups are limited to the discovery budget, so made-up ids cannot
+    /// starve refreshes of known subscriptions.
     pub async fn customer(self: &Arc<Self>, customer: &str) -> Result<usize, RefreshFailure> {
+        if !looks_like_stripe_id(customer, "cus_") {
+            return Err(RefreshFailure::NotAStripeId);
+        }
         let this = self.clone();
         let owned = customer.to_owned();
-        self.bounded(format!("cus:{customer}"), async move {
-            this.read_customer(&owned).await
-        })
+        self.bounded_with(
+            format!("cus:{customer}"),
+            Some(&self.discovery),
+            async move { this.read_customer(&owned).await },
+        )
         .await
     }
 
@@ -147,6 +218,17 @@ impl Refresher {
         key: String,
         work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
     ) -> Result<usize, RefreshFailure> {
+        self.bounded_with(key, None, work).await
+    }
+
+    /// Like [`Refresher::bounded`]; a new flight (not one joined) must also
+    /// take a token from `budget`.
+    async fn bounded_with(
+        self: &Arc<Self>,
+        key: String,
+        budget: Option<&DiscoveryBudget>,
+        work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
+    ) -> Result<usize, RefreshFailure> {
         if self.client.is_none() {
             metrics::counter!(crate::metrics::REFRESHES, "outcome" => "not_configured")
                 .increment(1);
@@ -156,7 +238,10 @@ impl Refresher {
             metrics::counter!(crate::metrics::REFRESHES, "outcome" => "recent").increment(1);
             return result;
         }
-        let shared = self.single_flight(key, work);
+        let Some(shared) = self.single_flight(key, budget, work) else {
+            metrics::counter!(crate::metrics::REFRESHES, "outcome" => "over_budget").increment(1);
+            return Err(RefreshFailure::OverBudget);
+        };
         let result = match tokio::time::timeout(self.timeout, shared).await {
             Ok(result) => result,
             Err(_) => Err(RefreshFailure::TimedOut),
@@ -171,14 +256,20 @@ impl Refresher {
         result
     }
 
+    /// Joins the flight for `key`, or starts one; `None` when a new one
+    /// was needed and `budget` had no token for it.
     fn single_flight(
         self: &Arc<Self>,
         key: String,
+        budget: Option<&DiscoveryBudget>,
         work: impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static,
-    ) -> SharedRefresh {
+    ) -> Option<SharedRefresh> {
         let mut inflight = self.inflight.lock().expect("BUG: refresh map poisoned");
         if let Some(existing) = inflight.get(&key) {
-            return existing.clone();
+            return Some(existing.clone());
+        }
+        if budget.is_some_and(|b| !b.try_take()) {
+            return None;
         }
         let guard = InflightKey {
             refresher: self.clone(),
@@ -210,7 +301,7 @@ impl Refresher {
         .boxed()
         .shared();
         inflight.insert(key, shared.clone());
-        shared
+        Some(shared)
     }
 
     fn client(&self) -> Result<&StripeClient, RefreshFailure> {
@@ -292,5 +383,34 @@ fn describe(applied: &ApiApplied) -> String {
             applied.status,
             applied.outcome.as_str()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stripe_shaped_ids_are_looked_up() {
+        assert!(looks_like_stripe_id("cus_NffrFeUfNV2Hib", "cus_"));
+        for junk in [
+            "cus_",
+            "user_1",
+            "cus_a/b",
+            "cus_a b",
+            "CUS_abc",
+            &format!("cus_{}", "a".repeat(300)),
+        ] {
+            assert!(!looks_like_stripe_id(junk, "cus_"), "{junk}");
+        }
+    }
+
+    #[test]
+    fn the_discovery_budget_allows_its_burst_then_its_rate() {
+        let budget = DiscoveryBudget::new(2.0);
+        assert!(budget.try_take() && budget.try_take());
+        assert!(!budget.try_take(), "burst of two spent");
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(budget.try_take(), "a token came back after half a second");
     }
 }

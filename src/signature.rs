@@ -99,13 +99,16 @@ fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
         };
         match key {
             "t" => timestamp = value.parse::<i64>().ok(),
-            // A v1 value that is not hex can never match: keep it out rather
-            // than refusing the header, as the SDKs compare strings.
+            // The SDKs compare the computed lowercase hex string with the
+            // header's: anything else (uppercase hex, not hex at all) can
+            // never match, but does not make the header malformed either.
             "v1" => {
-                if let Ok(bytes) = hex::decode(value) {
-                    v1.push(bytes);
-                } else {
-                    v1.push(Vec::new());
+                let lowercase_hex = value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                match hex::decode(value) {
+                    Ok(bytes) if lowercase_hex => v1.push(bytes),
+                    _ => v1.push(Vec::new()),
                 }
             }
             _ => {}
@@ -174,6 +177,19 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn uppercase_hex_never_matches_as_in_stripes_libraries() {
+        let secrets = Secrets::parse("whsec_x").unwrap();
+        let good = sign("whsec_x", 1000, b"{}");
+        let header = format!("t=1000,v1={}", good.to_uppercase());
+        assert_eq!(
+            verify(&secrets, Some(&header), b"{}", 1000, 300),
+            Err(SignatureError::NoMatchingSignature)
+        );
+        let header = format!("t=1000,v1={good}");
+        assert_eq!(verify(&secrets, Some(&header), b"{}", 1000, 300), Ok(()));
+    }
+
     use super::*;
 
     fn secrets(list: &str) -> Secrets {

@@ -106,6 +106,9 @@ impl Application {
             ledger.clone(),
             config.refresh_timeout,
             config.staleness.stale_after.min(Duration::from_secs(30)),
+            // A tenth of the Stripe rate, at least one a second, for
+            // customers Tollgate has never seen.
+            (f64::from(config.stripe.max_rps) / 10.0).max(1.0),
         ));
         let access = Arc::new(Access::new(
             store.clone(),

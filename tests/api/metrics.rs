@@ -115,6 +115,20 @@ async fn metrics_count_webhooks_checks_and_stripe_calls() {
             200
         );
     }
+    // A type Tollgate does not act on, with a name the sender chose: the
+    // label stays "other", so label values stay few whatever is sent.
+    let odd = serde_json::to_vec(&serde_json::json!({
+        "id": "evt_m_odd", "object": "event", "type": "made.up.type.12345",
+        "created": now(), "data": {"object": {}}, "livemode": false
+    }))
+    .unwrap();
+    assert_eq!(
+        send(odd.clone(), header_for(SECRET, now(), &odd))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let forged = b"{\"id\":\"evt_m_x\"}".to_vec();
     assert_eq!(
         send(forged.clone(), header_for("whsec_wrong", now(), &forged))
@@ -141,6 +155,16 @@ async fn metrics_count_webhooks_checks_and_stripe_calls() {
         .await
         .unwrap();
     let m = parse(&text);
+    assert!(!text.contains("made.up.type"), "{text}");
+    assert_eq!(
+        get(
+            &m,
+            "tollgate_webhooks_received_total",
+            "outcome=\"ignored\",type=\"other\""
+        ),
+        1.0,
+        "{text}"
+    );
     let created = "outcome=\"applied\",type=\"customer.subscription.created\"";
     assert_eq!(
         get(&m, "tollgate_webhooks_received_total", created),

@@ -332,3 +332,50 @@ async fn a_failed_payment_triggers_a_refresh() {
     }
     panic!("the refresh after a failed payment never applied Stripe's past_due");
 }
+
+/// Anyone who can call HasAccess can name customers; made-up ids must not
+/// queue Stripe look-ups ahead of a real user's refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_customer_ids_cannot_starve_a_real_refresh() {
+    let app = spawn_app_with(Backend::Sqlite, |c| c.stripe.max_rps = 5).await;
+    let sub = deliver_lapsed(&app, "fair").await;
+    let renewed = Sub {
+        period_end: now() + 30 * DAY,
+        ..sub
+    };
+    app.stripe
+        .put_subscription(subscription_object(&renewed, Shape::Basil));
+
+    // 200 unknown customers at once: half shaped like Stripe ids, half not.
+    let app = &app;
+    let junk = (0..200).map(|i| {
+        let id = if i % 2 == 0 {
+            format!("cus_junk{i}")
+        } else {
+            format!("user-{i}")
+        };
+        async move { app.has_access("", &id, "").await }
+    });
+    let answers = futures::future::join_all(junk).await;
+    for a in answers {
+        assert!(!a.expect("answered").has_access);
+    }
+    let lookups = app
+        .stripe
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/subscriptions")
+        .count();
+    assert!(lookups <= 3, "{lookups} look-ups of unknown customers");
+
+    // The real, known subscription is refreshed within the refresh timeout.
+    let answer = app.access_for_customer("cus_fair").await;
+    assert_eq!(answer.reason(), Reason::Active, "{answer:?}");
+    let over_budget = app.access_for_customer("cus_junk0").await;
+    assert!(
+        over_budget.detail.contains("Stripe was not asked")
+            || over_budget.detail == "no subscription found",
+        "{}",
+        over_budget.detail
+    );
+}
