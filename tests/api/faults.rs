@@ -152,6 +152,9 @@ async fn sqlite_after_a_full_disk_fails_a_commit_nothing_unstored_is_acknowledge
         "{}",
         retry.body
     );
+    eprintln!(
+        "fault test sqlite disk full: refused_503=2 acknowledged_after=1 stored_after_restart=1 lost=0 stored_unacknowledged=0"
+    );
     drop(app);
 }
 
@@ -243,4 +246,7 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
     );
     assert_eq!(app.access_for_customer("cus_full").await.status, "past_due");
     assert_eq!(readyz(&app).await.0, 200);
+    eprintln!(
+        "fault test postgres connection killed: refused_503=1 acknowledged_after=2 stored={count} lost=0 stored_unacknowledged=0"
+    );
 }
