@@ -105,11 +105,13 @@ async fn sqlite_after_a_full_disk_fails_a_commit_nothing_unstored_is_acknowledge
 
     // The disk fills up: deliveries fail and are not acknowledged.
     let filler = disk.fill();
+    let mut refused = 0;
     for (i, status) in [(1, "past_due"), (2, "unpaid")] {
         let r = app
             .post_webhook(&event(&format!("evt_full_{i}"), t - 30 + i, status))
             .await;
         assert_eq!(r.status, 503, "delivery {i} on a full disk: {}", r.body);
+        refused += 1;
     }
     assert_eq!(readyz(&app).await.0, 503, "unready while writes fail");
 
@@ -140,9 +142,16 @@ async fn sqlite_after_a_full_disk_fails_a_commit_nothing_unstored_is_acknowledge
     assert_eq!(answer.status, "canceled", "{answer:?}");
     // The refused deliveries were never stored; Stripe's retries are first
     // deliveries (and stale now, behind the cancellation).
+    let mut stored_unacknowledged = 0;
     for i in 1..=2 {
-        assert_eq!(app.event_count(&format!("evt_full_{i}")).await, 0);
+        stored_unacknowledged += app.event_count(&format!("evt_full_{i}")).await;
     }
+    assert_eq!(stored_unacknowledged, 0);
+    let mut lost = 0;
+    for id in ["evt_full_0", "evt_full_cancel"] {
+        lost += 1 - app.event_count(id).await;
+    }
+    assert_eq!(lost, 0);
     let retry = app
         .post_webhook(&event("evt_full_1", t - 29, "past_due"))
         .await;
@@ -153,7 +162,7 @@ async fn sqlite_after_a_full_disk_fails_a_commit_nothing_unstored_is_acknowledge
         retry.body
     );
     eprintln!(
-        "fault test sqlite disk full: refused_503=2 acknowledged_after=1 stored_after_restart=1 lost=0 stored_unacknowledged=0"
+        "fault test sqlite disk full: refused_503={refused} acknowledged=2 lost={lost} stored_unacknowledged={stored_unacknowledged}"
     );
     drop(app);
 }
@@ -239,6 +248,7 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
             .await
             .unwrap();
     assert_eq!(count, 1, "only the acknowledged event is stored");
+    let stored_unacknowledged = count - 1;
     // Stripe's retry of the refused event is a first delivery, and applies.
     assert_eq!(
         app.deliver(&event("evt_kill_1", t - 20, "past_due")).await,
@@ -246,7 +256,14 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
     );
     assert_eq!(app.access_for_customer("cus_full").await.status, "past_due");
     assert_eq!(readyz(&app).await.0, 200);
+    let (lost,): (i64,) = sqlx::query_as(
+        "SELECT 3 - COUNT(*) FROM events WHERE id IN ('evt_kill_0', 'evt_kill_1', 'evt_kill_2')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(lost, 0);
     eprintln!(
-        "fault test postgres connection killed: refused_503=1 acknowledged_after=2 stored={count} lost=0 stored_unacknowledged=0"
+        "fault test postgres connection killed: refused_503=1 acknowledged=3 lost={lost} stored_unacknowledged={stored_unacknowledged}"
     );
 }
