@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::access::{Access, AccessError, Subject};
+use crate::access::{Access, AccessError};
+use crate::clock::Clock;
 use crate::ledger::{Ledger, ReadOrigin, ReplayError};
+use crate::outcome::Outcome;
 use crate::policy::Decision;
 use crate::reconciler::{PassReport, ReconcileError, Reconciler};
 use crate::refresh::Refresher;
-use crate::store::{
-    now_ms, EventRow, NotificationRow, Outcome, ReviewFilter, ReviewRow, StoreError,
-};
+use crate::store::{EventRow, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError};
+use crate::subject::{Subject, SubjectError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -46,12 +47,16 @@ impl From<ReconcileError> for AdminError {
     }
 }
 
+impl From<SubjectError> for AdminError {
+    fn from(e: SubjectError) -> Self {
+        AdminError::InvalidArgument(e.to_string())
+    }
+}
+
 impl From<AccessError> for AdminError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::InvalidSubject | AccessError::InvalidArgument(_) => {
-                AdminError::InvalidArgument(e.to_string())
-            }
+            AccessError::Subject(e) => e.into(),
             AccessError::Store(s) => AdminError::Store(s),
         }
     }
@@ -68,6 +73,9 @@ pub enum Resolution {
 
 pub struct Admin {
     pub ledger: Arc<Ledger>,
+    /// Read directly for lists and look-ups.
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
     pub refresher: Arc<Refresher>,
     pub reconciler: Arc<Reconciler>,
     pub access: Arc<Access>,
@@ -93,7 +101,7 @@ impl Admin {
             subject: Some(subject.trim().to_owned()).filter(|s| !s.is_empty()),
             limit: clamp_limit(limit),
         };
-        Ok(self.ledger.store().find_reviews(&filter).await?)
+        Ok(self.store.find_reviews(&filter).await?)
     }
 
     pub async fn resolve_review(
@@ -102,7 +110,7 @@ impl Admin {
         note: &str,
         action: Resolution,
     ) -> Result<ReviewRow, AdminError> {
-        let store = self.ledger.store();
+        let store = &self.store;
         let review = store
             .get_review(id)
             .await?
@@ -145,8 +153,7 @@ impl Admin {
     }
 
     pub async fn get_event(&self, id: &str) -> Result<EventRow, AdminError> {
-        self.ledger
-            .store()
+        self.store
             .get_event(id.trim())
             .await?
             .ok_or_else(|| AdminError::NotFound(format!("no event {id} was received")))
@@ -175,7 +182,7 @@ impl Admin {
                 "Stripe API not configured (set STRIPE_API_KEY)".into(),
             ));
         }
-        let store = self.ledger.store();
+        let store = &self.store;
         let records = match &subject {
             Subject::User(u) => store.subscriptions_for_user(u).await?,
             Subject::Customer(c) => store.subscriptions_for_customer(c).await?,
@@ -212,8 +219,7 @@ impl Admin {
         include_acked: bool,
     ) -> Result<Vec<NotificationRow>, AdminError> {
         Ok(self
-            .ledger
-            .store()
+            .store
             .list_notifications(cursor.max(0), clamp_limit(limit), include_acked)
             .await?)
     }
@@ -226,7 +232,11 @@ impl Admin {
         }
         let mut acked = 0;
         for id in ids {
-            if self.ledger.store().ack_notification(*id, now_ms()).await? {
+            if self
+                .store
+                .ack_notification(*id, self.clock.now_ms())
+                .await?
+            {
                 acked += 1;
             }
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::access::Subject;
+use crate::subject::{Affected, Subject};
 use crate::subscription::SubscriptionRecord;
 
 const EPOCH_BUCKETS: usize = 4096;
@@ -34,41 +34,6 @@ pub struct SubjectCache {
     /// Customers Stripe said have no subscriptions, so HasAccess does not
     /// ask again for `stale_after`.
     absent_customers: Cache<String, ()>,
-}
-
-/// What a commit touched.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Affected {
-    pub customers: Vec<String>,
-    pub users: Vec<String>,
-}
-
-impl Affected {
-    pub fn add_customer(&mut self, id: &str) {
-        if !self.customers.iter().any(|c| c == id) {
-            self.customers.push(id.to_owned());
-        }
-    }
-
-    pub fn add_user(&mut self, id: &str) {
-        if !self.users.iter().any(|u| u == id) {
-            self.users.push(id.to_owned());
-        }
-    }
-
-    /// Every subject a record answers for: its customer and its user.
-    /// Called with the record before and after a change, so a subscription
-    /// that moves to another user (or customer) invalidates both sides.
-    pub fn add_record(&mut self, record: &SubscriptionRecord) {
-        self.add_customer(&record.customer_id);
-        if let Some(user) = &record.user_id {
-            self.add_user(user);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.customers.is_empty() && self.users.is_empty()
-    }
 }
 
 /// A snapshot of a subject's epoch, taken before reading the store.

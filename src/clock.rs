@@ -1,9 +1,71 @@
-//! Time: the one place that turns unix seconds into text.
+//! Time: the clock services read, and the one place that turns unix seconds
+//! into text.
+//!
+//! Nothing below the services reads the system clock: services get a
+//! [`Clock`] at construction ([`SystemClock`] in production, a
+//! [`ManualClock`] in tests), and pure code takes `now` as an argument, so
+//! every time edge can be tested exactly.
 //!
 //! Formatting is total: any `i64` gives a string and never a panic, because
 //! timestamps come from signed but otherwise untrusted JSON. Values the
 //! domain accepts (see [`SANE_MIN`] and [`SANE_MAX`]) format as RFC 3339;
 //! anything outside still formats, with a longer or signed year.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Where services get the time from.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the unix epoch.
+    fn now_ms(&self) -> i64;
+
+    /// Seconds since the unix epoch (Stripe's resolution).
+    fn now_secs(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that stands still until told to move, for tests at exact edges.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ms: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock showing `secs` (unix seconds).
+    pub fn at_secs(secs: i64) -> Self {
+        ManualClock {
+            ms: AtomicI64::new(secs.saturating_mul(1000)),
+        }
+    }
+
+    pub fn set_secs(&self, secs: i64) {
+        self.ms.store(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+
+    pub fn advance_secs(&self, secs: i64) {
+        self.ms
+            .fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.ms.load(Ordering::SeqCst)
+    }
+}
 
 /// 2000-01-01T00:00:00Z: nothing Stripe says about a subscription is older.
 pub const SANE_MIN: i64 = 946_684_800;
@@ -106,6 +168,17 @@ mod tests {
             );
             unix += 7_919_993; // a prime step: every month and time of day
         }
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::at_secs(100);
+        assert_eq!((clock.now_secs(), clock.now_ms()), (100, 100_000));
+        clock.advance_secs(5);
+        assert_eq!(clock.now_secs(), 105);
+        clock.set_secs(-1);
+        assert_eq!(clock.now_secs(), -1);
+        assert!(SystemClock.now_secs() > SANE_MIN);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::access::AccessError;
 use crate::event::EnvelopeError;
 use crate::signature::SignatureError;
 use crate::store::StoreError;
+use crate::subject::SubjectError;
 
 /// Why a webhook delivery was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +105,15 @@ impl IntoResponse for WebhookError {
 impl From<AccessError> for tonic::Status {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::InvalidSubject | AccessError::InvalidArgument(_) => {
-                tonic::Status::invalid_argument(e.to_string())
-            }
+            AccessError::Subject(e) => e.into(),
             AccessError::Store(inner) => store_status(&inner, "has_access store read failed"),
         }
+    }
+}
+
+impl From<SubjectError> for tonic::Status {
+    fn from(e: SubjectError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
     }
 }
 

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::access::{Access, Subject};
+use crate::access::Access;
 use crate::policy::{Decision, Reason};
 use crate::proto;
 use crate::proto::entitlements_server::Entitlements;
+use crate::subject::Subject;
 
 pub struct EntitlementsService {
     pub access: Arc<Access>,
@@ -22,7 +23,7 @@ impl Entitlements for EntitlementsService {
     ) -> Result<Response<proto::HasAccessResponse>, Status> {
         let req = request.into_inner();
         let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
-        crate::access::check_field("product", &req.product)?;
+        crate::subject::check_field("product", &req.product)?;
         let product = Some(req.product.trim()).filter(|p| !p.is_empty());
         let decision = self.access.has_access(&subject, product).await?;
         Ok(Response::new(to_proto(decision)))

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::clock::Clock;
 use crate::error::WebhookError;
 use crate::event;
 use crate::ledger::{Ingested, Ledger, Source};
@@ -38,6 +39,7 @@ const MIN_BODY_RATE: u64 = 1024;
 
 pub struct HttpState {
     pub ledger: Arc<Ledger>,
+    pub clock: Arc<dyn Clock>,
     pub refresher: Arc<Refresher>,
     pub store: Arc<dyn Store>,
     pub secrets: Secrets,
@@ -139,7 +141,7 @@ async fn receive_webhook(
         &state.secrets,
         header,
         &body,
-        crate::access::now_secs(),
+        state.clock.now_secs(),
         state.tolerance_secs,
     )?;
     let envelope = event::parse_envelope(&body)?;
@@ -201,7 +203,7 @@ async fn healthz() -> &'static str {
 /// failed commit (disk full, I/O error) this goes unready until writes work.
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
     let checked = match state.store.ping().await {
-        Ok(()) => state.store.probe_write().await,
+        Ok(()) => state.store.probe_write(state.clock.now_ms()).await,
         Err(e) => Err(e),
     };
     match checked {

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::access::now_secs;
-use crate::cache::{Affected, SubjectCache};
+use crate::access_change;
+use crate::cache::SubjectCache;
+use crate::clock::Clock;
 use crate::event::{self, DomainEvent, Envelope};
-use crate::notify;
+use crate::outcome::{Outcome, ReviewReason};
 use crate::policy::{self, Decision, Policy};
-use crate::store::{
-    now_ms, NewEvent, NewReview, Outcome, Recorded, ReviewReason, Store, StoreError, Tx,
-};
+use crate::store::{NewEvent, NewReview, Recorded, Store, StoreError, Tx};
+use crate::subject::Affected;
 use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, Transition};
 
 /// Longest error or review text stored; it may quote a payload.
@@ -119,6 +119,7 @@ impl Effect {
 
 pub struct Ledger {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     /// Invalidated after every commit, before the caller answers anyone.
     cache: Arc<SubjectCache>,
     /// The metadata key that carries the product's user id.
@@ -174,6 +175,7 @@ pub fn content_hash(envelope: &Envelope) -> String {
 impl Ledger {
     pub fn new(
         store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
         cache: Arc<SubjectCache>,
         user_key: String,
         policy: Policy,
@@ -181,6 +183,7 @@ impl Ledger {
     ) -> Self {
         Ledger {
             store,
+            clock,
             cache,
             user_key,
             policy,
@@ -190,10 +193,6 @@ impl Ledger {
 
     pub fn user_key(&self) -> &str {
         &self.user_key
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     pub fn cache(&self) -> &Arc<SubjectCache> {
@@ -224,7 +223,12 @@ impl Ledger {
         customer: &str,
     ) -> Result<Decision, StoreError> {
         let records = tx.customer_records(customer).await?;
-        Ok(policy::decide(&records, now_secs(), &self.policy, None))
+        Ok(policy::decide(
+            &records,
+            self.clock.now_secs(),
+            &self.policy,
+            None,
+        ))
     }
 
     /// After a change found by the reconciler or a refresh: flags (and,
@@ -250,7 +254,7 @@ impl Ledger {
                     event_id: None,
                     reason: ReviewReason::RevocationByReconciler,
                     details: &details,
-                    created_at_ms: now_ms(),
+                    created_at_ms: self.clock.now_ms(),
                 })
                 .await?;
             tracing::warn!(
@@ -264,7 +268,7 @@ impl Ledger {
                 after = self.customer_access(tx, customer).await?;
             }
         }
-        let Some(kind) = notify::change(before, &after) else {
+        let Some(kind) = access_change::change(before, &after) else {
             return Ok(false);
         };
         let user = tx
@@ -274,7 +278,10 @@ impl Ledger {
             .next()
             .unwrap_or_default();
         let id = tx
-            .queue_notification(&notify::notification(kind, customer, &user, before, &after))
+            .queue_notification(
+                &access_change::notification(kind, customer, &user, before, &after),
+                self.clock.now_ms(),
+            )
             .await?;
         tracing::info!(
             notification_id = id,
@@ -318,7 +325,14 @@ impl Ledger {
     ) -> Result<Ingested, StoreError> {
         let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
         let payload = String::from_utf8_lossy(raw);
-        let new_event = new_event(envelope, &payload, &sha, &content, source);
+        let new_event = new_event(
+            envelope,
+            &payload,
+            &sha,
+            &content,
+            source,
+            self.clock.now_ms(),
+        );
         let mut tx = self.store.begin().await?;
         if let Recorded::Duplicate { .. } = tx.insert_event(&new_event).await? {
             tx.rollback().await?;
@@ -328,6 +342,7 @@ impl Ledger {
         let error = event::storable_text(&error, MAX_TEXT_BYTES);
         let customer = envelope.object.get("customer").and_then(|c| c.as_str());
         flag(
+            self.clock.now_ms(),
             &mut *tx,
             customer.unwrap_or("unknown"),
             None,
@@ -336,8 +351,13 @@ impl Ledger {
             &error,
         )
         .await?;
-        tx.finish_event(&envelope.id, Outcome::Failed, Some(&error), now_ms())
-            .await?;
+        tx.finish_event(
+            &envelope.id,
+            Outcome::Failed,
+            Some(&error),
+            self.clock.now_ms(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Ingested::Recorded {
             outcome: Outcome::Failed,
@@ -354,7 +374,14 @@ impl Ledger {
         let sha = hex::encode(Sha256::digest(raw));
         let content = content_hash(envelope);
         let payload = String::from_utf8_lossy(raw);
-        let new_event = new_event(envelope, &payload, &sha, &content, source);
+        let new_event = new_event(
+            envelope,
+            &payload,
+            &sha,
+            &content,
+            source,
+            self.clock.now_ms(),
+        );
 
         let mut tx = self.store.begin().await?;
         if let Recorded::Duplicate {
@@ -369,14 +396,14 @@ impl Ledger {
             if same {
                 tx.rollback().await?;
             } else {
-                flag_payload_mismatch(&mut *tx, envelope).await?;
+                flag_payload_mismatch(self.clock.now_ms(), &mut *tx, envelope).await?;
                 tx.commit().await?;
             }
             return Ok(Ingested::Duplicate);
         }
         let mut affected = Affected::default();
         let mut follow_up = Vec::new();
-        let checked = event::check_created(envelope, now_secs())
+        let checked = event::check_created(envelope, self.clock.now_secs())
             .and_then(|()| event::classify(envelope, &self.user_key));
         let effect = match checked {
             Ok(domain) => {
@@ -387,21 +414,35 @@ impl Ledger {
                     None => None,
                 };
                 let watched = watched.map(str::to_owned);
-                let effect =
-                    apply_event(&mut *tx, envelope, domain, &mut affected, &mut follow_up).await?;
+                let effect = apply_event(
+                    self.clock.now_ms(),
+                    &mut *tx,
+                    envelope,
+                    domain,
+                    &mut affected,
+                    &mut follow_up,
+                )
+                .await?;
                 if let (Some(customer), Some(before)) = (watched, before) {
                     self.announce(&mut *tx, &customer, &before, true).await?;
                 }
                 effect
             }
-            Err(shape) => flag_unknown_shape(&mut *tx, envelope, &shape.0).await?,
+            Err(shape) => {
+                flag_unknown_shape(self.clock.now_ms(), &mut *tx, envelope, &shape.0).await?
+            }
         };
         let error = effect
             .error
             .as_deref()
             .map(|e| event::storable_text(e, MAX_TEXT_BYTES));
-        tx.finish_event(&envelope.id, effect.outcome, error.as_deref(), now_ms())
-            .await?;
+        tx.finish_event(
+            &envelope.id,
+            effect.outcome,
+            error.as_deref(),
+            self.clock.now_ms(),
+        )
+        .await?;
         self.commit(tx, affected).await?;
         Ok(Ingested::Recorded {
             outcome: effect.outcome,
@@ -424,11 +465,19 @@ impl Ledger {
         let mut follow_up = Vec::new();
         let effect = match event::parse_envelope(payload.as_bytes()) {
             Err(e) => Effect::with(Outcome::Failed, e.to_string()),
-            Ok(envelope) => match event::check_created(&envelope, now_secs())
+            Ok(envelope) => match event::check_created(&envelope, self.clock.now_secs())
                 .and_then(|()| event::classify(&envelope, &self.user_key))
             {
                 Ok(domain) => {
-                    apply_event(&mut *tx, &envelope, domain, &mut affected, &mut follow_up).await?
+                    apply_event(
+                        self.clock.now_ms(),
+                        &mut *tx,
+                        &envelope,
+                        domain,
+                        &mut affected,
+                        &mut follow_up,
+                    )
+                    .await?
                 }
                 Err(shape) => Effect::with(Outcome::Failed, shape.0),
             },
@@ -437,8 +486,13 @@ impl Ledger {
             .error
             .as_deref()
             .map(|e| event::storable_text(e, MAX_TEXT_BYTES));
-        tx.finish_event(event_id, effect.outcome, error.as_deref(), now_ms())
-            .await?;
+        tx.finish_event(
+            event_id,
+            effect.outcome,
+            error.as_deref(),
+            self.clock.now_ms(),
+        )
+        .await?;
         self.commit(tx, affected).await?;
         tracing::info!(
             event_id,
@@ -463,7 +517,9 @@ impl Ledger {
             event_id: String::new(),
         };
         let mut tx = self.store.begin().await?;
-        let current = tx.lock_subscription(&snap.id, &snap.customer_id).await?;
+        let current = tx
+            .lock_subscription(&snap.id, &snap.customer_id, self.clock.now_ms())
+            .await?;
         let before = self.customer_access(&mut *tx, &snap.customer_id).await?;
         let mut affected = Affected::default();
         let outcome = match subscription::apply_snapshot(
@@ -478,7 +534,7 @@ impl Ledger {
                 if let Some(from) = corrected {
                     tracing::warn!(subscription_id = %snap.id, %from, to = %snap.status, "stripe api overrides a transition events could not make");
                 }
-                tx.save_subscription(&record, now_ms()).await?;
+                tx.save_subscription(&record, self.clock.now_ms()).await?;
                 affected.add_record(&current);
                 affected.add_record(&record);
                 Outcome::Applied
@@ -527,7 +583,10 @@ impl Ledger {
             Some(c) => Some(self.customer_access(&mut *tx, c).await?),
             None => None,
         };
-        if !tx.resolve_review(review_id, resolution, now_ms()).await? {
+        if !tx
+            .resolve_review(review_id, resolution, self.clock.now_ms())
+            .await?
+        {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -578,7 +637,7 @@ impl Ledger {
             event_id: None,
             reason: ReviewReason::CustomerWithoutUser,
             details: "no product user is linked to this customer (no checkout client_reference_id or user id metadata seen)",
-            created_at_ms: now_ms(),
+            created_at_ms: self.clock.now_ms(),
         })
         .await?;
         tx.commit().await
@@ -592,6 +651,7 @@ fn new_event<'a>(
     payload_sha256: &'a str,
     content_sha256: &'a str,
     source: Source,
+    received_at_ms: i64,
 ) -> NewEvent<'a> {
     NewEvent {
         id: &envelope.id,
@@ -603,7 +663,7 @@ fn new_event<'a>(
         payload_sha256,
         content_sha256,
         source: source.as_str(),
-        received_at_ms: now_ms(),
+        received_at_ms,
     }
 }
 
@@ -621,20 +681,22 @@ fn customer_of(domain: &DomainEvent) -> Option<&str> {
 /// Applies one domain event inside `tx`. Dispatch on event kinds happens
 /// here, once.
 async fn apply_event(
+    now: i64,
     tx: &mut dyn Tx,
     envelope: &Envelope,
     domain: DomainEvent,
     affected: &mut Affected,
     follow_up: &mut Vec<FollowUp>,
 ) -> Result<Effect, StoreError> {
-    let now = now_ms();
     match domain {
         DomainEvent::Subscription(snap) => {
             let stamp = Stamp {
                 created: envelope.created,
                 event_id: envelope.id.clone(),
             };
-            let current = tx.lock_subscription(&snap.id, &snap.customer_id).await?;
+            let current = tx
+                .lock_subscription(&snap.id, &snap.customer_id, now)
+                .await?;
             match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
                 Transition::Apply { record, tie, .. } => {
                     tx.save_subscription(&record, now).await?;
@@ -646,7 +708,7 @@ async fn apply_event(
                             snap.status, snap.status
                         );
                         let review = (ReviewReason::SameSecondTie, details.as_str());
-                        flag_and_recheck(tx, &snap, envelope, review, follow_up).await?;
+                        flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
                     }
                     Ok(Effect::applied())
                 }
@@ -657,14 +719,14 @@ async fn apply_event(
                 Transition::Impossible { from, to } => {
                     let details = format!("impossible transition {from} -> {to}; not applied");
                     let review = (ReviewReason::ImpossibleTransition, details.as_str());
-                    flag_and_recheck(tx, &snap, envelope, review, follow_up).await?;
+                    flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
                     Ok(Effect::with(Outcome::Ignored, details))
                 }
             }
         }
         DomainEvent::InvoicePaid(paid) => {
             let current = tx
-                .lock_subscription(&paid.subscription_id, &paid.customer_id)
+                .lock_subscription(&paid.subscription_id, &paid.customer_id, now)
                 .await?;
             let record = subscription::apply_payment(
                 Some(&current),
@@ -730,6 +792,7 @@ async fn apply_event(
 }
 
 async fn flag(
+    now: i64,
     tx: &mut dyn Tx,
     subject: &str,
     subscription_id: Option<&str>,
@@ -746,7 +809,7 @@ async fn flag(
         event_id: Some(&envelope.id),
         reason,
         details,
-        created_at_ms: now_ms(),
+        created_at_ms: now,
     })
     .await
 }
@@ -754,6 +817,7 @@ async fn flag(
 /// Flags an anomaly on a subscription for review, and asks for the
 /// subscription to be re-read from Stripe once the event commits.
 async fn flag_and_recheck(
+    now: i64,
     tx: &mut dyn Tx,
     snap: &SubscriptionSnapshot,
     envelope: &Envelope,
@@ -761,6 +825,7 @@ async fn flag_and_recheck(
     follow_up: &mut Vec<FollowUp>,
 ) -> Result<(), StoreError> {
     let review_id = flag(
+        now,
         tx,
         &snap.customer_id,
         Some(&snap.id),
@@ -777,6 +842,7 @@ async fn flag_and_recheck(
 }
 
 async fn flag_unknown_shape(
+    now: i64,
     tx: &mut dyn Tx,
     envelope: &Envelope,
     error: &str,
@@ -794,6 +860,7 @@ async fn flag_unknown_shape(
         .and_then(|id| id.as_str())
         .filter(|id| event::plausible_id(id));
     flag(
+        now,
         tx,
         subject,
         subscription,
@@ -805,7 +872,11 @@ async fn flag_unknown_shape(
     Ok(Effect::with(Outcome::Failed, details))
 }
 
-async fn flag_payload_mismatch(tx: &mut dyn Tx, envelope: &Envelope) -> Result<(), StoreError> {
+async fn flag_payload_mismatch(
+    now: i64,
+    tx: &mut dyn Tx,
+    envelope: &Envelope,
+) -> Result<(), StoreError> {
     let subject = envelope
         .object
         .get("customer")
@@ -813,6 +884,7 @@ async fn flag_payload_mismatch(tx: &mut dyn Tx, envelope: &Envelope) -> Result<(
         .unwrap_or("unknown");
     let details = "event id redelivered with different content; the second payload was not applied";
     flag(
+        now,
         tx,
         subject,
         None,

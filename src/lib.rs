@@ -33,6 +33,7 @@
 //! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
 
 pub mod access;
+pub mod access_change;
 pub mod admin;
 pub mod cache;
 pub mod cli;
@@ -46,6 +47,7 @@ pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod notify;
+pub mod outcome;
 pub mod policy;
 pub mod reconciler;
 pub mod refresh;
@@ -54,6 +56,7 @@ pub mod signature;
 pub mod startup;
 pub mod store;
 pub mod stripe;
+pub mod subject;
 pub mod subscription;
 pub mod tasks;
 pub mod telemetry;

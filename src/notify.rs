@@ -13,69 +13,50 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::policy::Decision;
+use crate::clock::Clock;
+use crate::outcome::ReviewReason;
 use crate::signature;
-use crate::store::{
-    now_ms, NewNotification, NewReview, NotificationRow, ReviewReason, Store, StoreError,
-};
+use crate::store::{NewReview, NotificationRow, Store, StoreError};
 
-/// What kind of access change happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Denied before, granted now.
-    Restored,
-    /// Granted before, denied now.
-    Revoked,
-    /// Granted before and now, until a different time.
-    Changed,
+/// What a receiver gets: the JSON body of a push, version 1 (documented in
+/// the README). Built from the stored row, so the table can change without
+/// changing this contract.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Payload<'a> {
+    /// Deduplicate on this: delivery is at least once.
+    pub id: i64,
+    /// `ACCESS_RESTORED`, `ACCESS_REVOKED` or `ACCESS_CHANGED`.
+    pub kind: &'a str,
+    pub user_id: &'a str,
+    pub customer_id: &'a str,
+    pub subscription_id: &'a str,
+    pub old_status: &'a str,
+    pub new_status: &'a str,
+    pub old_access: bool,
+    pub new_access: bool,
+    pub old_access_until: i64,
+    pub new_access_until: i64,
+    pub reason: &'a str,
+    pub created_at_ms: i64,
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Restored => "ACCESS_RESTORED",
-            Kind::Revoked => "ACCESS_REVOKED",
-            Kind::Changed => "ACCESS_CHANGED",
+impl<'a> From<&'a NotificationRow> for Payload<'a> {
+    fn from(n: &'a NotificationRow) -> Self {
+        Payload {
+            id: n.id,
+            kind: &n.kind,
+            user_id: &n.user_id,
+            customer_id: &n.customer_id,
+            subscription_id: &n.subscription_id,
+            old_status: &n.old_status,
+            new_status: &n.new_status,
+            old_access: n.old_access,
+            new_access: n.new_access,
+            old_access_until: n.old_access_until,
+            new_access_until: n.new_access_until,
+            reason: &n.reason,
+            created_at_ms: n.created_at_ms,
         }
-    }
-}
-
-/// The change between two decisions taken at the same instant, if any.
-pub fn change(before: &Decision, after: &Decision) -> Option<Kind> {
-    match (before.has_access, after.has_access) {
-        (false, true) => Some(Kind::Restored),
-        (true, false) => Some(Kind::Revoked),
-        (true, true) if before.access_until != after.access_until => Some(Kind::Changed),
-        _ => None,
-    }
-}
-
-/// The notification for a change of `customer_id`'s access.
-pub fn notification(
-    kind: Kind,
-    customer_id: &str,
-    user_id: &str,
-    before: &Decision,
-    after: &Decision,
-) -> NewNotification {
-    let status = |d: &Decision| d.status.map(|s| s.as_str().to_owned()).unwrap_or_default();
-    NewNotification {
-        kind: kind.as_str(),
-        user_id: user_id.to_owned(),
-        customer_id: customer_id.to_owned(),
-        subscription_id: if after.subscription_id.is_empty() {
-            before.subscription_id.clone()
-        } else {
-            after.subscription_id.clone()
-        },
-        old_status: status(before),
-        new_status: status(after),
-        old_access: before.has_access,
-        new_access: after.has_access,
-        old_access_until: before.access_until,
-        new_access_until: after.access_until,
-        reason: after.reason.as_str().to_owned(),
-        created_at_ms: now_ms(),
     }
 }
 
@@ -103,12 +84,13 @@ pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     options: PushOptions,
     http: reqwest::Client,
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, options: PushOptions) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: PushOptions) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
@@ -116,6 +98,7 @@ impl Dispatcher {
             .expect("BUG: reqwest client builds with static settings");
         Dispatcher {
             store,
+            clock,
             options,
             http,
         }
@@ -147,7 +130,8 @@ impl Dispatcher {
     /// One round: claims due notifications and attempts each once.
     pub async fn dispatch_due(&self) -> Result<usize, StoreError> {
         let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        let due = self.store.claim_notifications(now_ms(), lease, 32).await?;
+        let now = self.clock.now_ms();
+        let due = self.store.claim_notifications(now, lease, 32).await?;
         let count = due.len();
         for n in due {
             self.attempt(n).await?;
@@ -156,8 +140,8 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, n: NotificationRow) -> Result<(), StoreError> {
-        let body = serde_json::to_vec(&n).expect("BUG: notifications serialize");
-        let header = signature::header_for(&self.options.secret, crate::access::now_secs(), &body);
+        let body = serde_json::to_vec(&Payload::from(&n)).expect("BUG: payloads serialize");
+        let header = signature::header_for(&self.options.secret, self.clock.now_secs(), &body);
         let result = self
             .http
             .post(&self.options.url)
@@ -168,7 +152,9 @@ impl Dispatcher {
             .await;
         let error = match result {
             Ok(resp) if resp.status().is_success() => {
-                self.store.ack_notification(n.id, now_ms()).await?;
+                self.store
+                    .ack_notification(n.id, self.clock.now_ms())
+                    .await?;
                 tracing::info!(
                     notification_id = n.id,
                     attempt = n.attempts,
@@ -183,7 +169,7 @@ impl Dispatcher {
         let attempts = u32::try_from(n.attempts).unwrap_or(u32::MAX);
         let dead = attempts >= self.options.max_attempts;
         let delay = retry_delay(self.options.backoff, attempts);
-        let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let next = self.clock.now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         tracing::warn!(notification_id = n.id, attempt = attempts, dead, error = %error, "notification push failed");
         self.store
             .delivery_failed(n.id, n.attempts, next, &error, dead)
@@ -200,7 +186,7 @@ impl Dispatcher {
                 event_id: None,
                 reason: ReviewReason::DeadNotification,
                 details: &details,
-                created_at_ms: now_ms(),
+                created_at_ms: self.clock.now_ms(),
             })
             .await?;
             tx.commit().await?;
@@ -212,39 +198,6 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Reason;
-
-    fn decision(has_access: bool, until: i64) -> Decision {
-        Decision {
-            has_access,
-            reason: if has_access {
-                Reason::Active
-            } else {
-                Reason::Canceled
-            },
-            subscription_id: "sub_1".into(),
-            status: None,
-            current_period_end: 0,
-            access_until: until,
-            verified_at: 0,
-            detail: String::new(),
-            access_ended_at: None,
-        }
-    }
-
-    #[test]
-    fn changes_table() {
-        let table = [
-            (decision(false, 0), decision(true, 10), Some(Kind::Restored)),
-            (decision(true, 10), decision(false, 0), Some(Kind::Revoked)),
-            (decision(true, 10), decision(true, 20), Some(Kind::Changed)),
-            (decision(true, 10), decision(true, 10), None),
-            (decision(false, 0), decision(false, 0), None),
-        ];
-        for (before, after, expected) in table {
-            assert_eq!(change(&before, &after), expected);
-        }
-    }
 
     #[test]
     fn retry_delay_doubles_from_the_base_and_caps_at_ten_minutes() {

@@ -22,11 +22,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::now_secs;
+use crate::clock::Clock;
 use crate::event::{self, HANDLED_TYPES};
 use crate::ledger::{Ingested, Ledger, ReadOrigin, Source};
+use crate::outcome::Outcome;
 use crate::refresh::Refresher;
-use crate::store::{Outcome, StoreError};
+use crate::store::{Store, StoreError};
+use crate::stripe::StripeClient;
 
 const CURSOR_KEY: &str = "reconciler.events_cursor";
 const PASS_KEY: &str = "reconciler.events_pass";
@@ -74,6 +76,11 @@ struct PassState {
 pub struct Reconciler {
     ledger: Arc<Ledger>,
     refresher: Arc<Refresher>,
+    /// Read directly for the sweep's list and for leadership.
+    store: Arc<dyn Store>,
+    /// Lists events; `None` without an API key (passes then refuse).
+    stripe: Option<Arc<StripeClient>>,
+    clock: Arc<dyn Clock>,
     sweep_interval: Duration,
     /// One pass at a time in this process; the admin call and the timer
     /// queue here.
@@ -81,10 +88,20 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(ledger: Arc<Ledger>, refresher: Arc<Refresher>, sweep_interval: Duration) -> Self {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        refresher: Arc<Refresher>,
+        store: Arc<dyn Store>,
+        stripe: Option<Arc<StripeClient>>,
+        clock: Arc<dyn Clock>,
+        sweep_interval: Duration,
+    ) -> Self {
         Reconciler {
             ledger,
             refresher,
+            store,
+            stripe,
+            clock,
             sweep_interval,
             running: tokio::sync::Mutex::new(()),
         }
@@ -93,22 +110,24 @@ impl Reconciler {
     /// Runs one pass now; `force_sweep` sweeps even when not due.
     pub async fn run_once(&self, force_sweep: bool) -> Result<PassReport, ReconcileError> {
         let _pass = self.running.lock().await;
-        if !self.refresher.configured() {
+        if self.stripe.is_none() {
             return Err(ReconcileError::NotConfigured);
         }
-        if !self.ledger.store().try_lead().await? {
+        if !self.store.try_lead().await? {
             return Err(ReconcileError::NotLeader);
         }
         let mut report = PassReport::default();
         self.catch_up(&mut report).await?;
-        let last_sweep = self.ledger.store().get_state(SWEEP_KEY).await?;
+        let last_sweep = self.store.get_state(SWEEP_KEY).await?;
         let due = last_sweep
             .and_then(|v| v.parse::<i64>().ok())
-            .is_none_or(|at| now_secs() - at >= crate::policy::secs(self.sweep_interval));
+            .is_none_or(|at| {
+                self.clock.now_secs() - at >= crate::policy::secs(self.sweep_interval)
+            });
         if force_sweep || due {
             self.sweep(&mut report).await?;
         }
-        let now = now_secs();
+        let now = self.clock.now_secs();
         metrics::gauge!(crate::metrics::RECONCILER_LAST_RUN).set(now as f64);
         if let Some(newest) = report.newest_event {
             metrics::gauge!(crate::metrics::RECONCILER_LAG).set((now - newest).max(0) as f64);
@@ -125,12 +144,9 @@ impl Reconciler {
     }
 
     async fn catch_up(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
-        let client = self
-            .refresher
-            .stripe()
-            .ok_or(ReconcileError::NotConfigured)?;
-        let store = self.ledger.store();
-        let oldest = now_secs() - EVENTS_WINDOW;
+        let client = self.stripe.as_ref().ok_or(ReconcileError::NotConfigured)?;
+        let store = &self.store;
+        let oldest = self.clock.now_secs() - EVENTS_WINDOW;
         let saved = store.get_state(PASS_KEY).await?;
         let mut pass = saved
             .and_then(|v| serde_json::from_str::<PassState>(&v).ok())
@@ -219,7 +235,7 @@ impl Reconciler {
 
     async fn sweep(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
         report.swept = true;
-        let store = self.ledger.store().clone();
+        let store = &self.store;
         let mut rate_limit_pause = Duration::from_secs(1);
         for id in store.non_terminal_subscriptions().await? {
             report.subscriptions_swept += 1;
@@ -251,7 +267,7 @@ impl Reconciler {
                 .await?;
         }
         self.ledger
-            .save_state(SWEEP_KEY, Some(&now_secs().to_string()))
+            .save_state(SWEEP_KEY, Some(&self.clock.now_secs().to_string()))
             .await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::access::now_secs;
+use crate::clock::Clock;
 use crate::event::parse_subscription;
 use crate::ledger::{ApiApplied, FollowUp, Ledger, ReadOrigin};
 use crate::stripe::{StripeClient, StripeError};
@@ -111,7 +111,7 @@ impl DiscoveryBudget {
 /// Whether `id` could be a Stripe id with `prefix` (`cus_...`): only those
 /// are ever looked up.
 pub fn looks_like_stripe_id(id: &str, prefix: &str) -> bool {
-    id.len() <= crate::access::MAX_ID_BYTES
+    id.len() <= crate::subject::MAX_ID_BYTES
         && id
             .strip_prefix(prefix)
             .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -119,6 +119,7 @@ pub fn looks_like_stripe_id(id: &str, prefix: &str) -> bool {
 
 pub struct Refresher {
     client: Option<Arc<StripeClient>>,
+    clock: Arc<dyn Clock>,
     /// Share of the Stripe rate for customers never seen before.
     discovery: DiscoveryBudget,
     ledger: Arc<Ledger>,
@@ -138,6 +139,7 @@ impl Refresher {
     /// client's rate limit).
     pub fn new(
         client: Option<Arc<StripeClient>>,
+        clock: Arc<dyn Clock>,
         ledger: Arc<Ledger>,
         timeout: Duration,
         memo_ttl: Duration,
@@ -145,6 +147,7 @@ impl Refresher {
     ) -> Self {
         Refresher {
             client,
+            clock,
             discovery: DiscoveryBudget::new(discovery_per_sec),
             ledger,
             timeout,
@@ -328,10 +331,6 @@ impl Refresher {
         self.client.is_some()
     }
 
-    pub fn stripe(&self) -> Option<&Arc<StripeClient>> {
-        self.client.as_ref()
-    }
-
     async fn read_customer(&self, customer: &str) -> Result<usize, RefreshFailure> {
         let list = self
             .client()?
@@ -356,7 +355,7 @@ impl Refresher {
         })?;
         let applied = self
             .ledger
-            .apply_api_snapshot(&snap, now_secs(), origin)
+            .apply_api_snapshot(&snap, self.clock.now_secs(), origin)
             .await
             .map_err(|e| {
                 tracing::error!(error = ?e, subscription_id = %snap.id, "could not store refreshed subscription");

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::Access;
 use crate::admin::Admin;
 use crate::cache::SubjectCache;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{redacted_url, Config, ConnectionLimits};
 use crate::grpc::{admin_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
@@ -79,8 +80,20 @@ impl Application {
     /// Opens and migrates the store, builds the services and binds both
     /// listeners, so port 0 works and the real ports are known right away.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock every service reads, so tests
+    /// can stand time still at an edge.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         // Install the recorder before anything records.
         crate::metrics::handle();
+        // Bind first: a port clash is reported before anything is written.
+        let (http_listener, http_addr) = bind(config.http_addr).await?;
+        let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let store = store::connect(&config.store).await?;
         tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
 
@@ -91,6 +104,7 @@ impl Application {
         ));
         let ledger = Arc::new(Ledger::new(
             store.clone(),
+            clock.clone(),
             cache.clone(),
             config.user_id_metadata_key.clone(),
             config.policy,
@@ -102,7 +116,8 @@ impl Application {
         }
         let stripe_configured = client.is_some();
         let refresher = Arc::new(Refresher::new(
-            client,
+            client.clone(),
+            clock.clone(),
             ledger.clone(),
             config.refresh_timeout,
             config.staleness.stale_after.min(Duration::from_secs(30)),
@@ -112,6 +127,7 @@ impl Application {
         ));
         let access = Arc::new(Access::new(
             store.clone(),
+            clock.clone(),
             cache.clone(),
             refresher.clone(),
             config.policy,
@@ -120,10 +136,15 @@ impl Application {
         let reconciler = Arc::new(Reconciler::new(
             ledger.clone(),
             refresher.clone(),
+            store.clone(),
+            client,
+            clock.clone(),
             config.sweep_interval,
         ));
         let admin = Arc::new(Admin {
             ledger: ledger.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
             refresher: refresher.clone(),
             reconciler: reconciler.clone(),
             access: access.clone(),
@@ -134,6 +155,7 @@ impl Application {
 
         let router = http::router(Arc::new(HttpState {
             ledger,
+            clock: clock.clone(),
             refresher,
             store: store.clone(),
             secrets: config.secrets.clone(),
@@ -163,8 +185,6 @@ impl Application {
                 auth,
             ));
 
-        let (http_listener, http_addr) = bind(config.http_addr).await?;
-        let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         tracing::info!(%http_addr, %grpc_addr, "listening");
 
         let background = Background {
@@ -175,7 +195,7 @@ impl Application {
             reconciler,
             dispatcher: config
                 .push
-                .map(|push| Arc::new(Dispatcher::new(store.clone(), push))),
+                .map(|push| Arc::new(Dispatcher::new(store.clone(), clock.clone(), push))),
         };
         Ok(Application {
             http_listener,

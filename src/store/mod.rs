@@ -20,6 +20,8 @@ use async_trait::async_trait;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::access_change::AccessChange;
+use crate::outcome::{Outcome, ReviewReason};
 use crate::subscription::SubscriptionRecord;
 
 /// What went wrong in the store. Every variant means the write did not
@@ -99,26 +101,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// How an event was handled, as stored in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    Stale,
-    Ignored,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Stale => "stale",
-            Outcome::Ignored => "ignored",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
 /// A verified event about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -165,35 +147,6 @@ pub struct EventRow {
     pub error: Option<String>,
 }
 
-/// Why a record was put in front of a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReviewReason {
-    ImpossibleTransition,
-    SameSecondTie,
-    PayloadMismatch,
-    UnknownShape,
-    CustomerWithoutUser,
-    DeadNotification,
-    RevocationByReconciler,
-    /// The database refused a value of a verified event.
-    StoreRefused,
-}
-
-impl ReviewReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewReason::ImpossibleTransition => "impossible_transition",
-            ReviewReason::SameSecondTie => "same_second_tie",
-            ReviewReason::PayloadMismatch => "payload_mismatch",
-            ReviewReason::UnknownShape => "unknown_shape",
-            ReviewReason::CustomerWithoutUser => "customer_without_user",
-            ReviewReason::DeadNotification => "dead_notification",
-            ReviewReason::RevocationByReconciler => "revocation_by_reconciler",
-            ReviewReason::StoreRefused => "store_refused",
-        }
-    }
-}
-
 /// A new `needs_manual_review` record.
 #[derive(Debug, Clone)]
 pub struct NewReview<'a> {
@@ -232,25 +185,10 @@ pub struct ReviewFilter {
     pub limit: i64,
 }
 
-/// An access change to tell the product about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewNotification {
-    pub kind: &'static str,
-    pub user_id: String,
-    pub customer_id: String,
-    pub subscription_id: String,
-    pub old_status: String,
-    pub new_status: String,
-    pub old_access: bool,
-    pub new_access: bool,
-    pub old_access_until: i64,
-    pub new_access_until: i64,
-    pub reason: String,
-    pub created_at_ms: i64,
-}
-
-/// A queued notification.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+/// A queued notification, as stored. What is pushed is
+/// [`crate::notify::Payload`], built from it: renaming a column must not
+/// change the public contract.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NotificationRow {
     pub id: i64,
     pub kind: String,
@@ -265,14 +203,10 @@ pub struct NotificationRow {
     pub new_access_until: i64,
     pub reason: String,
     pub created_at_ms: i64,
-    #[serde(skip)]
     pub acked_at_ms: Option<i64>,
     /// Push attempts started so far (the current one included once claimed).
-    #[serde(skip)]
     pub attempts: i64,
-    #[serde(skip)]
     pub dead: bool,
-    #[serde(skip)]
     pub last_error: Option<String>,
 }
 
@@ -306,6 +240,7 @@ pub trait Tx: Send {
         &mut self,
         id: &str,
         customer_id: &str,
+        now_ms: i64,
     ) -> Result<SubscriptionRecord, StoreError>;
     /// Every subscription of a customer, read inside the transaction.
     async fn customer_records(
@@ -347,7 +282,11 @@ pub trait Tx: Send {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Queues an access-change notification; returns its id.
-    async fn queue_notification(&mut self, n: &NewNotification) -> Result<i64, StoreError>;
+    async fn queue_notification(
+        &mut self,
+        change: &AccessChange,
+        created_at_ms: i64,
+    ) -> Result<i64, StoreError>;
     /// Sets (or, with `None`, deletes) a piece of service state.
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Tells other replicas, at commit, which subjects changed (a no-op
@@ -424,9 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that a write can be made and committed right now, through
     /// the same path webhooks take; a reader that answers proves nothing
     /// about a full disk or a broken writer.
-    async fn probe_write(&self) -> Result<(), StoreError> {
+    async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        tx.set_state("readyz.last_write_probe_ms", Some(&now_ms().to_string()))
+        tx.set_state("readyz.last_write_probe_ms", Some(&now_ms.to_string()))
             .await?;
         tx.commit().await
     }
@@ -469,12 +408,4 @@ pub async fn connect(options: &StoreOptions) -> Result<std::sync::Arc<dyn Store>
             "expected sqlite://... or postgres://...".to_owned(),
         ))
     }
-}
-
-/// Milliseconds since the epoch, for bookkeeping columns.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -333,7 +333,7 @@ macro_rules! impl_sql_store {
             async fn finish_event(
                 &mut self,
                 id: &str,
-                outcome: $crate::store::Outcome,
+                outcome: $crate::outcome::Outcome,
                 error: Option<&str>,
                 processed_at_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
@@ -351,12 +351,13 @@ macro_rules! impl_sql_store {
                 &mut self,
                 id: &str,
                 customer_id: &str,
+                now_ms: i64,
             ) -> Result<$crate::subscription::SubscriptionRecord, $crate::store::StoreError> {
                 use $crate::store::rows::*;
                 sqlx::query(INSERT_PLACEHOLDER)
                     .bind(id)
                     .bind(customer_id)
-                    .bind($crate::store::now_ms())
+                    .bind(now_ms)
                     .execute(self.conn())
                     .await?;
                 let row: SubscriptionRow = sqlx::query_as($lock)
@@ -502,10 +503,11 @@ macro_rules! impl_sql_store {
 
             async fn queue_notification(
                 &mut self,
-                n: &$crate::store::NewNotification,
+                n: &$crate::access_change::AccessChange,
+                created_at_ms: i64,
             ) -> Result<i64, $crate::store::StoreError> {
                 let (id,): (i64,) = sqlx::query_as($crate::store::rows::INSERT_NOTIFICATION)
-                    .bind(n.kind)
+                    .bind(n.kind.as_str())
                     .bind(&n.user_id)
                     .bind(&n.customer_id)
                     .bind(&n.subscription_id)
@@ -516,7 +518,7 @@ macro_rules! impl_sql_store {
                     .bind(n.old_access_until)
                     .bind(n.new_access_until)
                     .bind(&n.reason)
-                    .bind(n.created_at_ms)
+                    .bind(created_at_ms)
                     .fetch_one(self.conn())
                     .await?;
                 Ok(id)

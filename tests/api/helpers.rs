@@ -304,7 +304,8 @@ async fn start(config: Config) -> Running {
 }
 
 pub fn now() -> i64 {
-    tollgate::access::now_secs()
+    use tollgate::clock::Clock;
+    tollgate::clock::SystemClock.now_secs()
 }
 
 /// Adds `authorization: Bearer ...` to admin calls.
