@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::store::StoreEvent;
 use crate::subject::{Affected, Subject};
 use crate::subscription::SubscriptionRecord;
 
@@ -123,35 +124,23 @@ impl SubjectCache {
         self.enabled.store(enabled, Ordering::Release);
     }
 
-    /// The message other replicas receive for `affected`: JSON of the ids,
-    /// or `*` (clear everything) when it would not fit a notification.
-    pub fn publication(affected: &Affected) -> String {
-        let json = serde_json::json!({ "c": affected.customers, "u": affected.users }).to_string();
-        if json.len() > 7000 {
-            "*".to_owned()
-        } else {
-            json
-        }
-    }
-
-    /// Applies a message published by another replica's commit.
-    pub fn apply_published(&self, payload: &str) {
-        let parsed: Option<(Vec<String>, Vec<String>)> =
-            serde_json::from_str::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|v| {
-                    let ids = |k: &str| -> Option<Vec<String>> {
-                        v.get(k)?
-                            .as_array()?
-                            .iter()
-                            .map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    };
-                    Some((ids("c")?, ids("u")?))
-                });
-        match parsed {
-            Some((customers, users)) => self.invalidate(&Affected { customers, users }),
-            None => self.clear(),
+    /// Applies what the store says changed elsewhere (another replica's
+    /// commit, or a listener that lost or regained its connection).
+    pub fn apply(&self, event: &StoreEvent) {
+        match event {
+            StoreEvent::Changed(affected) => self.invalidate(affected),
+            StoreEvent::Unknown => self.clear(),
+            StoreEvent::Lost => {
+                // Changes may be missed until the store listens again:
+                // serve from the database meanwhile.
+                self.set_enabled(false);
+                self.clear();
+            }
+            StoreEvent::Listening => {
+                // Anything committed while nobody listened may be cached.
+                self.clear();
+                self.set_enabled(true);
+            }
         }
     }
 
@@ -251,20 +240,30 @@ mod tests {
     }
 
     #[test]
-    fn published_messages_invalidate_or_clear() {
+    fn store_events_invalidate_clear_or_switch_the_cache_off_and_on() {
         let c = cache();
         let s = Subject::User("u1".into());
         let other = Subject::User("u2".into());
-        for subject in [&s, &other] {
-            let t = c.ticket(subject);
-            c.insert(subject.clone(), t, Arc::new(vec![]));
-        }
+        let fill = |c: &SubjectCache| {
+            for subject in [&s, &other] {
+                let t = c.ticket(subject);
+                c.insert(subject.clone(), t, Arc::new(vec![]));
+            }
+        };
+        fill(&c);
         let mut affected = Affected::default();
         affected.add_user("u1");
-        c.apply_published(&SubjectCache::publication(&affected));
+        c.apply(&StoreEvent::Changed(affected));
         assert!(c.get(&s).is_none() && c.get(&other).is_some());
-        c.apply_published("*");
+        c.apply(&StoreEvent::Unknown);
         assert!(c.get(&other).is_none());
+        fill(&c);
+        c.apply(&StoreEvent::Lost);
+        fill(&c);
+        assert!(c.get(&s).is_none(), "nothing is cached while lost");
+        c.apply(&StoreEvent::Listening);
+        fill(&c);
+        assert!(c.get(&s).is_some());
     }
 
     #[test]

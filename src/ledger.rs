@@ -208,8 +208,7 @@ impl Ledger {
             }
         }
         if !affected.is_empty() {
-            tx.publish_invalidation(&SubjectCache::publication(&affected))
-                .await?;
+            tx.publish_changes(&affected).await?;
         }
         tx.commit().await?;
         self.cache.invalidate(&affected);

@@ -240,14 +240,19 @@ impl Application {
                 self.background.cache.clone(),
                 token.clone(),
             );
-            tasks.spawn(supervise(
-                "invalidation_listener",
-                token.clone(),
-                move || {
-                    let (store, cache, stop) = (store.clone(), cache.clone(), stop.clone());
-                    async move { store.follow_invalidations(cache, stop).await }
-                },
-            ));
+            // What the store hears from other replicas goes to the cache.
+            tasks.spawn(supervise("store_watch", token.clone(), move || {
+                let (store, cache, stop) = (store.clone(), cache.clone(), stop.clone());
+                async move {
+                    let (events, mut heard) = tokio::sync::mpsc::channel(1024);
+                    let apply = async {
+                        while let Some(event) = heard.recv().await {
+                            cache.apply(&event);
+                        }
+                    };
+                    tokio::join!(store.watch(events, stop), apply);
+                }
+            }));
         }
         if let Some(every) = self.background.reconcile_every {
             let (reconciler, stop) = (self.background.reconciler.clone(), token.clone());

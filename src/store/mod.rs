@@ -22,6 +22,7 @@ pub use sqlite::SqliteStore;
 
 use crate::access_change::AccessChange;
 use crate::outcome::{Outcome, ReviewReason};
+use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
 
 /// What went wrong in the store. Every variant means the write did not
@@ -291,7 +292,7 @@ pub trait Tx: Send {
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
-    async fn publish_invalidation(&mut self, payload: &str) -> Result<(), StoreError>;
+    async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
     /// Ends the transaction without writing anything. Dropping a `Tx`
     /// also rolls back, but closes its connection to be sure; this keeps
@@ -377,14 +378,28 @@ pub trait Store: Send + Sync + 'static {
     async fn try_lead(&self) -> Result<bool, StoreError> {
         Ok(true)
     }
-    /// Evicts what other replicas changed until `stop`; where one process
-    /// owns the store there is nothing to listen to.
-    async fn follow_invalidations(
+    /// Sends what changes elsewhere (other replicas' commits) to `events`
+    /// until `stop`; where one process owns the store there is nothing to
+    /// hear and this returns at once.
+    async fn watch(
         &self,
-        _cache: std::sync::Arc<crate::cache::SubjectCache>,
+        _events: tokio::sync::mpsc::Sender<StoreEvent>,
         _stop: tokio_util::sync::CancellationToken,
     ) {
     }
+}
+
+/// What a store hears about changes made outside this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Another replica committed changes to these subjects.
+    Changed(Affected),
+    /// Something changed that can't be named: forget everything.
+    Unknown,
+    /// The listener is lost: changes made elsewhere may be missed from now.
+    Lost,
+    /// Listening (again); what changed while nobody listened is unknown.
+    Listening,
 }
 
 /// Connection settings shared by both backends.

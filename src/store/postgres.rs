@@ -15,17 +15,16 @@
 //!   lease, so two replicas never send the same attempt.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::SubjectCache;
+use tokio::sync::mpsc;
 
-use super::rows::{impl_sql_store, notification_columns, subscription_columns};
-use super::{StoreError, StoreOptions};
+use super::rows::{self, impl_sql_store, notification_columns, subscription_columns};
+use super::{StoreError, StoreEvent, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -106,14 +105,14 @@ impl PgStore {
 
     async fn listen(
         &self,
-        cache: &SubjectCache,
+        events: &mpsc::Sender<StoreEvent>,
         stop: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(INVALIDATION_CHANNEL).await?;
-        // Anything committed while we were not listening may be cached.
-        cache.clear();
-        cache.set_enabled(true);
+        if events.send(StoreEvent::Listening).await.is_err() {
+            return Ok(());
+        }
         tracing::info!(
             channel = INVALIDATION_CHANNEL,
             "listening for invalidations from other replicas"
@@ -123,9 +122,12 @@ impl PgStore {
                 () = stop.cancelled() => return Ok(()),
                 next = listener.try_recv() => next?,
             };
-            match next {
-                Some(n) => cache.apply_published(n.payload()),
+            let event = match next {
+                Some(n) => rows::published(n.payload()),
                 None => return Err(sqlx::Error::PoolClosed),
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
             }
         }
     }
@@ -153,16 +155,15 @@ impl_sql_store!(
             self.try_lead_now().await
         }
 
-        async fn follow_invalidations(&self, cache: Arc<SubjectCache>, stop: CancellationToken) {
+        async fn watch(&self, events: mpsc::Sender<StoreEvent>, stop: CancellationToken) {
             let mut backoff = Duration::from_millis(250);
             while !stop.is_cancelled() {
-                match self.listen(&cache, &stop).await {
+                match self.listen(&events, &stop).await {
                     Ok(()) => return,
                     Err(e) => {
-                        // Invalidations may be missed until we listen again:
-                        // serve from the database meanwhile.
-                        cache.set_enabled(false);
-                        cache.clear();
+                        if events.send(StoreEvent::Lost).await.is_err() {
+                            return;
+                        }
                         tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "invalidation listener lost; cache off until it reconnects");
                     }
                 }

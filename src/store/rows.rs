@@ -62,6 +62,38 @@ pub(crate) fn records(rows: Vec<SubscriptionRow>) -> Result<Vec<SubscriptionReco
     rows.into_iter().map(SubscriptionRecord::try_from).collect()
 }
 
+/// The `pg_notify` payload other replicas receive for `affected`: JSON of
+/// the ids, or `*` (forget everything) when it would not fit a
+/// notification (8000 bytes).
+pub(crate) fn publication(affected: &crate::subject::Affected) -> String {
+    let json = serde_json::json!({ "c": affected.customers, "u": affected.users }).to_string();
+    if json.len() > 7000 {
+        "*".to_owned()
+    } else {
+        json
+    }
+}
+
+/// Reads a payload made by [`publication`].
+pub(crate) fn published(payload: &str) -> super::StoreEvent {
+    let value = serde_json::from_str::<serde_json::Value>(payload).ok();
+    let ids = |k: &str| -> Option<Vec<String>> {
+        value
+            .as_ref()?
+            .get(k)?
+            .as_array()?
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    match (ids("c"), ids("u")) {
+        (Some(customers), Some(users)) => {
+            super::StoreEvent::Changed(crate::subject::Affected { customers, users })
+        }
+        _ => super::StoreEvent::Unknown,
+    }
+}
+
 pub(crate) fn items_json(items: &[Item]) -> String {
     serde_json::to_string(items).expect("BUG: items always serialize")
 }
@@ -540,12 +572,13 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn publish_invalidation(
+            async fn publish_changes(
                 &mut self,
-                payload: &str,
+                affected: &$crate::subject::Affected,
             ) -> Result<(), $crate::store::StoreError> {
                 let statement: Option<&'static str> = $publish;
                 if let Some(sql) = statement {
+                    let payload = $crate::store::rows::publication(affected);
                     sqlx::query(sql).bind(payload).execute(self.conn()).await?;
                 }
                 Ok(())
