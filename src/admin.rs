@@ -7,10 +7,10 @@ use std::sync::Arc;
 use crate::access::{Access, AccessError};
 use crate::clock::Clock;
 use crate::ledger::{Ledger, ReadOrigin, ReplayError};
-use crate::outcome::Outcome;
 use crate::policy::Decision;
 use crate::reconciler::{PassReport, ReconcileError, Reconciler};
 use crate::refresh::Refresher;
+use crate::reviews::Reviews;
 use crate::store::{EventRow, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError};
 use crate::subject::{Subject, SubjectError};
 
@@ -73,6 +73,7 @@ pub enum Resolution {
 
 pub struct Admin {
     pub ledger: Arc<Ledger>,
+    pub reviews: Arc<Reviews>,
     /// Read directly for lists and look-ups.
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
@@ -137,8 +138,8 @@ impl Admin {
             }
         };
         if !self
-            .ledger
-            .resolve_review(id, resolution.trim_end_matches([':', ' ']))
+            .reviews
+            .resolve(id, resolution.trim_end_matches([':', ' ']))
             .await?
         {
             return Err(AdminError::FailedPrecondition(format!(
@@ -160,12 +161,15 @@ impl Admin {
     }
 
     pub async fn replay_event(&self, id: &str) -> Result<EventRow, AdminError> {
-        let outcome: Outcome = self.ledger.replay(id.trim()).await?;
+        let replayed = self.ledger.replay(id.trim()).await?;
         tracing::info!(
             event_id = id,
-            outcome = outcome.as_str(),
+            outcome = replayed.outcome.as_str(),
             "replayed by admin"
         );
+        // Exactly as after a first delivery: an anomaly found again is
+        // checked against Stripe again.
+        self.refresher.follow_up(replayed.follow_up);
         self.get_event(id).await
     }
 

@@ -19,7 +19,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::clock::Clock;
 use crate::event::parse_subscription;
 use crate::ledger::{ApiApplied, FollowUp, Ledger, ReadOrigin};
+use crate::reviews::Reviews;
 use crate::stripe::{StripeClient, StripeError};
+use tokio_util::task::TaskTracker;
 
 /// Why Stripe could not confirm local data. The text goes into HasAccess's
 /// `detail` sentence.
@@ -120,6 +122,10 @@ pub fn looks_like_stripe_id(id: &str, prefix: &str) -> bool {
 pub struct Refresher {
     client: Option<Arc<StripeClient>>,
     clock: Arc<dyn Clock>,
+    /// Where a follow-up notes what Stripe said.
+    reviews: Arc<Reviews>,
+    /// Every refresh and follow-up task, so shutdown can wait for them.
+    tasks: TaskTracker,
     /// Share of the Stripe rate for customers never seen before.
     discovery: DiscoveryBudget,
     ledger: Arc<Ledger>,
@@ -141,6 +147,7 @@ impl Refresher {
         client: Option<Arc<StripeClient>>,
         clock: Arc<dyn Clock>,
         ledger: Arc<Ledger>,
+        reviews: Arc<Reviews>,
         timeout: Duration,
         memo_ttl: Duration,
         discovery_per_sec: f64,
@@ -148,6 +155,8 @@ impl Refresher {
         Refresher {
             client,
             clock,
+            reviews,
+            tasks: TaskTracker::new(),
             discovery: DiscoveryBudget::new(discovery_per_sec),
             ledger,
             timeout,
@@ -198,7 +207,7 @@ impl Refresher {
     pub fn follow_up(self: &Arc<Self>, items: Vec<FollowUp>) {
         for item in items {
             let this = self.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let outcome = this
                     .read_subscription(&item.subscription_id, ReadOrigin::Refresh)
                     .await;
@@ -209,7 +218,7 @@ impl Refresher {
                     Ok(applied) => describe(applied),
                     Err(e) => format!("refresh failed: {e}"),
                 };
-                if let Err(e) = this.ledger.note_review_outcome(review_id, &note).await {
+                if let Err(e) = this.reviews.note_outcome(review_id, &note).await {
                     tracing::warn!(review_id, error = %e, "could not note refresh outcome on review");
                 }
             });
@@ -278,7 +287,7 @@ impl Refresher {
             refresher: self.clone(),
             key: key.clone(),
         };
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn(async move {
             // Removes the key however the work ends, a panic included, so
             // the next caller starts a new refresh instead of waiting on a
             // dead one forever.
@@ -324,6 +333,21 @@ impl Refresher {
             .await
             .map_err(|e| stripe_failure(id, e))?;
         self.apply(&value, origin).await
+    }
+
+    /// Waits up to `timeout` for refresh and follow-up tasks still running:
+    /// they may be about to commit what Stripe said.
+    pub async fn drain(&self, timeout: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "refresh tasks still running at the shutdown deadline"
+            );
+        }
     }
 
     /// Whether a Stripe client is configured.

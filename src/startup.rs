@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::Access;
 use crate::admin::Admin;
 use crate::cache::SubjectCache;
+use crate::changes::Changes;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redacted_url, Config, ConnectionLimits};
 use crate::grpc::{admin_auth, AdminService, EntitlementsService};
@@ -21,6 +22,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
 use crate::reconciler::Reconciler;
 use crate::refresh::Refresher;
+use crate::reviews::Reviews;
 use crate::store::{self, StoreError};
 use crate::stripe::StripeClient;
 use crate::tasks::supervise;
@@ -53,6 +55,8 @@ struct Background {
     reconcile_every: Option<Duration>,
     reconciler: Arc<Reconciler>,
     dispatcher: Option<Arc<Dispatcher>>,
+    /// Owns the refresh and follow-up tasks drained at shutdown.
+    refresher: Arc<Refresher>,
 }
 
 pub struct Application {
@@ -102,14 +106,19 @@ impl Application {
             config.cache_ttl,
             config.staleness.stale_after,
         ));
-        let ledger = Arc::new(Ledger::new(
-            store.clone(),
+        let changes = Arc::new(Changes::new(
             clock.clone(),
             cache.clone(),
-            config.user_id_metadata_key.clone(),
             config.policy,
             config.hold_revocations,
         ));
+        let ledger = Arc::new(Ledger::new(
+            store.clone(),
+            clock.clone(),
+            changes.clone(),
+            config.user_id_metadata_key.clone(),
+        ));
+        let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
             tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, and the reconciler is off");
@@ -119,6 +128,7 @@ impl Application {
             client.clone(),
             clock.clone(),
             ledger.clone(),
+            reviews.clone(),
             config.refresh_timeout,
             config.staleness.stale_after.min(Duration::from_secs(30)),
             // A tenth of the Stripe rate, at least one a second, for
@@ -136,6 +146,7 @@ impl Application {
         let reconciler = Arc::new(Reconciler::new(
             ledger.clone(),
             refresher.clone(),
+            reviews.clone(),
             store.clone(),
             client,
             clock.clone(),
@@ -143,6 +154,7 @@ impl Application {
         ));
         let admin = Arc::new(Admin {
             ledger: ledger.clone(),
+            reviews,
             store: store.clone(),
             clock: clock.clone(),
             refresher: refresher.clone(),
@@ -156,7 +168,7 @@ impl Application {
         let router = http::router(Arc::new(HttpState {
             ledger,
             clock: clock.clone(),
-            refresher,
+            refresher: refresher.clone(),
             store: store.clone(),
             secrets: config.secrets.clone(),
             tolerance_secs: config.signature_tolerance_secs,
@@ -193,6 +205,7 @@ impl Application {
             reconcile_every: (config.reconciler_enabled && stripe_configured)
                 .then_some(config.reconcile_interval),
             reconciler,
+            refresher,
             dispatcher: config
                 .push
                 .map(|push| Arc::new(Dispatcher::new(store.clone(), clock.clone(), push))),
@@ -298,6 +311,10 @@ impl Application {
         let ((), grpc_result) = tokio::join!(http, grpc);
         token.cancel();
         while tasks.join_next().await.is_some() {}
+        self.background
+            .refresher
+            .drain(limits.shutdown_timeout)
+            .await;
         if let Some(result) = grpc_result {
             result.map_err(std::io::Error::other)?;
         }

@@ -16,10 +16,12 @@
 //! [`crate::ledger`]). Only one pass runs at a time in a process; across
 //! replicas, [`Leadership`] decides who runs.
 
+mod progress;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -27,12 +29,12 @@ use crate::event::{self, HANDLED_TYPES};
 use crate::ledger::{Ingested, Ledger, ReadOrigin, Source};
 use crate::outcome::Outcome;
 use crate::refresh::Refresher;
+use crate::reviews::Reviews;
 use crate::store::{Store, StoreError};
 use crate::stripe::StripeClient;
 
-const CURSOR_KEY: &str = "reconciler.events_cursor";
-const PASS_KEY: &str = "reconciler.events_pass";
-const SWEEP_KEY: &str = "reconciler.last_sweep_at";
+pub use progress::{PassState, Progress};
+
 /// Stripe lists events back 30 days; stay a minute inside that.
 const EVENTS_WINDOW: i64 = 30 * 86_400 - 60;
 const PAGE_SIZE: u32 = 100;
@@ -65,17 +67,11 @@ pub struct PassReport {
     pub newest_event: Option<i64>,
 }
 
-/// An unfinished catch-up pass, saved after every page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PassState {
-    since: i64,
-    high_water: Option<i64>,
-    after: Option<String>,
-}
-
 pub struct Reconciler {
     ledger: Arc<Ledger>,
     refresher: Arc<Refresher>,
+    reviews: Arc<Reviews>,
+    progress: Progress,
     /// Read directly for the sweep's list and for leadership.
     store: Arc<dyn Store>,
     /// Lists events; `None` without an API key (passes then refuse).
@@ -91,6 +87,7 @@ impl Reconciler {
     pub fn new(
         ledger: Arc<Ledger>,
         refresher: Arc<Refresher>,
+        reviews: Arc<Reviews>,
         store: Arc<dyn Store>,
         stripe: Option<Arc<StripeClient>>,
         clock: Arc<dyn Clock>,
@@ -99,6 +96,8 @@ impl Reconciler {
         Reconciler {
             ledger,
             refresher,
+            reviews,
+            progress: Progress::new(store.clone()),
             store,
             stripe,
             clock,
@@ -118,12 +117,10 @@ impl Reconciler {
         }
         let mut report = PassReport::default();
         self.catch_up(&mut report).await?;
-        let last_sweep = self.store.get_state(SWEEP_KEY).await?;
-        let due = last_sweep
-            .and_then(|v| v.parse::<i64>().ok())
-            .is_none_or(|at| {
-                self.clock.now_secs() - at >= crate::policy::secs(self.sweep_interval)
-            });
+        let last_sweep = self.progress.last_sweep().await?;
+        let due = last_sweep.is_none_or(|at| {
+            self.clock.now_secs() - at >= crate::policy::secs(self.sweep_interval)
+        });
         if force_sweep || due {
             self.sweep(&mut report).await?;
         }
@@ -145,25 +142,18 @@ impl Reconciler {
 
     async fn catch_up(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
         let client = self.stripe.as_ref().ok_or(ReconcileError::NotConfigured)?;
-        let store = &self.store;
         let oldest = self.clock.now_secs() - EVENTS_WINDOW;
-        let saved = store.get_state(PASS_KEY).await?;
-        let mut pass = saved
-            .and_then(|v| serde_json::from_str::<PassState>(&v).ok())
-            .unwrap_or(PassState {
-                since: 0,
+        let mut pass = match self.progress.unfinished_pass().await? {
+            Some(pass) if pass.after.is_some() => {
+                tracing::info!(after = ?pass.after, "resuming an interrupted reconcile pass");
+                pass
+            }
+            _ => PassState {
+                since: self.progress.cursor().await?.unwrap_or(oldest),
                 high_water: None,
                 after: None,
-            });
-        if pass.after.is_none() {
-            let cursor = store
-                .get_state(CURSOR_KEY)
-                .await?
-                .and_then(|v| v.parse::<i64>().ok());
-            pass.since = cursor.unwrap_or(oldest);
-        } else {
-            tracing::info!(after = ?pass.after, "resuming an interrupted reconcile pass");
-        }
+            },
+        };
         pass.since = pass.since.max(oldest);
 
         loop {
@@ -185,16 +175,12 @@ impl Reconciler {
                 break;
             }
             pass.after = last;
-            let saved = serde_json::to_string(&pass).expect("BUG: pass state serializes");
-            self.ledger.save_state(PASS_KEY, Some(&saved)).await?;
+            self.progress.save_pass(&pass).await?;
         }
         // Next pass lists from the newest event seen (inclusive: events in
         // that same second come back as harmless duplicates).
         let cursor = pass.high_water.unwrap_or(pass.since);
-        self.ledger
-            .save_state(CURSOR_KEY, Some(&cursor.to_string()))
-            .await?;
-        self.ledger.save_state(PASS_KEY, None).await?;
+        self.progress.finish_pass(cursor).await?;
         report.newest_event = pass.high_water;
         Ok(())
     }
@@ -262,13 +248,11 @@ impl Reconciler {
         }
         // Customers no user is linked to cannot be answered by user id.
         for (customer, subscription) in store.unlinked_customers().await? {
-            self.ledger
+            self.reviews
                 .flag_unlinked_customer(&customer, &subscription)
                 .await?;
         }
-        self.ledger
-            .save_state(SWEEP_KEY, Some(&self.clock.now_secs().to_string()))
-            .await?;
+        self.progress.swept_at(self.clock.now_secs()).await?;
         Ok(())
     }
 

@@ -1,0 +1,295 @@
+//! The effect of one event inside its transaction: dispatch on the domain
+//! event (once, here), the state machine's verdict, and the review records
+//! an anomaly gets. Every function takes the open transaction and `now`.
+
+use crate::event::{self, DomainEvent, Envelope};
+use crate::outcome::{Outcome, ReviewReason};
+use crate::store::{NewEvent, NewReview, StoreError, Tx};
+use crate::subject::Affected;
+use crate::subscription::{self, Authority, Stamp, SubscriptionSnapshot, Transition};
+
+use super::{FollowUp, Source};
+
+/// Longest error or review text stored; it may quote a payload.
+pub(super) const MAX_TEXT_BYTES: usize = 2000;
+
+/// The effect of one event, before it is written.
+pub(super) struct Effect {
+    pub(super) outcome: Outcome,
+    pub(super) error: Option<String>,
+}
+
+impl Effect {
+    pub(super) fn applied() -> Self {
+        Effect {
+            outcome: Outcome::Applied,
+            error: None,
+        }
+    }
+
+    pub(super) fn with(outcome: Outcome, error: impl Into<String>) -> Self {
+        Effect {
+            outcome,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The error text as it can be stored.
+    pub(super) fn storable_error(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.error
+            .as_deref()
+            .map(|e| event::storable_text(e, MAX_TEXT_BYTES))
+    }
+}
+
+/// The ledger row of a verified event.
+pub(super) fn new_event<'a>(
+    envelope: &'a Envelope,
+    payload: &'a str,
+    payload_sha256: &'a str,
+    content_sha256: &'a str,
+    source: Source,
+    received_at_ms: i64,
+) -> NewEvent<'a> {
+    NewEvent {
+        id: &envelope.id,
+        event_type: &envelope.event_type,
+        created: envelope.created,
+        livemode: envelope.livemode,
+        api_version: envelope.api_version.as_deref(),
+        payload,
+        payload_sha256,
+        content_sha256,
+        source: source.as_str(),
+        received_at_ms,
+    }
+}
+
+/// The customer whose access an event may change.
+pub(super) fn customer_of(domain: &DomainEvent) -> Option<&str> {
+    match domain {
+        DomainEvent::Subscription(s) => Some(&s.customer_id),
+        DomainEvent::InvoicePaid(p) => Some(&p.customer_id),
+        DomainEvent::CheckoutCompleted(c) => c.customer_id.as_deref(),
+        DomainEvent::Customer(c) => Some(&c.customer_id),
+        DomainEvent::InvoiceFailed(_) | DomainEvent::Unhandled => None,
+    }
+}
+
+/// Applies one domain event inside `tx`. Dispatch on event kinds happens
+/// here, once.
+pub(super) async fn apply_event(
+    now: i64,
+    tx: &mut dyn Tx,
+    envelope: &Envelope,
+    domain: DomainEvent,
+    affected: &mut Affected,
+    follow_up: &mut Vec<FollowUp>,
+) -> Result<Effect, StoreError> {
+    match domain {
+        DomainEvent::Subscription(snap) => {
+            let stamp = Stamp {
+                created: envelope.created,
+                event_id: envelope.id.clone(),
+            };
+            let current = tx
+                .lock_subscription(&snap.id, &snap.customer_id, now)
+                .await?;
+            match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
+                Transition::Apply { record, tie, .. } => {
+                    tx.save_subscription(&record, now).await?;
+                    affected.add_record(&current);
+                    affected.add_record(&record);
+                    if let Some(previous) = tie {
+                        let details = format!(
+                            "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
+                            snap.status, snap.status
+                        );
+                        let review = (ReviewReason::SameSecondTie, details.as_str());
+                        flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
+                    }
+                    Ok(Effect::applied())
+                }
+                Transition::Stale => Ok(Effect {
+                    outcome: Outcome::Stale,
+                    error: None,
+                }),
+                Transition::Impossible { from, to } => {
+                    let details = format!("impossible transition {from} -> {to}; not applied");
+                    let review = (ReviewReason::ImpossibleTransition, details.as_str());
+                    flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
+                    Ok(Effect::with(Outcome::Ignored, details))
+                }
+            }
+        }
+        DomainEvent::InvoicePaid(paid) => {
+            let current = tx
+                .lock_subscription(&paid.subscription_id, &paid.customer_id, now)
+                .await?;
+            let record = subscription::apply_payment(
+                Some(&current),
+                &paid.subscription_id,
+                &paid.customer_id,
+                paid.period_end,
+                envelope.created,
+            );
+            tx.save_subscription(&record, now).await?;
+            affected.add_record(&current);
+            affected.add_record(&record);
+            Ok(Effect::applied())
+        }
+        DomainEvent::InvoiceFailed(failed) => {
+            // Never a status change by itself; the subscription is re-read
+            // from Stripe instead.
+            if let Some(id) = failed.subscription_id {
+                follow_up.push(FollowUp {
+                    subscription_id: id,
+                    review_id: None,
+                });
+            }
+            Ok(Effect::with(
+                Outcome::Ignored,
+                "payment failures never change status by themselves; the subscription is re-read from Stripe",
+            ))
+        }
+        DomainEvent::CheckoutCompleted(checkout) => {
+            match (checkout.user_id, checkout.customer_id) {
+                (Some(user), Some(customer)) => {
+                    tx.link_customer(&customer, &user, now).await?;
+                    affected.add_customer(&customer);
+                    affected.add_user(&user);
+                    Ok(Effect::applied())
+                }
+                (None, _) => Ok(Effect::with(
+                    Outcome::Ignored,
+                    "checkout session has no client_reference_id or user id metadata",
+                )),
+                (Some(_), None) => Ok(Effect::with(
+                    Outcome::Ignored,
+                    "checkout session has no customer",
+                )),
+            }
+        }
+        DomainEvent::Customer(link) => match link.user_id {
+            Some(user) => {
+                tx.link_customer(&link.customer_id, &user, now).await?;
+                affected.add_customer(&link.customer_id);
+                affected.add_user(&user);
+                Ok(Effect::applied())
+            }
+            None => Ok(Effect::with(
+                Outcome::Ignored,
+                "customer has no user id metadata",
+            )),
+        },
+        DomainEvent::Unhandled => Ok(Effect {
+            outcome: Outcome::Ignored,
+            error: None,
+        }),
+    }
+}
+
+pub(super) async fn flag(
+    now: i64,
+    tx: &mut dyn Tx,
+    subject: &str,
+    subscription_id: Option<&str>,
+    envelope: &Envelope,
+    reason: ReviewReason,
+    details: &str,
+) -> Result<i64, StoreError> {
+    let subject = &event::storable_text(subject, event::MAX_ID_BYTES);
+    let details = &event::storable_text(details, MAX_TEXT_BYTES);
+    tracing::warn!(event_id = %envelope.id, subject = %subject, reason = reason.as_str(), details = %details, "flagged for manual review");
+    tx.flag_review(&NewReview {
+        subject,
+        subscription_id,
+        event_id: Some(&envelope.id),
+        reason,
+        details,
+        created_at_ms: now,
+    })
+    .await
+}
+
+/// Flags an anomaly on a subscription for review, and asks for the
+/// subscription to be re-read from Stripe once the event commits.
+async fn flag_and_recheck(
+    now: i64,
+    tx: &mut dyn Tx,
+    snap: &SubscriptionSnapshot,
+    envelope: &Envelope,
+    (reason, details): (ReviewReason, &str),
+    follow_up: &mut Vec<FollowUp>,
+) -> Result<(), StoreError> {
+    let review_id = flag(
+        now,
+        tx,
+        &snap.customer_id,
+        Some(&snap.id),
+        envelope,
+        reason,
+        details,
+    )
+    .await?;
+    follow_up.push(FollowUp {
+        subscription_id: snap.id.clone(),
+        review_id: Some(review_id),
+    });
+    Ok(())
+}
+
+pub(super) async fn flag_unknown_shape(
+    now: i64,
+    tx: &mut dyn Tx,
+    envelope: &Envelope,
+    error: &str,
+) -> Result<Effect, StoreError> {
+    let subject = envelope
+        .object
+        .get("customer")
+        .and_then(|c| c.as_str())
+        .unwrap_or("unknown");
+    let details = format!("{} object not understood: {error}", envelope.event_type);
+    // Name the subscription when the object is one, so REFRESH can re-read it.
+    let subscription = Some(&envelope.object)
+        .filter(|o| o.get("object").and_then(|k| k.as_str()) == Some("subscription"))
+        .and_then(|o| o.get("id"))
+        .and_then(|id| id.as_str())
+        .filter(|id| event::plausible_id(id));
+    flag(
+        now,
+        tx,
+        subject,
+        subscription,
+        envelope,
+        ReviewReason::UnknownShape,
+        &details,
+    )
+    .await?;
+    Ok(Effect::with(Outcome::Failed, details))
+}
+
+pub(super) async fn flag_payload_mismatch(
+    now: i64,
+    tx: &mut dyn Tx,
+    envelope: &Envelope,
+) -> Result<(), StoreError> {
+    let subject = envelope
+        .object
+        .get("customer")
+        .and_then(|c| c.as_str())
+        .unwrap_or("unknown");
+    let details = "event id redelivered with different content; the second payload was not applied";
+    flag(
+        now,
+        tx,
+        subject,
+        None,
+        envelope,
+        ReviewReason::PayloadMismatch,
+        details,
+    )
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,403 @@
+//! The event ledger: records each verified event exactly once and applies its
+//! effect in the same transaction.
+//!
+//! Every write Tollgate makes from Stripe data goes through here, and reads
+//! top to bottom as what commits together: begin, record the event (a
+//! duplicate stops here), apply its effect, set the outcome, queue what the
+//! product must hear about, commit, then invalidate the cache. If anything
+//! fails before the commit, nothing is stored and the caller must not
+//! acknowledge the event.
+
+mod effects;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::changes::Changes;
+use crate::clock::Clock;
+use crate::event::{self, Envelope};
+use crate::outcome::{Outcome, ReviewReason};
+use crate::store::{Recorded, Store, StoreError, Tx};
+use crate::subject::Affected;
+use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, Transition};
+
+use effects::{Effect, MAX_TEXT_BYTES};
+
+/// Where an event came in from, kept in the ledger for support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Webhook,
+    /// Listed from `GET /v1/events` by the reconciler: a webhook we missed.
+    Reconciler,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::Reconciler => "reconciler",
+        }
+    }
+}
+
+/// Why Stripe's API was read, which decides what a change means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOrigin {
+    /// HasAccess or an admin asked.
+    Refresh,
+    /// The reconciler's sweep found drift.
+    Sweep,
+}
+
+/// What happened to one delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// The first delivery: recorded with this outcome. `follow_up` names
+    /// subscriptions worth re-reading from Stripe (a failed payment, an
+    /// anomaly put up for review).
+    Recorded {
+        outcome: Outcome,
+        follow_up: Vec<FollowUp>,
+    },
+    /// The id was already recorded; nothing changed.
+    Duplicate,
+}
+
+/// A subscription to re-read from Stripe after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    pub subscription_id: String,
+    /// The review record that asked for it, to note the outcome on.
+    pub review_id: Option<i64>,
+}
+
+/// What an API read did to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiApplied {
+    pub outcome: Outcome,
+    /// The status before, when the read changed it.
+    pub previous: Option<Status>,
+    pub status: Status,
+    /// Whether the subject's access changed (and a notification was queued).
+    pub access_changed: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub outcome: Outcome,
+    /// Subscriptions to re-read from Stripe, exactly as for a first
+    /// delivery (an anomaly found again is checked again).
+    pub follow_up: Vec<FollowUp>,
+}
+
+/// Why an event cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no event with that id")]
+    NotFound,
+    #[error("only failed events can be replayed; this one is {0}")]
+    NotFailed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    changes: Arc<Changes>,
+    /// The metadata key that carries the product's user id.
+    user_key: String,
+}
+
+/// What the shared pipeline did to one recorded event inside its
+/// transaction.
+struct Applied {
+    effect: Effect,
+    affected: Affected,
+    follow_up: Vec<FollowUp>,
+}
+
+/// Hash of an event's content in canonical JSON (keys sorted), so the same
+/// event compares equal whether Stripe delivered it or the API listed it.
+pub fn content_hash(envelope: &Envelope) -> String {
+    fn write(v: &serde_json::Value, h: &mut Sha256) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                h.update(b"{");
+                for k in keys {
+                    h.update(
+                        serde_json::to_string(k)
+                            .expect("BUG: strings serialize")
+                            .as_bytes(),
+                    );
+                    h.update(b":");
+                    write(&map[k], h);
+                    h.update(b",");
+                }
+                h.update(b"}");
+            }
+            serde_json::Value::Array(items) => {
+                h.update(b"[");
+                for item in items {
+                    write(item, h);
+                    h.update(b",");
+                }
+                h.update(b"]");
+            }
+            other => h.update(other.to_string().as_bytes()),
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(envelope.event_type.as_bytes());
+    h.update(b"\n");
+    h.update(envelope.created.to_string().as_bytes());
+    h.update(b"\n");
+    write(&envelope.object, &mut h);
+    hex::encode(h.finalize())
+}
+
+impl Ledger {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        changes: Arc<Changes>,
+        user_key: String,
+    ) -> Self {
+        Ledger {
+            store,
+            clock,
+            changes,
+            user_key,
+        }
+    }
+
+    pub fn user_key(&self) -> &str {
+        &self.user_key
+    }
+
+    /// Records `envelope` (whose raw bytes are `raw`) once and applies it.
+    ///
+    /// When the database refuses a value of the event for good (see
+    /// [`StoreError::Rejected`]), nothing of the attempt is kept and the
+    /// event is recorded as `failed` with a review instead, so the sender
+    /// gets a 200 rather than a 503 it would retry for days.
+    pub async fn ingest(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        source: Source,
+    ) -> Result<Ingested, StoreError> {
+        match self.record_and_apply(envelope, raw, source).await {
+            Err(StoreError::Rejected(cause)) => {
+                tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
+                self.record_refused(envelope, raw, source, &cause).await
+            }
+            other => other,
+        }
+    }
+
+    async fn record_and_apply(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        source: Source,
+    ) -> Result<Ingested, StoreError> {
+        let now = self.clock.now_ms();
+        let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
+        let payload = String::from_utf8_lossy(raw);
+        let new_event = effects::new_event(envelope, &payload, &sha, &content, source, now);
+
+        let mut tx = self.store.begin().await?;
+        if let Recorded::Duplicate {
+            payload_sha256,
+            content_sha256,
+        } = tx.insert_event(&new_event).await?
+        {
+            let same = match content_sha256 {
+                Some(stored) => stored == content,
+                None => payload_sha256 == sha,
+            };
+            if same {
+                tx.rollback().await?;
+            } else {
+                effects::flag_payload_mismatch(now, &mut *tx, envelope).await?;
+                tx.commit().await?;
+            }
+            return Ok(Ingested::Duplicate);
+        }
+        let applied = self.apply_recorded(&mut *tx, envelope, source).await?;
+        let error = applied.effect.storable_error();
+        tx.finish_event(&envelope.id, applied.effect.outcome, error.as_deref(), now)
+            .await?;
+        self.changes.commit(tx, applied.affected).await?;
+        Ok(Ingested::Recorded {
+            outcome: applied.effect.outcome,
+            follow_up: applied.follow_up,
+        })
+    }
+
+    /// The pipeline every recorded event goes through, first delivery or
+    /// replay: check its date, read its object, apply it (announcing what a
+    /// reconciler-found event changed), or flag what can't be read.
+    async fn apply_recorded(
+        &self,
+        tx: &mut dyn Tx,
+        envelope: &Envelope,
+        source: Source,
+    ) -> Result<Applied, StoreError> {
+        let now = self.clock.now_ms();
+        let mut affected = Affected::default();
+        let mut follow_up = Vec::new();
+        let checked = event::check_created(envelope, self.clock.now_secs())
+            .and_then(|()| event::classify(envelope, &self.user_key));
+        let effect = match checked {
+            Ok(domain) => {
+                // A change the reconciler finds is news to the product.
+                let watched = effects::customer_of(&domain)
+                    .filter(|_| source == Source::Reconciler)
+                    .map(str::to_owned);
+                let before = match &watched {
+                    Some(c) => Some(self.changes.access(tx, c).await?),
+                    None => None,
+                };
+                let effect =
+                    effects::apply_event(now, tx, envelope, domain, &mut affected, &mut follow_up)
+                        .await?;
+                if let (Some(customer), Some(before)) = (watched, before) {
+                    self.changes.announce(tx, &customer, &before, true).await?;
+                }
+                effect
+            }
+            Err(shape) => effects::flag_unknown_shape(now, tx, envelope, &shape.0).await?,
+        };
+        Ok(Applied {
+            effect,
+            affected,
+            follow_up,
+        })
+    }
+
+    /// Records an event the database refused to apply: the event row (its
+    /// payload is JSON text, which every backend stores) as `failed`, and a
+    /// review. If even that is refused, the error goes back to the caller.
+    async fn record_refused(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        source: Source,
+        cause: &sqlx::Error,
+    ) -> Result<Ingested, StoreError> {
+        let now = self.clock.now_ms();
+        let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
+        let payload = String::from_utf8_lossy(raw);
+        let new_event = effects::new_event(envelope, &payload, &sha, &content, source, now);
+        let mut tx = self.store.begin().await?;
+        if let Recorded::Duplicate { .. } = tx.insert_event(&new_event).await? {
+            tx.rollback().await?;
+            return Ok(Ingested::Duplicate);
+        }
+        let error = format!("the database refused a value of this event: {cause}");
+        let error = event::storable_text(&error, MAX_TEXT_BYTES);
+        let customer = envelope.object.get("customer").and_then(|c| c.as_str());
+        let subject = customer.unwrap_or("unknown");
+        let reason = ReviewReason::StoreRefused;
+        effects::flag(now, &mut *tx, subject, None, envelope, reason, &error).await?;
+        tx.finish_event(&envelope.id, Outcome::Failed, Some(&error), now)
+            .await?;
+        tx.commit().await?;
+        Ok(Ingested::Recorded {
+            outcome: Outcome::Failed,
+            follow_up: Vec::new(),
+        })
+    }
+
+    /// Re-runs a `failed` event through the same pipeline as a first
+    /// delivery, e.g. after a fix or once an API key is configured.
+    pub async fn replay(&self, event_id: &str) -> Result<Replayed, ReplayError> {
+        let mut tx = self.store.begin().await?;
+        let Some((payload, outcome)) = tx.load_event(event_id).await? else {
+            tx.rollback().await?;
+            return Err(ReplayError::NotFound);
+        };
+        if outcome != Outcome::Failed.as_str() {
+            tx.rollback().await?;
+            return Err(ReplayError::NotFailed(outcome));
+        }
+        let applied = match event::parse_envelope(payload.as_bytes()) {
+            Err(e) => Applied {
+                effect: Effect::with(Outcome::Failed, e.to_string()),
+                affected: Affected::default(),
+                follow_up: Vec::new(),
+            },
+            Ok(envelope) => {
+                let source = Source::Webhook;
+                self.apply_recorded(&mut *tx, &envelope, source).await?
+            }
+        };
+        let error = applied.effect.storable_error();
+        let now = self.clock.now_ms();
+        tx.finish_event(event_id, applied.effect.outcome, error.as_deref(), now)
+            .await?;
+        self.changes.commit(tx, applied.affected).await?;
+        let outcome = applied.effect.outcome;
+        tracing::info!(event_id, outcome = outcome.as_str(), "event replayed");
+        Ok(Replayed {
+            outcome,
+            follow_up: applied.follow_up,
+        })
+    }
+
+    /// Applies a subscription read from Stripe's API at `read_at` (unix
+    /// seconds) through the same ordering rules as events. A read is the
+    /// truth at that moment, so it also makes the record fresh. A change of
+    /// access is queued as a notification in the same transaction.
+    pub async fn apply_api_snapshot(
+        &self,
+        snap: &SubscriptionSnapshot,
+        read_at: i64,
+        origin: ReadOrigin,
+    ) -> Result<ApiApplied, StoreError> {
+        let now = self.clock.now_ms();
+        let stamp = Stamp {
+            created: read_at,
+            event_id: String::new(),
+        };
+        let mut tx = self.store.begin().await?;
+        let current = tx
+            .lock_subscription(&snap.id, &snap.customer_id, now)
+            .await?;
+        let before = self.changes.access(&mut *tx, &snap.customer_id).await?;
+        let mut affected = Affected::default();
+        let transition = subscription::apply_snapshot(Some(&current), snap, &stamp, Authority::Api);
+        let outcome = match transition {
+            Transition::Apply {
+                record, corrected, ..
+            } => {
+                if let Some(from) = corrected {
+                    tracing::warn!(subscription_id = %snap.id, %from, to = %snap.status, "stripe api overrides a transition events could not make");
+                }
+                tx.save_subscription(&record, now).await?;
+                affected.add_record(&current);
+                affected.add_record(&record);
+                Outcome::Applied
+            }
+            Transition::Stale | Transition::Impossible { .. } => Outcome::Stale,
+        };
+        let by_reconciler = origin == ReadOrigin::Sweep;
+        let access_changed = self
+            .changes
+            .announce(&mut *tx, &snap.customer_id, &before, by_reconciler)
+            .await?;
+        self.changes.commit(tx, affected).await?;
+        Ok(ApiApplied {
+            outcome,
+            previous: current.status.filter(|p| *p != snap.status),
+            status: snap.status,
+            access_changed,
+        })
+    }
+}
