@@ -31,6 +31,8 @@ pub enum RefreshFailure {
     NotConfigured,
     #[error("Stripe unreachable")]
     Unreachable,
+    #[error("Stripe has no such object")]
+    NotFound,
     #[error("Stripe refresh timed out")]
     TimedOut,
     #[error("Stripe rate limit reached")]
@@ -394,6 +396,7 @@ fn stripe_failure(id: &str, e: StripeError) -> RefreshFailure {
     tracing::warn!(id, error = %e, "stripe refresh failed");
     match e {
         StripeError::Status { status: 429, .. } => RefreshFailure::RateLimited,
+        StripeError::NotFound => RefreshFailure::NotFound,
         _ => RefreshFailure::Unreachable,
     }
 }

@@ -184,6 +184,7 @@ pub struct TestApp {
     pub stripe: FakeStripe,
     /// What the running application was built with, for [`TestApp::restart`].
     config: Config,
+    clock: Option<Arc<dyn tollgate::clock::Clock>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -248,15 +249,36 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
     spawn_app_in(db, configure).await
 }
 
+/// The application with a clock the test moves (see
+/// [`tollgate::clock::ManualClock`]), for exact time edges.
+pub async fn spawn_app_clocked(
+    backend: Backend,
+    clock: Arc<tollgate::clock::ManualClock>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    spawn(db, Some(clock), configure).await
+}
+
 /// The application on a database the test prepared itself.
 pub async fn spawn_app_in(db: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(db, None, configure).await
+}
+
+async fn spawn(
+    db: TestDatabase,
+    clock: Option<Arc<tollgate::clock::ManualClock>>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     init_test_logs();
     let stripe = FakeStripe::start().await;
     let mut config = test_config(&db.url, &stripe.base_url());
     configure(&mut config);
     let secret = config.secrets.clone().first().to_owned();
     let store_options = config.store.clone();
-    let running = start(config.clone()).await;
+    let clock: Option<Arc<dyn tollgate::clock::Clock>> =
+        clock.map(|c| c as Arc<dyn tollgate::clock::Clock>);
+    let running = start(config.clone(), clock.clone()).await;
     let store = store::connect(&store_options).await.expect("store opens");
     TestApp {
         http_addr: running.http_addr,
@@ -268,6 +290,7 @@ pub async fn spawn_app_in(db: TestDatabase, configure: impl FnOnce(&mut Config))
         db,
         stripe,
         config,
+        clock,
         shutdown: Some(running.shutdown),
         server: Some(running.server),
     }
@@ -281,10 +304,12 @@ struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(config: Config) -> Running {
-    let app = Application::build(config)
-        .await
-        .expect("application builds");
+async fn start(config: Config, clock: Option<Arc<dyn tollgate::clock::Clock>>) -> Running {
+    let app = match clock {
+        Some(clock) => Application::build_with_clock(config, clock).await,
+        None => Application::build(config).await,
+    }
+    .expect("application builds");
     let http_addr = app.http_addr();
     let grpc_addr = app.grpc_addr();
     let (shutdown, rx) = oneshot::channel::<()>();
@@ -439,7 +464,7 @@ impl TestApp {
         let mut config = self.config.clone();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-        let running = start(config).await;
+        let running = start(config, self.clock.clone()).await;
         self.http_addr = running.http_addr;
         self.grpc_addr = running.grpc_addr;
         self.grpc = running.grpc;

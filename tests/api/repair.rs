@@ -18,6 +18,8 @@ on_both_backends!(
     the_reconciler_applies_missed_webhooks_exactly_once_across_pages,
     a_held_revocation_keeps_access_until_an_admin_resolves_it,
     a_sweep_corrects_drift_and_queues_a_notification,
+    replaying_an_anomaly_rechecks_it_with_stripe,
+    a_row_the_store_cannot_decode_answers_500_and_logs_the_cause,
 );
 
 /// Three subscriptions, each with 3 events in Stripe's list (120 more noise
@@ -360,11 +362,18 @@ async fn a_notification_that_never_gets_through_ends_dead_and_in_review() {
     let n = &app.notifications().await[0];
     assert!(n.dead && n.acked_at_ms.is_none(), "{n:?}");
     assert_eq!(receiver.received().len(), 3);
-    let reviews = app.store.list_reviews(true).await.unwrap();
-    assert!(
-        reviews.iter().any(|r| r.reason == "dead_notification"),
-        "{reviews:?}"
-    );
+    // The review is written right after the row is marked dead.
+    let flagged = || async {
+        let reviews = app.store.list_reviews(true).await.unwrap();
+        reviews.iter().any(|r| r.reason == "dead_notification")
+    };
+    while !flagged().await {
+        assert!(
+            Instant::now() < deadline,
+            "the dead notification was never flagged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A refresh that restores access queues one notification.
@@ -632,4 +641,138 @@ async fn the_cli_round_trips_against_a_running_server() {
     });
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+}
+
+/// A failed event replayed later goes through the same pipeline as a first
+/// delivery, follow-ups included: an anomaly it finds is checked against
+/// Stripe and the review keeps what Stripe said.
+async fn replaying_an_anomaly_rechecks_it_with_stripe(backend: Backend) {
+    let t = now();
+    let clock = std::sync::Arc::new(tollgate::clock::ManualClock::at_secs(t));
+    let app = crate::helpers::spawn_app_clocked(backend, clock.clone(), |_| {}).await;
+    let sub = Sub::new("sub_replay", "cus_replay", "active", t + 30 * DAY);
+    let created = "customer.subscription.created";
+    app.deliver(&subscription_event(
+        "evt_rp_1",
+        created,
+        t - 60,
+        &sub,
+        Shape::Basil,
+    ))
+    .await;
+    let canceled = sub.status("canceled");
+    let deleted = "customer.subscription.deleted";
+    app.deliver(&subscription_event(
+        "evt_rp_2",
+        deleted,
+        t - 30,
+        &canceled,
+        Shape::Basil,
+    ))
+    .await;
+    // A live event two days ahead of our clock fails...
+    let mut early = subscription_event("evt_rp_3", created, t + 2 * DAY, &sub, Shape::Basil);
+    early["livemode"] = serde_json::json!(true);
+    assert_eq!(app.deliver(&early).await, "failed");
+    app.stripe
+        .put_subscription(subscription_object(&canceled, Shape::Basil));
+
+    // ...and once the clock has caught up, its replay is an impossible
+    // transition (canceled -> active): ignored, flagged, and re-checked.
+    clock.advance_secs(3 * DAY);
+    let replayed = app
+        .admin()
+        .replay_event(proto::ReplayEventRequest {
+            id: "evt_rp_3".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.outcome, "ignored", "{replayed:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        let reviews = app.store.list_reviews(true).await.unwrap();
+        let review = reviews.iter().find(|r| {
+            r.event_id.as_deref() == Some("evt_rp_3") && r.reason == "impossible_transition"
+        });
+        if let Some(outcome) = review.and_then(|r| r.refresh_outcome.clone()) {
+            break outcome;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replayed anomaly was never re-checked: {reviews:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(outcome.contains("stripe says canceled"), "{outcome}");
+    assert_eq!(app.stripe.request_count("/v1/subscriptions/sub_replay"), 1);
+}
+
+/// A row Tollgate can't read back is a bug, not an outage: the webhook gets
+/// a 500 (not a 503 Stripe would retry for days without end), nothing of it
+/// is stored, and the log names the cause.
+async fn a_row_the_store_cannot_decode_answers_500_and_logs_the_cause(backend: Backend) {
+    use crate::helpers::{ServerProcess, TestDatabase, SECRET};
+    let db = TestDatabase::create(backend).await;
+    let stripe = crate::fake_stripe::FakeStripe::start().await;
+    let server = ServerProcess::start(&db.url, &stripe.base_url(), &[]).await;
+    let url = format!("http://{}/webhooks/stripe", server.http_addr);
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let raw = serde_json::to_vec(&body).unwrap();
+        let header = tollgate::signature::header_for(SECRET, now(), &raw);
+        http.post(&url)
+            .header("Stripe-Signature", header)
+            .body(raw)
+            .send()
+    };
+    let sub = Sub::new("sub_corrupt", "cus_corrupt", "active", now() + DAY);
+    let created = "customer.subscription.created";
+    let first = subscription_event("evt_cr_1", created, now() - 60, &sub, Shape::Basil);
+    assert_eq!(post(first).await.unwrap().status(), 200);
+
+    // Someone edits the row by hand.
+    let store = tollgate::store::connect(&tollgate::store::StoreOptions {
+        url: db.url.clone(),
+        busy_timeout: Duration::from_secs(5),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let sql = "UPDATE subscriptions SET status = 'bogus' WHERE id = 'sub_corrupt'";
+    match backend {
+        Backend::Sqlite => {
+            use sqlx::{Connection, Executor};
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+        Backend::Postgres => {
+            use sqlx::{Connection, Executor};
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+    }
+    let updated = "customer.subscription.updated";
+    let second = subscription_event(
+        "evt_cr_2",
+        updated,
+        now() - 30,
+        &sub.status("past_due"),
+        Shape::Basil,
+    );
+    let r = post(second).await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "internal error; event not stored");
+    assert!(
+        store.get_event("evt_cr_2").await.unwrap().is_none(),
+        "nothing half-done"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains("Corrupt") && logs.contains("bogus"),
+        "the cause is logged: {logs}"
+    );
+    assert_eq!(server.terminate().await, Some(0));
 }
