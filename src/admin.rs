@@ -12,6 +12,7 @@ use crate::reconciler::{PassReport, ReconcileError, Reconciler};
 use crate::refresh::Refresher;
 use crate::reviews::Reviews;
 use crate::store::{EventRow, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError};
+use crate::stripe::NotConfigured;
 use crate::subject::{Subject, SubjectError};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,9 +183,7 @@ impl Admin {
     ) -> Result<(usize, Decision), AdminError> {
         let subject = Subject::from_parts(user_id, customer_id)?;
         if !self.refresher.configured() {
-            return Err(AdminError::Unavailable(
-                "Stripe API not configured (set STRIPE_API_KEY)".into(),
-            ));
+            return Err(AdminError::Unavailable(NotConfigured.to_string()));
         }
         let store = &self.store;
         let records = match &subject {

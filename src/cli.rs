@@ -213,19 +213,18 @@ fn record(v: &Value) -> String {
 }
 
 /// Runs one admin command; returns what to print.
-pub async fn run(args: AdminArgs) -> Result<String, String> {
+pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
+    use anyhow::Context;
     let channel = Channel::from_shared(args.addr.clone())
-        .map_err(|e| format!("invalid --addr {}: {e}", args.addr))?
+        .with_context(|| format!("invalid --addr {}", args.addr))?
         .connect()
         .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+        .with_context(|| format!("cannot reach {}", args.addr))?;
     let token: Option<MetadataValue<_>> = match args.token.as_deref() {
         None => None,
-        Some(t) => Some(
-            format!("Bearer {}", t.trim())
-                .parse()
-                .map_err(|_| "the admin token has characters a header cannot carry".to_owned())?,
-        ),
+        Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| {
+            anyhow::anyhow!("the admin token has characters a header cannot carry")
+        })?),
     };
     let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         if let Some(t) = &token {
@@ -233,7 +232,7 @@ pub async fn run(args: AdminArgs) -> Result<String, String> {
         }
         Ok(req)
     });
-    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
     let (value, text) = match args.command {
         AdminCommand::Reviews(ReviewsCommand::List {
             state,

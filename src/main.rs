@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use tollgate::config::{Cli, Command};
@@ -15,26 +16,25 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => store::connect(&args.store_options())
             .await
             .map(|_| tracing::info!("migrations applied"))
-            .map_err(|e| e.to_string()),
+            .context("could not apply migrations"),
         Command::Admin(args) => tollgate::cli::run(args).await.map(|out| println!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("tollgate: error: {message}");
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line.
+            eprintln!("tollgate: error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: tollgate::config::ServeArgs) -> Result<(), String> {
-    let config = args.into_config().map_err(|e| e.to_string())?;
-    let app = Application::build(config)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn serve(args: tollgate::config::ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .context("server failed")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -20,15 +20,15 @@ use crate::clock::Clock;
 use crate::event::parse_subscription;
 use crate::ledger::{ApiApplied, FollowUp, Ledger, ReadOrigin};
 use crate::reviews::Reviews;
-use crate::stripe::{StripeClient, StripeError};
+use crate::stripe::{NotConfigured, StripeClient, StripeError};
 use tokio_util::task::TaskTracker;
 
 /// Why Stripe could not confirm local data. The text goes into HasAccess's
 /// `detail` sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshFailure {
-    #[error("Stripe API not configured")]
-    NotConfigured,
+    #[error(transparent)]
+    NotConfigured(#[from] NotConfigured),
     #[error("Stripe unreachable")]
     Unreachable,
     #[error("Stripe has no such object")]
@@ -246,7 +246,7 @@ impl Refresher {
         if self.client.is_none() {
             metrics::counter!(crate::metrics::REFRESHES, "outcome" => "not_configured")
                 .increment(1);
-            return Err(RefreshFailure::NotConfigured);
+            return Err(NotConfigured.into());
         }
         if let Some(result) = self.recent.get(&key) {
             metrics::counter!(crate::metrics::REFRESHES, "outcome" => "recent").increment(1);
@@ -262,7 +262,7 @@ impl Refresher {
         };
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(RefreshFailure::NotConfigured) => "not_configured",
+            Err(RefreshFailure::NotConfigured(_)) => "not_configured",
             Err(RefreshFailure::TimedOut) => "timed_out",
             Err(_) => "failed",
         };
@@ -319,7 +319,7 @@ impl Refresher {
     }
 
     fn client(&self) -> Result<&StripeClient, RefreshFailure> {
-        self.client.as_deref().ok_or(RefreshFailure::NotConfigured)
+        self.client.as_deref().ok_or(NotConfigured.into())
     }
 
     /// Re-reads one subscription now, without single flight or timeout:

@@ -29,14 +29,14 @@ use crate::tasks::supervise;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("could not open the database: {0}")]
+    #[error("could not open the database")]
     Store(#[from] StoreError),
-    #[error("could not bind {addr}: {source}")]
+    #[error("could not bind {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("could not build gRPC reflection: {0}")]
+    #[error("could not build gRPC reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 

@@ -16,10 +16,14 @@ use serde_json::Value;
 /// one are parsed, so events rendered at other versions still work.
 pub const STRIPE_VERSION: &str = "2025-03-31.basil";
 
+/// The one "no API key" error: every service that needs Stripe's API and
+/// finds no client configured says exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Stripe API not configured (set STRIPE_API_KEY)")]
+pub struct NotConfigured;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
-    #[error("Stripe API is not configured (set STRIPE_API_KEY)")]
-    NotConfigured,
     #[error("Stripe has no such object")]
     NotFound,
     #[error("Stripe answered {status}: {message}")]

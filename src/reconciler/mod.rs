@@ -31,7 +31,7 @@ use crate::outcome::Outcome;
 use crate::refresh::Refresher;
 use crate::reviews::Reviews;
 use crate::store::{Store, StoreError};
-use crate::stripe::StripeClient;
+use crate::stripe::{NotConfigured, StripeClient};
 
 pub use progress::{PassState, Progress};
 
@@ -41,8 +41,8 @@ const PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("Stripe API not configured (set STRIPE_API_KEY)")]
-    NotConfigured,
+    #[error(transparent)]
+    NotConfigured(#[from] NotConfigured),
     #[error("Stripe events listing failed: {0}")]
     Stripe(#[from] crate::stripe::StripeError),
     #[error("another replica holds the reconciler lock and runs the passes")]
@@ -110,7 +110,7 @@ impl Reconciler {
     pub async fn run_once(&self, force_sweep: bool) -> Result<PassReport, ReconcileError> {
         let _pass = self.running.lock().await;
         if self.stripe.is_none() {
-            return Err(ReconcileError::NotConfigured);
+            return Err(NotConfigured.into());
         }
         if !self.store.try_lead().await? {
             return Err(ReconcileError::NotLeader);
@@ -141,7 +141,7 @@ impl Reconciler {
     }
 
     async fn catch_up(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
-        let client = self.stripe.as_ref().ok_or(ReconcileError::NotConfigured)?;
+        let client = self.stripe.as_ref().ok_or(NotConfigured)?;
         let oldest = self.clock.now_secs() - EVENTS_WINDOW;
         let mut pass = match self.progress.unfinished_pass().await? {
             Some(pass) if pass.after.is_some() => {
