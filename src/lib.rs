@@ -63,6 +63,9 @@ pub mod subscription;
 pub mod tasks;
 pub mod telemetry;
 
+#[cfg(test)]
+mod testing;
+
 /// Generated protobuf and gRPC code for `tollgate.v1`.
 pub mod proto {
     #![allow(clippy::all)]

@@ -414,7 +414,86 @@ fn describe(applied: &ApiApplied) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    /// A refresher whose Stripe client is never called: the tests hand
+    /// `bounded` their own work.
+    async fn refresher(timeout: Duration) -> (crate::testing::Services, Arc<Refresher>) {
+        let s = crate::testing::services().await;
+        let client = StripeClient::new(&crate::stripe::StripeOptions {
+            base_url: "http://127.0.0.1:1".into(),
+            api_key: Some("sk_test_unused".into()),
+            max_rps: 10,
+            request_timeout: Duration::from_secs(1),
+            max_retries: 0,
+        });
+        let r = Arc::new(Refresher::new(
+            client.map(Arc::new),
+            s.clock.clone(),
+            s.ledger.clone(),
+            s.reviews.clone(),
+            timeout,
+            Duration::from_millis(1),
+            1.0,
+        ));
+        (s, r)
+    }
+
+    fn counted(
+        runs: &Arc<AtomicUsize>,
+        takes: Duration,
+    ) -> impl Future<Output = Result<usize, RefreshFailure>> + Send + 'static {
+        let runs = runs.clone();
+        async move {
+            tokio::time::sleep(takes).await;
+            Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_concurrent_callers_share_one_refresh() {
+        let (_s, r) = refresher(Duration::from_secs(2)).await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let calls =
+            (0..100).map(|_| r.bounded("k".into(), counted(&runs, Duration::from_millis(50))));
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(|r| *r == Ok(1)), "{results:?}");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(r.inflight.lock().unwrap().is_empty(), "the key is freed");
+    }
+
+    #[tokio::test]
+    async fn a_caller_waits_at_most_the_timeout_and_the_refresh_goes_on() {
+        let (_s, r) = refresher(Duration::from_millis(20)).await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let late = r
+            .bounded("k".into(), counted(&runs, Duration::from_millis(200)))
+            .await;
+        assert_eq!(late, Err(RefreshFailure::TimedOut));
+        r.drain(Duration::from_secs(2)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "it finished in the background"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_panics_frees_its_key_for_the_next_caller() {
+        let (_s, r) = refresher(Duration::from_secs(2)).await;
+        let boom = async { panic!("unexpected shape") };
+        assert_eq!(
+            r.bounded("k".into(), boom).await,
+            Err(RefreshFailure::Internal)
+        );
+        assert!(r.inflight.lock().unwrap().is_empty());
+        r.recent.invalidate_all();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let again = r.bounded("k".into(), counted(&runs, Duration::ZERO)).await;
+        assert_eq!(again, Ok(1), "a new refresh ran");
+    }
 
     #[test]
     fn only_stripe_shaped_ids_are_looked_up() {

@@ -9,6 +9,8 @@
 //! acknowledge the event.
 
 mod effects;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

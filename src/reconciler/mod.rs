@@ -35,8 +35,6 @@ use crate::stripe::{NotConfigured, StripeClient};
 
 pub use progress::{PassState, Progress};
 
-/// Stripe lists events back 30 days; stay a minute inside that.
-const EVENTS_WINDOW: i64 = 30 * 86_400 - 60;
 const PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
@@ -142,19 +140,12 @@ impl Reconciler {
 
     async fn catch_up(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
         let client = self.stripe.as_ref().ok_or(NotConfigured)?;
-        let oldest = self.clock.now_secs() - EVENTS_WINDOW;
-        let mut pass = match self.progress.unfinished_pass().await? {
-            Some(pass) if pass.after.is_some() => {
-                tracing::info!(after = ?pass.after, "resuming an interrupted reconcile pass");
-                pass
-            }
-            _ => PassState {
-                since: self.progress.cursor().await?.unwrap_or(oldest),
-                high_water: None,
-                after: None,
-            },
-        };
-        pass.since = pass.since.max(oldest);
+        let saved = self.progress.unfinished_pass().await?;
+        if let Some(after) = saved.as_ref().and_then(|p| p.after.as_deref()) {
+            tracing::info!(after, "resuming an interrupted reconcile pass");
+        }
+        let cursor = self.progress.cursor().await?;
+        let mut pass = progress::start_pass(saved, cursor, self.clock.now_secs());
 
         loop {
             let (page, has_more) = client
@@ -163,24 +154,13 @@ impl Reconciler {
             report.pages += 1;
             for value in &page {
                 self.feed(value, report).await?;
-                if let Some(created) = value["created"].as_i64() {
-                    pass.high_water = Some(pass.high_water.map_or(created, |h| h.max(created)));
-                }
             }
-            let last = page
-                .last()
-                .and_then(|e| e["id"].as_str())
-                .map(str::to_owned);
-            if !has_more || last.is_none() {
+            if !pass.record_page(&page, has_more) {
                 break;
             }
-            pass.after = last;
             self.progress.save_pass(&pass).await?;
         }
-        // Next pass lists from the newest event seen (inclusive: events in
-        // that same second come back as harmless duplicates).
-        let cursor = pass.high_water.unwrap_or(pass.since);
-        self.progress.finish_pass(cursor).await?;
+        self.progress.finish_pass(pass.next_cursor()).await?;
         report.newest_event = pass.high_water;
         Ok(())
     }

@@ -23,6 +23,50 @@ pub struct PassState {
     pub after: Option<String>,
 }
 
+/// Stripe lists events back 30 days; stay a minute inside that.
+pub const EVENTS_WINDOW: i64 = 30 * 86_400 - 60;
+
+/// Where a pass starts at `now`: the interrupted pass when one was saved
+/// mid-way (it has an `after`), else from the cursor; never further back
+/// than Stripe lists events.
+pub fn start_pass(saved: Option<PassState>, cursor: Option<i64>, now: i64) -> PassState {
+    let oldest = now - EVENTS_WINDOW;
+    let mut pass = match saved {
+        Some(pass) if pass.after.is_some() => pass,
+        _ => PassState {
+            since: cursor.unwrap_or(oldest),
+            high_water: None,
+            after: None,
+        },
+    };
+    pass.since = pass.since.max(oldest);
+    pass
+}
+
+impl PassState {
+    /// Takes in one page of listed events; true when there is another page
+    /// to fetch (then the pass resumes after this page's last event).
+    pub fn record_page(&mut self, page: &[serde_json::Value], has_more: bool) -> bool {
+        for created in page.iter().filter_map(|e| e["created"].as_i64()) {
+            self.high_water = Some(self.high_water.map_or(created, |h| h.max(created)));
+        }
+        let last = page.last().and_then(|e| e["id"].as_str());
+        match (has_more, last) {
+            (true, Some(id)) => {
+                self.after = Some(id.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where the next pass lists from: the newest event seen (inclusive:
+    /// events of that same second come back as harmless duplicates).
+    pub fn next_cursor(&self) -> i64 {
+        self.high_water.unwrap_or(self.since)
+    }
+}
+
 pub struct Progress {
     store: Arc<dyn Store>,
 }
@@ -81,5 +125,73 @@ impl Progress {
         let mut tx = self.store.begin().await?;
         tx.set_state(SWEEP_KEY, Some(&at.to_string())).await?;
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_pass_starts_from_the_saved_pass_the_cursor_or_thirty_days_back() {
+        let oldest = NOW - EVENTS_WINDOW;
+        let resumable = PassState {
+            since: NOW - 100,
+            high_water: Some(NOW - 50),
+            after: Some("evt_9".into()),
+        };
+        let unstarted = PassState {
+            after: None,
+            ..resumable.clone()
+        };
+        let table = [
+            (None, None, (oldest, None)),
+            (None, Some(NOW - 10), (NOW - 10, None)),
+            (None, Some(oldest - 1), (oldest, None)),
+            (Some(unstarted), Some(NOW - 10), (NOW - 10, None)),
+            (
+                Some(resumable.clone()),
+                Some(NOW - 10),
+                (NOW - 100, Some("evt_9")),
+            ),
+        ];
+        for (saved, cursor, (since, after)) in table {
+            let pass = start_pass(saved.clone(), cursor, NOW);
+            assert_eq!(
+                (pass.since, pass.after.as_deref()),
+                (since, after),
+                "{saved:?} {cursor:?}"
+            );
+        }
+        let old = PassState {
+            since: oldest - 500,
+            ..resumable
+        };
+        assert_eq!(start_pass(Some(old), None, NOW).since, oldest);
+    }
+
+    #[test]
+    fn pages_advance_the_pass_and_the_newest_event_becomes_the_cursor() {
+        let mut pass = start_pass(None, Some(NOW - 1000), NOW);
+        assert_eq!(
+            pass.next_cursor(),
+            NOW - 1000,
+            "nothing seen: keep the cursor"
+        );
+        let page = [
+            json!({"id": "evt_3", "created": NOW - 10}),
+            json!({"id": "evt_2", "created": NOW - 20}),
+        ];
+        assert!(pass.record_page(&page, true));
+        assert_eq!(pass.after.as_deref(), Some("evt_2"));
+        let last = [json!({"id": "evt_1", "created": NOW - 30})];
+        assert!(!pass.record_page(&last, false));
+        assert_eq!(pass.after.as_deref(), Some("evt_2"), "no next page");
+        assert_eq!(pass.next_cursor(), NOW - 10);
+        assert!(!pass.record_page(&[], true), "an empty page ends the pass");
     }
 }
