@@ -5,32 +5,61 @@
 //! gRPC and get an answer computed from that store.
 //!
 //! # Layout
-//! - [`clock`]: unix seconds as text, total over every `i64`; the sane range.
+//! Layers, bottom to top; a module imports only from its own layer or
+//! below (`../shared/tools/layering.py src` finds no cycle).
+//!
+//! **Domain**: pure types and decisions; no I/O, and no clock reads (the
+//! time is an argument).
+//! - [`clock`]: the [`clock::Clock`] services read (system or manual), and
+//!   total RFC 3339 formatting; the sane range 2000–2100.
 //! - [`signature`]: `Stripe-Signature` verification, as Stripe's SDKs do it.
-//! - [`event`]: event envelope and object parsing, in both API shapes.
-//! - [`subscription`]: the subscription model, ordering and state machine.
-//! - [`policy`]: the access decision, a pure function of (records, now, policy).
-//! - [`ledger`]: the exactly-once pipeline: record an event, apply it, commit.
-//! - [`store`]: the store trait, with SQLite and PostgreSQL implementations.
-//! - [`access`]: HasAccess in domain terms: cached records, decide, refresh
-//!   when stale, stale grace when Stripe cannot be asked.
-//! - [`cache`]: the moka cache of each subject's records, with race-free
-//!   invalidation.
-//! - [`stripe`]: the Stripe API client (timeouts, SDK-style retries, rate
-//!   limit).
-//! - [`refresh`]: on-demand, single-flight refresh of records from Stripe.
-//! - [`http`]: the webhook endpoint and health checks (axum).
-//! - [`serve`]: both ports' accept loops: connection caps, slow-client
-//!   timeouts, the shutdown deadline.
-//! - [`grpc`]: the `tollgate.v1.Entitlements` service (tonic); [`codec`]
-//!   answers undecodable requests with `INVALID_ARGUMENT`.
-//! - [`error`]: the one place domain errors become HTTP and gRPC statuses.
-//! - [`reconciler`]: catch-up on missed events and the drift sweep.
-//! - [`notify`]: the access-change outbox and its signed HTTP push.
+//! - [`event`]: event envelopes and objects in every API shape Tollgate
+//!   reads; dispatch on event types happens once, in `classify`.
+//! - [`subscription`]: the subscription record, its ordering key and the
+//!   state machine (`apply_snapshot`).
+//! - [`policy`]: the access decision, a pure function of (records, now,
+//!   policy).
+//! - [`subject`]: who access is asked about ([`subject::Subject`]) and what
+//!   a commit touched ([`subject::Affected`]).
+//! - [`outcome`]: how an event was handled and why a record needs review.
+//! - [`access_change`]: whether two decisions differ in a way the product
+//!   must hear about, and what it is told.
+//!
+//! **Store**: [`store`], the `Store`/`Tx` traits with their row and DTO
+//! types, and the SQLite and PostgreSQL implementations with their own
+//! migrations; it publishes what it hears from other replicas as
+//! [`store::StoreEvent`]s and knows nothing of the cache.
+//!
+//! **Adapters**: [`stripe`] (the API client: timeouts, SDK-style retries, a
+//! rate limit) and [`cache`] (each subject's records in memory, weighed in
+//! bytes, invalidated without races).
+//!
+//! **Services**: each gets its collaborators and the clock at construction.
+//! - [`ledger`]: the exactly-once pipeline, shared by first deliveries,
+//!   replays and API reads: record, apply, commit.
+//! - [`changes`]: what every write does around its commit: announce access
+//!   changes, invalidate what it touched.
+//! - [`reviews`]: the manual-review workflow.
+//! - [`access`]: HasAccess: cached records, decide, refresh when stale, stale
+//!   grace when Stripe can't be asked.
+//! - [`refresh`]: on-demand, single-flight re-reads from Stripe, with a
+//!   separate budget for customers never seen.
+//! - [`reconciler`]: catch-up on missed events and the drift sweep, with
+//!   its progress in [`reconciler::Progress`].
+//! - [`notify`]: the outbox dispatcher and its signed push payload.
 //! - [`admin`]: review, forensics and repair operations behind gRPC `Admin`.
+//!
+//! **Edges**: convert and wire, nothing more.
+//! - [`http`]: the webhook endpoint, health, readiness and metrics (axum);
+//!   [`serve`]: both ports' accept loops (connection caps, slow clients, the
+//!   shutdown deadline).
+//! - [`grpc`]: the `Entitlements` and `Admin` services (tonic); [`codec`]
+//!   answers undecodable requests with `INVALID_ARGUMENT`.
+//! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
 //! - [`cli`]: `tollgate admin ...`, a client of the Admin service.
-//! - [`tasks`]: supervised background tasks, restarted after a panic.
-//! - [`config`], [`telemetry`], [`startup`]: options, logs, wiring.
+//! - [`startup`]: builds everything and runs it until shutdown; [`tasks`]
+//!   supervises background loops; [`config`], [`telemetry`] and [`metrics`]:
+//!   options, logs and Prometheus names.
 
 pub mod access;
 pub mod access_change;
