@@ -14,7 +14,7 @@
 //!
 //! What a pass changes is announced as a notification (see
 //! [`crate::ledger`]). Only one pass runs at a time in a process; across
-//! replicas, the store decides who runs ([`Store::try_lead`](crate::store::Store::try_lead)).
+//! replicas, the store decides who runs ([`Store::try_lead`]).
 
 mod progress;
 
