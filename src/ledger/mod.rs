@@ -113,6 +113,41 @@ pub struct Ledger {
     user_key: String,
 }
 
+/// A delivered event's text and hashes, as its ledger row keeps them.
+struct Received<'a> {
+    payload: std::borrow::Cow<'a, str>,
+    payload_sha256: String,
+    /// Equal for the same event whether it came by webhook or from the
+    /// events API (see [`content_hash`]).
+    content_sha256: String,
+}
+
+impl<'a> Received<'a> {
+    fn of(envelope: &Envelope, raw: &'a [u8]) -> Self {
+        Received {
+            payload: String::from_utf8_lossy(raw),
+            payload_sha256: hex::encode(Sha256::digest(raw)),
+            content_sha256: content_hash(envelope),
+        }
+    }
+
+    fn row<'r>(
+        &'r self,
+        envelope: &'r Envelope,
+        source: Source,
+        now: i64,
+    ) -> crate::store::NewEvent<'r> {
+        effects::new_event(
+            envelope,
+            &self.payload,
+            &self.payload_sha256,
+            &self.content_sha256,
+            source,
+            now,
+        )
+    }
+}
+
 /// What the shared pipeline did to one recorded event inside its
 /// transaction.
 struct Applied {
@@ -209,9 +244,8 @@ impl Ledger {
         source: Source,
     ) -> Result<Ingested, StoreError> {
         let now = self.clock.now_ms();
-        let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
-        let payload = String::from_utf8_lossy(raw);
-        let new_event = effects::new_event(envelope, &payload, &sha, &content, source, now);
+        let received = Received::of(envelope, raw);
+        let new_event = received.row(envelope, source, now);
 
         let mut tx = self.store.begin().await?;
         if let Recorded::Duplicate {
@@ -220,8 +254,8 @@ impl Ledger {
         } = tx.insert_event(&new_event).await?
         {
             let same = match content_sha256 {
-                Some(stored) => stored == content,
-                None => payload_sha256 == sha,
+                Some(stored) => stored == received.content_sha256,
+                None => payload_sha256 == received.payload_sha256,
             };
             if same {
                 tx.rollback().await?;
@@ -294,9 +328,8 @@ impl Ledger {
         cause: &sqlx::Error,
     ) -> Result<Ingested, StoreError> {
         let now = self.clock.now_ms();
-        let (sha, content) = (hex::encode(Sha256::digest(raw)), content_hash(envelope));
-        let payload = String::from_utf8_lossy(raw);
-        let new_event = effects::new_event(envelope, &payload, &sha, &content, source, now);
+        let received = Received::of(envelope, raw);
+        let new_event = received.row(envelope, source, now);
         let mut tx = self.store.begin().await?;
         if let Recorded::Duplicate { .. } = tx.insert_event(&new_event).await? {
             tx.rollback().await?;
