@@ -180,13 +180,20 @@ impl Application {
         health_reporter
             .set_serving::<EntitlementsServer<EntitlementsService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl speaks v1, while Python's
+        // grpcio-reflection, Postman, evans and older grpcurl speak only
+        // v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let auth = admin_auth(config.admin_token.clone().map(Arc::from));
         let grpc = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(
                 EntitlementsServer::new(EntitlementsService { access })
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),

@@ -114,7 +114,7 @@ async fn shutdown_drains_and_returns_cleanly() {
 }
 
 #[tokio::test]
-async fn grpc_health_and_reflection_answer() {
+async fn grpc_health_and_reflection_v1_and_v1alpha_answer() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let app = spawn_app_on(Backend::Sqlite).await;
@@ -134,29 +134,55 @@ async fn grpc_health_and_reflection_answer() {
             .into_inner();
         assert_eq!(r.status, 1, "SERVING for {service:?}");
     }
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+    // v1, as grpcurl speaks it.
+    let names = {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            stream.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("a service list");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
     };
-    let mut stream = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        stream.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("a service list");
+    // v1alpha, as Python's grpcio-reflection, Postman and evans speak it.
+    let alpha_names = {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            stream.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("a service list over v1alpha");
+        };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"tollgate.v1.Entitlements".to_owned())
-            && names.contains(&"tollgate.v1.Admin".to_owned()),
-        "{names:?}"
-    );
+    for names in [names, alpha_names] {
+        assert!(
+            names.contains(&"tollgate.v1.Entitlements".to_owned())
+                && names.contains(&"tollgate.v1.Admin".to_owned()),
+            "{names:?}"
+        );
+    }
 }
