@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Staleness;
+use crate::livemode::Livemode;
 use crate::notify::PushOptions;
 use crate::policy::Policy;
 use crate::signature::Secrets;
@@ -137,6 +138,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true)]
     pub stripe_api_key: Option<String>,
 
+    /// Which events are applied, by their livemode: live, test or any.
+    /// Default: what STRIPE_API_KEY says (sk_live_/rk_live_ live,
+    /// sk_test_/rk_test_ test), else any. Others are recorded as ignored.
+    #[arg(long, env = "TOLLGATE_LIVEMODE", value_enum)]
+    pub livemode: Option<Livemode>,
+
     /// Most Stripe API requests Tollgate sends in any second.
     #[arg(long, env = "TOLLGATE_STRIPE_MAX_RPS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub stripe_max_rps: u32,
@@ -266,6 +273,8 @@ pub struct Config {
     pub secrets: Secrets,
     pub signature_tolerance_secs: u64,
     pub user_id_metadata_key: String,
+    /// Events of the other mode are recorded as ignored.
+    pub livemode: Livemode,
     pub policy: Policy,
     pub stripe: StripeOptions,
     pub staleness: Staleness,
@@ -333,6 +342,10 @@ impl ServeArgs {
             secrets,
             signature_tolerance_secs: self.signature_tolerance,
             user_id_metadata_key: self.user_id_metadata_key.trim().to_owned(),
+            livemode: self
+                .livemode
+                .or_else(|| Livemode::of_key(self.stripe_api_key.as_deref()))
+                .unwrap_or(Livemode::Any),
             policy: Policy {
                 past_due_grace: self.past_due_grace,
             },
@@ -438,6 +451,23 @@ mod tests {
     fn credentials_are_redacted() {
         assert_eq!(redacted_url("postgres://u:pw@db/x"), "postgres://***@db/x");
         assert_eq!(redacted_url("sqlite://tollgate.db"), "sqlite://tollgate.db");
+    }
+
+    #[test]
+    fn livemode_follows_the_api_key_unless_set() {
+        let mode = |extra: &[&str]| {
+            let mut argv = vec!["tollgate", "serve", "--stripe-webhook-secret", "whsec_x"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(args) => args.into_config().unwrap().livemode,
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(mode(&["--stripe-api-key", "sk_live_x"]), Livemode::Live);
+        assert_eq!(mode(&["--stripe-api-key", "rk_test_x"]), Livemode::Test);
+        assert_eq!(mode(&[]), Livemode::Any);
+        let set = ["--stripe-api-key", "sk_live_x", "--livemode", "test"];
+        assert_eq!(mode(&set), Livemode::Test);
     }
 
     #[test]

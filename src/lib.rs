@@ -22,6 +22,7 @@
 //! - [`subject`]: who access is asked about ([`subject::Subject`]) and what
 //!   a commit touched ([`subject::Affected`]).
 //! - [`outcome`]: how an event was handled and why a record needs review.
+//! - [`livemode`]: which of Stripe's live and test worlds is applied.
 //! - [`access_change`]: whether two decisions differ in a way the product
 //!   must hear about, and what it is told.
 //!
@@ -75,6 +76,7 @@ pub mod event;
 pub mod grpc;
 pub mod http;
 pub mod ledger;
+pub mod livemode;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;

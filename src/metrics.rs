@@ -28,6 +28,7 @@ pub const TASK_RESTARTS: &str = "tollgate_task_restarts_total";
 pub const REQUEST_PANICS: &str = "tollgate_request_panics_total";
 pub const INPUTS_REFUSED: &str = "tollgate_inputs_refused_total";
 pub const CONNECTIONS_DROPPED: &str = "tollgate_connections_dropped_total";
+pub const LIVEMODE_MISMATCHES: &str = "tollgate_livemode_mismatches_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -125,6 +126,10 @@ fn describe() {
     describe_counter!(
         INPUTS_REFUSED,
         "Inputs refused for their size or content (over-long ids, invalid UTF-8, NUL bytes, bodies over the limit), by kind."
+    );
+    describe_counter!(
+        LIVEMODE_MISMATCHES,
+        "Events of the mode this deployment does not serve (TOLLGATE_LIVEMODE), recorded as ignored; by the event's mode."
     );
     describe_counter!(
         CONNECTIONS_DROPPED,

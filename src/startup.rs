@@ -17,6 +17,7 @@ use crate::config::{redacted_url, Config, ConnectionLimits};
 use crate::grpc::{admin_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
+use crate::livemode::Livemode;
 use crate::notify::Dispatcher;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
@@ -117,8 +118,12 @@ impl Application {
             clock.clone(),
             changes.clone(),
             config.user_id_metadata_key.clone(),
+            config.livemode,
         ));
         let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
+        if config.livemode == Livemode::Any {
+            tracing::warn!("TOLLGATE_LIVEMODE is any (no STRIPE_API_KEY to tell): live and test events are both applied; set it to live or test");
+        }
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
             tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, and the reconciler is off");

@@ -53,6 +53,7 @@ pub(crate) async fn services() -> Services {
         dyn_clock.clone(),
         changes.clone(),
         "user_id".to_owned(),
+        crate::livemode::Livemode::Any,
     ));
     let reviews = Arc::new(Reviews::new(store.clone(), dyn_clock, changes));
     Services {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::changes::Changes;
 use crate::clock::Clock;
 use crate::event::{self, Envelope};
+use crate::livemode::Livemode;
 use crate::outcome::{Outcome, ReviewReason};
 use crate::store::{Recorded, Store, StoreError, Tx};
 use crate::subject::Affected;
@@ -111,6 +112,8 @@ pub struct Ledger {
     changes: Arc<Changes>,
     /// The metadata key that carries the product's user id.
     user_key: String,
+    /// Events of the other mode are recorded `ignored`, never applied.
+    livemode: Livemode,
 }
 
 /// A delivered event's text and hashes, as its ledger row keeps them.
@@ -203,12 +206,14 @@ impl Ledger {
         clock: Arc<dyn Clock>,
         changes: Arc<Changes>,
         user_key: String,
+        livemode: Livemode,
     ) -> Self {
         Ledger {
             store,
             clock,
             changes,
             user_key,
+            livemode,
         }
     }
 
@@ -288,6 +293,17 @@ impl Ledger {
         let now = self.clock.now_ms();
         let mut affected = Affected::default();
         let mut follow_up = Vec::new();
+        if !self.livemode.accepts(envelope.livemode) {
+            let mode = if envelope.livemode { "live" } else { "test" };
+            metrics::counter!(crate::metrics::LIVEMODE_MISMATCHES, "event_mode" => mode)
+                .increment(1);
+            tracing::warn!(event_id = %envelope.id, event_mode = mode, serving = self.livemode.as_str(), "livemode mismatch; not applied");
+            return Ok(Applied {
+                effect: Effect::with(Outcome::Ignored, "livemode mismatch"),
+                affected,
+                follow_up,
+            });
+        }
         let checked = event::check_created(envelope, self.clock.now_secs())
             .and_then(|()| event::classify(envelope, &self.user_key));
         let effect = match checked {

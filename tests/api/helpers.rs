@@ -201,6 +201,7 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         secrets: Secrets::parse(SECRET).unwrap(),
         signature_tolerance_secs: 300,
         user_id_metadata_key: "user_id".to_owned(),
+        livemode: tollgate::livemode::Livemode::Test,
         policy: Policy::default(),
         stripe: StripeOptions {
             base_url: stripe_base.to_owned(),

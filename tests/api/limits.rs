@@ -1,6 +1,7 @@
 //! Bounded inputs: whatever a caller sends, it gets a clear refusal and
 //! costs Tollgate a bounded amount of memory.
 
+use tollgate::livemode::Livemode;
 use tollgate::proto::Reason;
 use tollgate::store::StoreError;
 use tonic::Code;
@@ -172,7 +173,7 @@ async fn values_no_database_can_store_are_refused_alike_on_both_backends(backend
 /// A live event dated far in the future would freeze its subscription:
 /// every later real event would be `stale` behind it.
 async fn a_live_event_from_the_future_cannot_freeze_a_subscription(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = crate::helpers::spawn_app_with(backend, |c| c.livemode = Livemode::Live).await;
     let t = now();
     let sub = Sub::new("sub_frozen", "cus_frozen", "active", t + 30 * DAY);
     let mut future = subscription_event("evt_future", CREATED, i64::MAX, &sub, Shape::Basil);

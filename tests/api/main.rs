@@ -13,6 +13,7 @@ mod faults;
 mod fixtures;
 mod lifecycle;
 mod limits;
+mod livemode;
 mod metrics;
 mod process;
 mod receiver;

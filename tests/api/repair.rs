@@ -649,7 +649,10 @@ async fn the_cli_round_trips_against_a_running_server() {
 async fn replaying_an_anomaly_rechecks_it_with_stripe(backend: Backend) {
     let t = now();
     let clock = std::sync::Arc::new(tollgate::clock::ManualClock::at_secs(t));
-    let app = crate::helpers::spawn_app_clocked(backend, clock.clone(), |_| {}).await;
+    let app = crate::helpers::spawn_app_clocked(backend, clock.clone(), |c| {
+        c.livemode = tollgate::livemode::Livemode::Any;
+    })
+    .await;
     let sub = Sub::new("sub_replay", "cus_replay", "active", t + 30 * DAY);
     let created = "customer.subscription.created";
     app.deliver(&subscription_event(
