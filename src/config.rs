@@ -96,14 +96,15 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// Address of the HTTP port (Stripe webhooks, health, readiness). Port 0
-    /// picks a free port; the bound address is logged.
-    #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    /// Address of the HTTP port (Stripe webhooks, health, readiness), as
+    /// IP:PORT or HOST:PORT (resolved at start). Port 0 picks a free port;
+    /// the bound address is logged.
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub http_addr: SocketAddr,
 
-    /// Address of the gRPC port (HasAccess, health, reflection). Port 0 picks
-    /// a free port; the bound address is logged.
-    #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    /// Address of the gRPC port (HasAccess, health, reflection), as IP:PORT
+    /// or HOST:PORT. Port 0 picks a free port; the bound address is logged.
+    #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:50051", value_parser = parse_addr)]
     pub grpc_addr: SocketAddr,
 
     /// Required. Webhook signing secret(s), whsec_..., comma-separated while
@@ -111,9 +112,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<String>,
 
-    /// Seconds a webhook's signed timestamp may differ from now.
-    #[arg(long, env = "TOLLGATE_SIGNATURE_TOLERANCE", default_value_t = 300)]
-    pub signature_tolerance: u64,
+    /// How far a webhook's signed timestamp may be from now, either way
+    /// (e.g. 300, 300s or 5m).
+    #[arg(long, env = "TOLLGATE_SIGNATURE_TOLERANCE", default_value = "300", value_parser = parse_duration)]
+    pub signature_tolerance: Duration,
 
     /// Metadata key (on checkout sessions, subscriptions and customers) that
     /// holds the product's user id when client_reference_id is not set.
@@ -340,7 +342,7 @@ impl ServeArgs {
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
             secrets,
-            signature_tolerance_secs: self.signature_tolerance,
+            signature_tolerance_secs: self.signature_tolerance.as_secs(),
             user_id_metadata_key: self.user_id_metadata_key.trim().to_owned(),
             livemode: self
                 .livemode
@@ -384,9 +386,33 @@ impl ServeArgs {
     }
 }
 
-/// Parses durations such as `7d`, `36h`, `15m`, `2s` or `1h 30m`.
+/// Parses durations such as `7d`, `36h`, `15m`, `2s`, `1h 30m`, or a bare
+/// number of seconds (`300`): one syntax for every duration option.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try e.g. 7d, 36h, 15m or 2s)"))
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 300, 7d, 36h, 15m or 2s)"))
+}
+
+/// Parses `IP:PORT` or `HOST:PORT`, resolving a host name now (the first
+/// address it resolves to is used, and logged once bound).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "`{s}` has no port (try e.g. 127.0.0.1:8080 or localhost:8080)"
+        ));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{s}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 /// Parses sizes such as `1048576`, `512KiB`, `256MiB`, `1GiB` (or `MB`, `GB`
@@ -445,6 +471,25 @@ mod tests {
         assert_eq!(parse_bytes("64 kb").unwrap(), 64 << 10);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_also_accept_bare_seconds() {
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn addresses_accept_ips_and_host_names() {
+        assert_eq!(
+            parse_addr("127.0.0.1:8080").unwrap(),
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(parse_addr("localhost:8081").unwrap().port(), 8081);
+        assert!(parse_addr("[::1]:0").is_ok());
+        assert!(parse_addr("localhost").unwrap_err().contains("no port"));
+        assert!(parse_addr("no-such-host.invalid:80").is_err());
     }
 
     #[test]

@@ -69,6 +69,17 @@ impl Secrets {
         Ok(Secrets(secrets))
     }
 
+    /// Whether every secret looks like one Stripe issues: `whsec_` and then
+    /// letters, digits or underscores. The README's placeholder `whsec_...`, an API key
+    /// or a stray quote do not.
+    pub fn all_look_like_stripe_secrets(&self) -> bool {
+        self.0.iter().all(|s| {
+            s.strip_prefix("whsec_").is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        })
+    }
+
     /// The first (primary) secret, used to sign outgoing test requests.
     pub fn first(&self) -> &str {
         &self.0[0]
@@ -177,6 +188,18 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_that_stripe_would_not_issue_are_noticed() {
+        let ok = Secrets::parse("whsec_abc123,whsec_Def456").unwrap();
+        assert!(ok.all_look_like_stripe_secrets());
+        for odd in ["whsec_...", "sk_test_abc", "whsec_", "whsec_abc,oops"] {
+            assert!(
+                !Secrets::parse(odd).unwrap().all_look_like_stripe_secrets(),
+                "{odd}"
+            );
+        }
+    }
+
     #[test]
     fn uppercase_hex_never_matches_as_in_stripes_libraries() {
         let secrets = Secrets::parse("whsec_x").unwrap();

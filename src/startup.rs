@@ -121,6 +121,9 @@ impl Application {
             config.livemode,
         ));
         let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
+        if !config.secrets.all_look_like_stripe_secrets() {
+            tracing::warn!("STRIPE_WEBHOOK_SECRET has a value that does not start with whsec_: Stripe's signing secrets do (is it the placeholder whsec_... or an API key?)");
+        }
         if config.livemode == Livemode::Any {
             tracing::warn!("TOLLGATE_LIVEMODE is any (no STRIPE_API_KEY to tell): live and test events are both applied; set it to live or test");
         }
