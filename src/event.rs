@@ -707,4 +707,25 @@ mod tests {
             DomainEvent::Unhandled
         );
     }
+
+    /// Fuzz finding (`envelope` target): the reconciler writes a listed
+    /// event out as JSON and parses it again before hashing it, and the
+    /// ledger compares that hash with the delivered event's. serde_json's
+    /// default float parsing is not correctly rounded: `2.060319e117` reads
+    /// one ulp low, is written as `2.0603189999999998e117`, and reads back
+    /// as the correct value, so the same event hashes differently and is
+    /// flagged as a payload mismatch. The fix is serde_json's
+    /// `float_roundtrip` feature in Cargo.toml, outside this module.
+    #[test]
+    #[ignore = "BUG: serde_json float parsing is not correctly rounded without `float_roundtrip`; see fuzz/README.md"]
+    fn an_envelope_reads_the_same_after_being_written_out_again() {
+        let body = br#"{"id":"evt_1","type":"invoice.paid","created":1,"data":{"object":{"subtotal":2.060319e117}}}"#;
+        let envelope = parse_envelope(body).unwrap();
+        let written = serde_json::to_vec(&serde_json::json!({
+            "id": envelope.id, "type": envelope.event_type, "created": envelope.created,
+            "data": { "object": envelope.object },
+        }))
+        .unwrap();
+        assert_eq!(parse_envelope(&written).unwrap(), envelope);
+    }
 }

@@ -593,3 +593,538 @@ mod tests {
         assert_eq!(r.user_id.as_deref(), Some("u1"));
     }
 }
+
+/// Properties of the state machine, checked over generated histories.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// Failures are written out as unit tests by hand (see `counterexamples`),
+    /// not to a `proptest-regressions` directory.
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// One event of a history: what Stripe said, and when.
+    type Event = (SubscriptionSnapshot, Stamp);
+
+    /// The documented ordering key, `(created, status rank, period end, id)`.
+    fn key(e: &Event) -> (i64, u8, i64, String) {
+        (
+            e.1.created,
+            e.0.status.rank(),
+            e.0.current_period_end,
+            e.1.event_id.clone(),
+        )
+    }
+
+    fn status() -> impl Strategy<Value = Status> {
+        select(Status::ALL.to_vec())
+    }
+
+    fn items() -> impl Strategy<Value = Vec<Item>> {
+        let item = (
+            select(vec!["price_a", "price_b"]),
+            proptest::option::of(select(vec!["prod_a", "prod_b"])),
+            proptest::option::of(select(vec!["pro", "team"])),
+        )
+            .prop_map(|(price, product, lookup)| Item {
+                price_id: price.to_owned(),
+                product_id: product.map(str::to_owned),
+                lookup_key: lookup.map(str::to_owned),
+            });
+        proptest::collection::vec(item, 0..3)
+    }
+
+    /// Seconds between two consecutive events: mostly none at all, so that
+    /// same-second ties are common.
+    fn gap() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => Just(0i64),
+            2 => 1..3i64,
+            1 => 3..400_000i64,
+        ]
+    }
+
+    /// Period ends from a few values (ties on period end) or anywhere.
+    fn period_end() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            3 => (0..4i64).prop_map(|d| 1_700_000_000 + d * 2_592_000),
+            1 => 1_600_000_000..1_900_000_000i64,
+        ]
+    }
+
+    /// Everything in one step of a history but its status and time.
+    #[derive(Debug, Clone)]
+    struct Step {
+        next: Index,
+        gap: i64,
+        period_end: i64,
+        trial_end: Option<i64>,
+        cancel_at_period_end: bool,
+        items: Vec<Item>,
+        user_id: Option<&'static str>,
+        id_salt: u8,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            any::<Index>(),
+            gap(),
+            period_end(),
+            proptest::option::of(period_end()),
+            any::<bool>(),
+            items(),
+            proptest::option::of(select(vec!["u1", "u2"])),
+            any::<u8>(),
+        )
+            .prop_map(
+                |(
+                    next,
+                    gap,
+                    period_end,
+                    trial_end,
+                    cancel_at_period_end,
+                    items,
+                    user_id,
+                    id_salt,
+                )| {
+                    Step {
+                        next,
+                        gap,
+                        period_end,
+                        trial_end,
+                        cancel_at_period_end,
+                        items,
+                        user_id,
+                        id_salt,
+                    }
+                },
+            )
+    }
+
+    /// A history Stripe could produce for one subscription: each status can
+    /// follow the one before it, `created` never goes back, event ids are
+    /// unique (their order is random).
+    fn history() -> impl Strategy<Value = Vec<Event>> {
+        (
+            status(),
+            1_600_000_000..1_900_000_000i64,
+            proptest::collection::vec(step(), 1..9),
+        )
+            .prop_map(|(first, start, steps)| {
+                let mut status = first;
+                let mut created = start;
+                let mut events = Vec::with_capacity(steps.len());
+                for (i, s) in steps.into_iter().enumerate() {
+                    if i > 0 {
+                        let next: Vec<Status> = Status::ALL
+                            .into_iter()
+                            .filter(|&to| status.can_become(to))
+                            .collect();
+                        status = *s.next.get(&next);
+                        created += s.gap;
+                    }
+                    let snap = SubscriptionSnapshot {
+                        id: "sub_1".into(),
+                        customer_id: "cus_1".into(),
+                        status,
+                        current_period_end: s.period_end,
+                        trial_end: s.trial_end,
+                        cancel_at_period_end: s.cancel_at_period_end,
+                        items: s.items,
+                        user_id: s.user_id.map(str::to_owned),
+                    };
+                    let stamp = Stamp {
+                        created,
+                        event_id: format!("evt_{:02x}{i}", s.id_salt),
+                    };
+                    events.push((snap, stamp));
+                }
+                events
+            })
+    }
+
+    /// Some of a history's events, each delivered zero to three times.
+    fn deliveries() -> impl Strategy<Value = Vec<Event>> {
+        history()
+            .prop_flat_map(|h| {
+                let n = h.len();
+                (Just(h), proptest::collection::vec(0..4usize, n))
+            })
+            .prop_map(|(h, copies)| {
+                h.into_iter()
+                    .zip(copies)
+                    .flat_map(|(e, n)| std::iter::repeat_n(e, n))
+                    .collect()
+            })
+    }
+
+    /// Applies events one after another as the ledger does (starting from
+    /// the placeholder it locks), returning the record and every outcome.
+    fn deliver(events: &[Event]) -> (SubscriptionRecord, Vec<Transition>) {
+        let mut record = SubscriptionRecord::placeholder("sub_1", "cus_1");
+        let mut outcomes = Vec::new();
+        for (snap, stamp) in events {
+            let t = apply_snapshot(Some(&record), snap, stamp, Authority::Event);
+            if let Transition::Apply { record: r, .. } = &t {
+                record = (**r).clone();
+            }
+            outcomes.push(t);
+        }
+        (record, outcomes)
+    }
+
+    /// The multiset in order of the ordering key, and in an arbitrary order.
+    fn sorted_and_shuffled() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+        deliveries().prop_flat_map(|events| {
+            let mut sorted = events.clone();
+            sorted.sort_by_key(key);
+            (Just(sorted), Just(events).prop_shuffle())
+        })
+    }
+
+    /// Any time at all: a few values near each other (ties), or any `i64`
+    /// (extremes included).
+    fn any_time() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            3 => 99..102i64,
+            1 => Just(0i64),
+            1 => Just(i64::MIN),
+            1 => Just(i64::MAX),
+            2 => any::<i64>(),
+        ]
+    }
+
+    fn any_event_id() -> impl Strategy<Value = String> {
+        select(vec!["", "evt_a", "evt_b", "evt_ab"]).prop_map(str::to_owned)
+    }
+
+    /// Any snapshot and stamp, unconstrained by any history.
+    fn any_event() -> impl Strategy<Value = Event> {
+        (
+            status(),
+            any_time(),
+            proptest::option::of(any_time()),
+            any::<bool>(),
+            items(),
+            proptest::option::of(select(vec!["u1", "u2"])),
+            any_time(),
+            any_event_id(),
+        )
+            .prop_map(
+                |(status, period_end, trial_end, cancel, items, user, created, event_id)| {
+                    let snap = SubscriptionSnapshot {
+                        id: "sub_1".into(),
+                        customer_id: "cus_1".into(),
+                        status,
+                        current_period_end: period_end,
+                        trial_end,
+                        cancel_at_period_end: cancel,
+                        items,
+                        user_id: user.map(str::to_owned),
+                    };
+                    (snap, Stamp { created, event_id })
+                },
+            )
+    }
+
+    /// Any stored record, placeholders (no status) included.
+    fn any_record() -> impl Strategy<Value = SubscriptionRecord> {
+        (
+            proptest::option::of(status()),
+            proptest::option::of(any_time()),
+            proptest::option::of(any_time()),
+            proptest::option::of(any_time()),
+            any::<bool>(),
+            proptest::option::of(any_time()),
+            items(),
+            proptest::option::of(select(vec!["u1", "u2"])),
+            (any_time(), any_event_id()),
+            any_time(),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(
+                |(
+                    status,
+                    current_period_end,
+                    paid_through,
+                    trial_end,
+                    cancel_at_period_end,
+                    past_due_since,
+                    items,
+                    user,
+                    (snapshot_created, snapshot_event_id),
+                    verified_at,
+                    hold_review_id,
+                )| SubscriptionRecord {
+                    id: "sub_1".into(),
+                    customer_id: "cus_1".into(),
+                    status,
+                    current_period_end,
+                    paid_through,
+                    trial_end,
+                    cancel_at_period_end,
+                    past_due_since,
+                    items,
+                    user_id: user.map(str::to_owned),
+                    snapshot_created,
+                    snapshot_event_id,
+                    verified_at,
+                    hold_review_id,
+                },
+            )
+    }
+
+    /// The record stored after `event` lands on `base` (its status cleared,
+    /// so it always lands; its other fields are carried as they would be).
+    fn landed(base: &SubscriptionRecord, event: &Event) -> SubscriptionRecord {
+        let base = SubscriptionRecord {
+            status: None,
+            ..base.clone()
+        };
+        match apply_snapshot(Some(&base), &event.0, &event.1, Authority::Event) {
+            Transition::Apply { record, .. } => *record,
+            other => panic!("a snapshot on a placeholder must apply, got {other:?}"),
+        }
+    }
+
+    /// Whether `event` is newer than what `record` was built from, as
+    /// `apply_snapshot` sees it. An API read is used so that the answer is
+    /// about order only, never about which transitions are possible.
+    fn newer(event: &Event, record: &SubscriptionRecord) -> bool {
+        match apply_snapshot(Some(record), &event.0, &event.1, Authority::Api) {
+            Transition::Apply { .. } => true,
+            Transition::Stale => false,
+            Transition::Impossible { .. } => panic!("an API read is never impossible"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2048))]
+
+        /// The whole record, every field, is the same whatever the order.
+        ///
+        /// BUG (arrival order): fails on `past_due_since` and `user_id`,
+        /// the two fields `apply_snapshot` carries over from the stored
+        /// record. When the newest snapshot arrives first every older one is
+        /// `Stale` and contributes nothing, so a carried field can only
+        /// converge if it is a function of the newest snapshot alone. See
+        /// `counterexamples` for the minimal cases; nothing else diverges
+        /// (next property).
+        #[test]
+        #[ignore = "BUG: past_due_since and user_id depend on arrival order (see mod counterexamples)"]
+        fn any_arrival_order_converges_to_the_in_order_record(
+            (sorted, shuffled) in sorted_and_shuffled()
+        ) {
+            let (in_order, _) = deliver(&sorted);
+            let (any_order, _) = deliver(&shuffled);
+            prop_assert_eq!(any_order, in_order);
+        }
+
+        /// Every field but the two above converges: status, periods, trial,
+        /// items, the watermark and `verified_at`. `past_due_since` and
+        /// `user_id` are left out here, and only here, because of the bug
+        /// the ignored property above names.
+        #[test]
+        fn any_arrival_order_converges_on_all_but_past_due_since_and_user_id(
+            (sorted, shuffled) in sorted_and_shuffled()
+        ) {
+            let mask = |r: SubscriptionRecord| SubscriptionRecord {
+                past_due_since: None,
+                user_id: None,
+                ..r
+            };
+            let (in_order, _) = deliver(&sorted);
+            let (any_order, _) = deliver(&shuffled);
+            prop_assert_eq!(mask(any_order), mask(in_order));
+        }
+
+        /// Whatever the stored record and the snapshot, a webhook never
+        /// makes a move Stripe cannot make; an API read always lands when
+        /// newer, and says when it corrected one.
+        #[test]
+        fn no_impossible_transition_is_ever_applied_on_an_events_word(
+            current in proptest::option::of(any_record()),
+            (snap, stamp) in any_event(),
+        ) {
+            let from = current.as_ref().and_then(|c| c.status);
+            match apply_snapshot(current.as_ref(), &snap, &stamp, Authority::Event) {
+                Transition::Apply { record, corrected, .. } => {
+                    if let Some(from) = from {
+                        prop_assert!(from.can_become(snap.status), "{} -> {} applied", from, snap.status);
+                    }
+                    prop_assert_eq!(corrected, None);
+                    prop_assert_eq!(record.status, Some(snap.status));
+                }
+                Transition::Impossible { from: f, to } => {
+                    prop_assert_eq!(Some(f), from);
+                    prop_assert_eq!(to, snap.status);
+                    prop_assert!(!f.can_become(to));
+                }
+                Transition::Stale => prop_assert!(from.is_some()),
+            }
+            match apply_snapshot(current.as_ref(), &snap, &stamp, Authority::Api) {
+                Transition::Apply { corrected, .. } => {
+                    let expected = from.filter(|f| !f.can_become(snap.status));
+                    prop_assert_eq!(corrected, expected);
+                }
+                Transition::Impossible { .. } => prop_assert!(false, "an API read is never impossible"),
+                Transition::Stale => prop_assert!(from.is_some()),
+            }
+        }
+
+        /// Read through `apply_snapshot`, "newer than" is a strict total
+        /// order: never both ways, transitive, and two snapshots neither of
+        /// which is newer are interchangeable and share the documented key.
+        /// The same snapshot offered again is stale.
+        #[test]
+        fn the_ordering_key_is_a_strict_total_order_and_a_repeat_is_stale(
+            triples in proptest::collection::vec((any_record(), any_event()), 3),
+        ) {
+            let events: Vec<&Event> = triples.iter().map(|(_, e)| e).collect();
+            let records: Vec<SubscriptionRecord> =
+                triples.iter().map(|(base, e)| landed(base, e)).collect();
+            let gt = |a: usize, b: usize| newer(events[a], &records[b]);
+            for a in 0..3 {
+                // Irreflexive: a snapshot is not newer than itself, so a
+                // repeat is stale, whoever vouches for it.
+                prop_assert!(!gt(a, a));
+                for authority in [Authority::Event, Authority::Api] {
+                    let again = apply_snapshot(Some(&records[a]), &events[a].0, &events[a].1, authority);
+                    prop_assert_eq!(again, Transition::Stale);
+                }
+                for b in 0..3 {
+                    // Antisymmetric.
+                    prop_assert!(!(gt(a, b) && gt(b, a)), "{} and {} are each newer", a, b);
+                    // Total: incomparable means equal in every comparison,
+                    // and equal in the key the module documents.
+                    if !gt(a, b) && !gt(b, a) {
+                        prop_assert_eq!(key(events[a]), key(events[b]));
+                        for c in 0..3 {
+                            prop_assert_eq!(gt(a, c), gt(b, c));
+                            prop_assert_eq!(gt(c, a), gt(c, b));
+                        }
+                    }
+                    for c in 0..3 {
+                        // Transitive.
+                        if gt(a, b) && gt(b, c) {
+                            prop_assert!(gt(a, c), "{} > {} > {} but not {} > {}", a, b, c, a, c);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// A history Stripe could produce never looks impossible, in any
+        /// order: only a duplicate or an older snapshot is refused.
+        #[test]
+        fn a_history_stripe_could_produce_is_never_called_impossible(
+            (sorted, shuffled) in sorted_and_shuffled()
+        ) {
+            for events in [&sorted, &shuffled] {
+                let (_, outcomes) = deliver(events);
+                for (t, e) in outcomes.iter().zip(events.iter()) {
+                    prop_assert!(
+                        !matches!(t, Transition::Impossible { .. }),
+                        "{:?} refused for {:?}", t, e
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Minimal cases where the stored record depends on the order events arrive
+/// in, found by `properties::any_arrival_order_converges_to_the_in_order_record`.
+/// They assert the convergence that should hold and are ignored until the
+/// bug is fixed; the fix needs data or plumbing outside this module.
+#[cfg(test)]
+mod counterexamples {
+    use super::*;
+
+    fn event(status: Status, created: i64, id: &str) -> (SubscriptionSnapshot, Stamp) {
+        let snap = SubscriptionSnapshot {
+            id: "sub_1".into(),
+            customer_id: "cus_1".into(),
+            status,
+            current_period_end: 1_000_000,
+            trial_end: None,
+            cancel_at_period_end: false,
+            items: vec![],
+            user_id: None,
+        };
+        let stamp = Stamp {
+            created,
+            event_id: id.into(),
+        };
+        (snap, stamp)
+    }
+
+    fn deliver(events: &[&(SubscriptionSnapshot, Stamp)]) -> SubscriptionRecord {
+        let mut record = SubscriptionRecord::placeholder("sub_1", "cus_1");
+        for (snap, stamp) in events {
+            if let Transition::Apply { record: r, .. } =
+                apply_snapshot(Some(&record), snap, stamp, Authority::Event)
+            {
+                record = *r;
+            }
+        }
+        record
+    }
+
+    /// Two past_due snapshots delivered newest first: the older one is
+    /// stale, so the run seems to start at the later one and the grace
+    /// period ends later than in order (by the gap between the two).
+    #[test]
+    #[ignore = "BUG: past_due_since depends on arrival order (newest first: later since, longer grace)"]
+    fn past_due_since_newest_first_lengthens_the_grace() {
+        let a = event(Status::PastDue, 100, "evt_a");
+        let b = event(Status::PastDue, 110, "evt_b");
+        assert_eq!(deliver(&[&a, &b]).past_due_since, Some(100));
+        assert_eq!(deliver(&[&b, &a]).past_due_since, Some(100), "got 110");
+    }
+
+    /// past_due, paid (active), past_due again: if the active snapshot comes
+    /// last (late retry, or never), the two past_due runs merge and the
+    /// grace counts from the first one: access can end at once, a whole
+    /// period early.
+    #[test]
+    #[ignore = "BUG: past_due_since depends on arrival order (a late active merges two runs, grace cut short)"]
+    fn past_due_since_late_recovery_shortens_the_grace() {
+        let a = event(Status::PastDue, 100, "evt_a");
+        let paid = event(Status::Active, 110, "evt_b");
+        let c = event(Status::PastDue, 120, "evt_c");
+        assert_eq!(deliver(&[&a, &paid, &c]).past_due_since, Some(120));
+        assert_eq!(
+            deliver(&[&a, &c, &paid]).past_due_since,
+            Some(120),
+            "got 100"
+        );
+    }
+
+    /// The metadata link made by an older snapshot survives a newer one
+    /// without it only if the older one arrives first.
+    #[test]
+    #[ignore = "BUG: user_id depends on arrival order (an older snapshot's link is lost when it is stale)"]
+    fn user_id_of_a_stale_snapshot_is_lost() {
+        let mut linked = event(Status::Active, 100, "evt_a");
+        linked.0.user_id = Some("u1".into());
+        let unlinked = event(Status::Active, 110, "evt_b");
+        assert_eq!(
+            deliver(&[&linked, &unlinked]).user_id.as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            deliver(&[&unlinked, &linked]).user_id.as_deref(),
+            Some("u1"),
+            "got None"
+        );
+    }
+}
