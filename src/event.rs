@@ -714,10 +714,9 @@ mod tests {
     /// default float parsing is not correctly rounded: `2.060319e117` reads
     /// one ulp low, is written as `2.0603189999999998e117`, and reads back
     /// as the correct value, so the same event hashes differently and is
-    /// flagged as a payload mismatch. The fix is serde_json's
-    /// `float_roundtrip` feature in Cargo.toml, outside this module.
+    /// flagged as a payload mismatch. Fixed by serde_json's
+    /// `float_roundtrip` feature (Cargo.toml).
     #[test]
-    #[ignore = "BUG: serde_json float parsing is not correctly rounded without `float_roundtrip`; see fuzz/README.md"]
     fn an_envelope_reads_the_same_after_being_written_out_again() {
         let body = br#"{"id":"evt_1","type":"invoice.paid","created":1,"data":{"object":{"subtotal":2.060319e117}}}"#;
         let envelope = parse_envelope(body).unwrap();

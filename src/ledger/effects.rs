@@ -110,10 +110,17 @@ pub(super) async fn apply_event(
                     }
                     Ok(Effect::applied())
                 }
-                Transition::Stale => Ok(Effect {
-                    outcome: Outcome::Stale,
-                    error: None,
-                }),
+                Transition::Stale => {
+                    // Too old to apply, but its user link still counts.
+                    if let Some(linked) = subscription::fill_link(&current, &snap) {
+                        tx.save_subscription(&linked, now).await?;
+                        affected.add_record(&linked);
+                    }
+                    Ok(Effect {
+                        outcome: Outcome::Stale,
+                        error: None,
+                    })
+                }
                 Transition::Impossible { from, to } => {
                     let details = format!("impossible transition {from} -> {to}; not applied");
                     let review = (ReviewReason::ImpossibleTransition, details.as_str());

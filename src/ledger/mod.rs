@@ -436,7 +436,14 @@ impl Ledger {
                 affected.add_record(&record);
                 Outcome::Applied
             }
-            Transition::Stale | Transition::Impossible { .. } => Outcome::Stale,
+            Transition::Stale => {
+                if let Some(linked) = subscription::fill_link(&current, snap) {
+                    tx.save_subscription(&linked, now).await?;
+                    affected.add_record(&linked);
+                }
+                Outcome::Stale
+            }
+            Transition::Impossible { .. } => Outcome::Stale,
         };
         let by_reconciler = origin == ReadOrigin::Sweep;
         let access_changed = self
