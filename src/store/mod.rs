@@ -9,6 +9,7 @@
 //! needed to build) and embed their own migrations (`migrations/sqlite`,
 //! `migrations/postgres`).
 
+mod owned_tx;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -15,6 +15,7 @@
 //!   lease, so two replicas never send the same attempt.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -23,25 +24,24 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::mpsc;
 
-use super::rows::{self, impl_sql_store, notification_columns, subscription_columns};
+use super::rows::{self, impl_sql_store, NOTIFICATION_COLUMNS, SUBSCRIPTION_COLUMNS};
 use super::{StoreError, StoreEvent, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-const LOCK_SUBSCRIPTION: &str = concat!(
-    "SELECT ",
-    subscription_columns!(),
-    " FROM subscriptions WHERE id = $1 FOR UPDATE"
-);
+static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE")
+});
 
 /// Leases due notifications for one push attempt each.
-const CLAIM_NOTIFICATIONS: &str = concat!(
-    "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 WHERE id IN \
-     (SELECT id FROM notifications WHERE acked_at_ms IS NULL AND NOT dead \
-      AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 ORDER BY id LIMIT $3 \
-      FOR UPDATE SKIP LOCKED) RETURNING ",
-    notification_columns!()
-);
+static CLAIM_NOTIFICATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 WHERE id IN \
+         (SELECT id FROM notifications WHERE acked_at_ms IS NULL AND NOT dead \
+          AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 ORDER BY id LIMIT $3 \
+          FOR UPDATE SKIP LOCKED) RETURNING {NOTIFICATION_COLUMNS}"
+    )
+});
 
 /// The channel commits publish changed subjects on.
 pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
@@ -146,8 +146,8 @@ impl_sql_store!(
     tx = PgTx,
     db = Postgres,
     begin = "BEGIN",
-    lock = LOCK_SUBSCRIPTION,
-    claim = CLAIM_NOTIFICATIONS,
+    lock = &LOCK_SUBSCRIPTION,
+    claim = &CLAIM_NOTIFICATIONS,
     publish = Some("SELECT pg_notify('tollgate_invalidate', $1)"),
     backend = "postgres",
     store_extra = {
