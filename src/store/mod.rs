@@ -8,7 +8,16 @@
 //! Both backends use runtime queries with `FromRow` rows (no database is
 //! needed to build) and embed their own migrations (`migrations/sqlite`,
 //! `migrations/postgres`).
+//!
+//! Each backend is written out plainly: `sqlite.rs` and `postgres.rs` open
+//! it, `sqlite/store.rs` and `postgres/store.rs` implement [`Store`],
+//! `sqlite/tx.rs` and `postgres/tx.rs` implement [`Tx`]. They share only
+//! what is identical for both: the transaction they wrap (`owned_tx.rs`),
+//! and the row types, conversions, column lists and statements both accept
+//! unchanged (`rows.rs`). `tests/api/store_suite/` runs one behaviour suite
+//! against both.
 
+mod owned_tx;
 mod postgres;
 mod rows;
 mod sqlite;

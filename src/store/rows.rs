@@ -1,15 +1,27 @@
-//! Rows and SQL shared by both backends.
+//! What both backends share because it is identical for both: the stored
+//! row types and their conversions, the column lists, and the statements
+//! both accept unchanged (`$N` placeholders work in SQLite too).
 //!
-//! Both backends speak the same SQL for everything here (`$N` placeholders
-//! work in SQLite too); where they differ, the backend passes its own
-//! statements to [`impl_sql_store!`], which writes the `Store` and `Tx`
-//! implementations once for both.
+//! Each statement here names its binds in its doc comment; the backends
+//! bind them in `sqlite/` and `postgres/`. Statements only one backend runs,
+//! or that differ between them (row locks, claims, `pg_notify`), live in
+//! the function that binds them.
+//!
+//! A new `subscriptions` column is added to the migrations, to
+//! [`SubscriptionRow`] and [`SUBSCRIPTION_COLUMNS`] (same place in both),
+//! to the two conversions below, and to each backend's `bind_subscription`;
+//! the statements follow from the column list, and unit tests in each
+//! backend check that its bind function binds one value per column.
 
-use crate::store::StoreError;
+use std::sync::LazyLock;
+
+use crate::store::{StoreError, StoreEvent};
+use crate::subject::Affected;
 use crate::subscription::{Item, Status, SubscriptionRecord};
 
-/// A `subscriptions` row as stored.
-#[derive(Debug, sqlx::FromRow)]
+/// A `subscriptions` row as stored: read with `FromRow`, written by each
+/// backend's `bind_subscription`, in the order of [`SUBSCRIPTION_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub(crate) struct SubscriptionRow {
     pub id: String,
     pub customer_id: String,
@@ -19,6 +31,7 @@ pub(crate) struct SubscriptionRow {
     pub trial_end: Option<i64>,
     pub cancel_at_period_end: bool,
     pub past_due_since: Option<i64>,
+    /// JSON list of [`Item`]s.
     pub items: String,
     pub user_id: Option<String>,
     pub snapshot_created: i64,
@@ -26,6 +39,12 @@ pub(crate) struct SubscriptionRow {
     pub verified_at: i64,
     pub hold_review_id: Option<i64>,
 }
+
+/// The columns of [`SubscriptionRow`], in its order. `id` comes first: the
+/// key that `SAVE_SUBSCRIPTION` binds as `$1`.
+pub(crate) const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, status, current_period_end, \
+     paid_through, trial_end, cancel_at_period_end, past_due_since, items, user_id, \
+     snapshot_created, snapshot_event_id, verified_at, hold_review_id";
 
 impl TryFrom<SubscriptionRow> for SubscriptionRecord {
     type Error = StoreError;
@@ -58,14 +77,258 @@ impl TryFrom<SubscriptionRow> for SubscriptionRecord {
     }
 }
 
+impl From<&SubscriptionRecord> for SubscriptionRow {
+    fn from(r: &SubscriptionRecord) -> Self {
+        SubscriptionRow {
+            id: r.id.clone(),
+            customer_id: r.customer_id.clone(),
+            status: r.status.map(|s| s.as_str().to_owned()),
+            current_period_end: r.current_period_end,
+            paid_through: r.paid_through,
+            trial_end: r.trial_end,
+            cancel_at_period_end: r.cancel_at_period_end,
+            past_due_since: r.past_due_since,
+            items: serde_json::to_string(&r.items).expect("BUG: items always serialize"),
+            user_id: r.user_id.clone(),
+            snapshot_created: r.snapshot_created,
+            snapshot_event_id: r.snapshot_event_id.clone(),
+            verified_at: r.verified_at,
+            hold_review_id: r.hold_review_id,
+        }
+    }
+}
+
 pub(crate) fn records(rows: Vec<SubscriptionRow>) -> Result<Vec<SubscriptionRecord>, StoreError> {
     rows.into_iter().map(SubscriptionRecord::try_from).collect()
 }
 
+/// The columns of a [`NewEvent`](crate::store::NewEvent), in the order each backend's `bind_event`
+/// binds them.
+pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload, \
+     payload_sha256, content_sha256, source, received_at_ms";
+
+/// The columns of an [`AccessChange`](crate::access_change::AccessChange) and its `created_at_ms`, in the order
+/// each backend's `bind_notification` binds them.
+pub(crate) const NOTIFICATION_CHANGE_COLUMNS: &str = "kind, user_id, customer_id, \
+     subscription_id, old_status, new_status, old_access, new_access, old_access_until, \
+     new_access_until, reason, created_at_ms";
+
+/// The columns of [`crate::store::NotificationRow`], in its order.
+pub(crate) const NOTIFICATION_COLUMNS: &str = "id, kind, user_id, customer_id, \
+     subscription_id, old_status, new_status, old_access, new_access, old_access_until, \
+     new_access_until, reason, created_at_ms, acked_at_ms, attempts, dead, last_error";
+
+/// The columns of [`crate::store::ReviewRow`], in its order.
+const REVIEW_COLUMNS: &str = "id, subject, subscription_id, event_id, reason, details, \
+     created_at_ms, resolved_at_ms, resolution, refresh_outcome";
+
+/// `$1, $2, ..., $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many columns a column list names.
+pub(crate) fn column_count(columns: &str) -> usize {
+    columns.split(',').count()
+}
+
+// Subscriptions.
+
+/// `$1` user id: subscriptions whose metadata names the user, and those of
+/// customers linked to the user.
+pub(crate) static SUBSCRIPTIONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = $1 \
+         UNION SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id IN \
+         (SELECT customer_id FROM customer_users WHERE user_id = $1)"
+    )
+});
+
+/// `$1` customer id.
+pub(crate) static SUBSCRIPTIONS_OF_CUSTOMER: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = $1")
+});
+
+/// No binds.
+pub(crate) const NON_TERMINAL_SUBSCRIPTIONS: &str = "SELECT id FROM subscriptions \
+     WHERE status IS NULL OR status NOT IN ('canceled', 'incomplete_expired') ORDER BY id";
+
+/// No binds.
+pub(crate) const UNLINKED_CUSTOMERS: &str = "SELECT s.customer_id, MIN(s.id) \
+     FROM subscriptions s \
+     WHERE (s.status IS NULL OR s.status NOT IN ('canceled', 'incomplete_expired')) \
+     AND s.user_id IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM customer_users c WHERE c.customer_id = s.customer_id) \
+     GROUP BY s.customer_id ORDER BY s.customer_id";
+
+/// `$1` id, `$2` customer id, `$3` now: the empty row `lock_subscription`
+/// locks when the subscription is new.
+pub(crate) const INSERT_PLACEHOLDER: &str =
+    "INSERT INTO subscriptions (id, customer_id, updated_at_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING";
+
+/// [`SUBSCRIPTION_COLUMNS`] as `$1..$14` (`$1`, the id, is the key), then
+/// `updated_at_ms`.
+pub(crate) static SAVE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    let assignments: Vec<String> = SUBSCRIPTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .skip(1)
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE subscriptions SET {}, updated_at_ms = ${} WHERE id = $1",
+        assignments.join(", "),
+        column_count(SUBSCRIPTION_COLUMNS) + 1
+    )
+});
+
+/// `$1` subscription id, `$2` review id.
+pub(crate) const SET_HOLD: &str = "UPDATE subscriptions SET hold_review_id = $2 WHERE id = $1";
+
+/// `$1` review id; returns the customer of each released subscription.
+pub(crate) const RELEASE_HOLDS: &str = "UPDATE subscriptions SET hold_review_id = NULL \
+     WHERE hold_review_id = $1 RETURNING customer_id";
+
+// Customers and users.
+
+/// `$1` customer id, `$2` user id, `$3` now.
+pub(crate) const LINK_CUSTOMER: &str =
+    "INSERT INTO customer_users (customer_id, user_id, linked_at_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (customer_id, user_id) DO NOTHING";
+
+/// `$1` customer id.
+pub(crate) const USERS_OF_CUSTOMER: &str =
+    "SELECT user_id FROM customer_users WHERE customer_id = $1 \
+     UNION SELECT user_id FROM subscriptions WHERE customer_id = $1 AND user_id IS NOT NULL";
+
+// Events.
+
+/// [`EVENT_COLUMNS`] as `$1..$10`; the outcome starts as `processing`.
+/// Returns the id only when this call inserted the row.
+pub(crate) static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO events ({EVENT_COLUMNS}, outcome) VALUES ({}, 'processing') \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+        placeholders(column_count(EVENT_COLUMNS))
+    )
+});
+
+/// `$1` id: the hashes a duplicate is compared against.
+pub(crate) const EVENT_HASHES: &str =
+    "SELECT payload_sha256, content_sha256 FROM events WHERE id = $1";
+
+/// `$1` id.
+pub(crate) const LOAD_EVENT: &str = "SELECT payload, outcome FROM events WHERE id = $1";
+
+/// `$1` id, `$2` outcome, `$3` error, `$4` processed at.
+pub(crate) const FINISH_EVENT: &str =
+    "UPDATE events SET outcome = $2, error = $3, processed_at_ms = $4 WHERE id = $1";
+
+/// `$1` id; the columns of [`crate::store::EventRow`].
+pub(crate) const GET_EVENT: &str = "SELECT id, type, created, livemode, api_version, \
+     payload_sha256, source, received_at_ms, processed_at_ms, outcome, error \
+     FROM events WHERE id = $1";
+
+// Reviews.
+
+/// `$1` subject, `$2` subscription id, `$3` event id, `$4` reason,
+/// `$5` details, `$6` created at; returns the new id.
+pub(crate) const INSERT_REVIEW: &str = "INSERT INTO needs_manual_review \
+     (subject, subscription_id, event_id, reason, details, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+
+/// `$1` review id, `$2` outcome.
+pub(crate) const NOTE_REVIEW_OUTCOME: &str =
+    "UPDATE needs_manual_review SET refresh_outcome = $2 WHERE id = $1";
+
+/// `$1` review id, `$2` now, `$3` resolution; only an open review.
+pub(crate) const RESOLVE_REVIEW: &str = "UPDATE needs_manual_review SET resolved_at_ms = $2, \
+     resolution = $3 WHERE id = $1 AND resolved_at_ms IS NULL";
+
+/// `$1` review id.
+pub(crate) static GET_REVIEW: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {REVIEW_COLUMNS} FROM needs_manual_review WHERE id = $1"));
+
+/// `$1` [`review_state`], `$2` subject or `''` for any, `$3` limit; newest
+/// first.
+pub(crate) static FIND_REVIEWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {REVIEW_COLUMNS} FROM needs_manual_review \
+         WHERE ($1 = 0 OR ($1 = 1 AND resolved_at_ms IS NULL) \
+         OR ($1 = 2 AND resolved_at_ms IS NOT NULL)) \
+         AND ($2 = '' OR subject = $2 OR subscription_id = $2) ORDER BY id DESC LIMIT $3"
+    )
+});
+
+/// The `$1` of [`FIND_REVIEWS`]: 0 all, 1 open only, 2 resolved only.
+pub(crate) fn review_state(open: Option<bool>) -> i64 {
+    match open {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    }
+}
+
+// Notifications.
+
+/// [`NOTIFICATION_CHANGE_COLUMNS`] as `$1..$12`; the first attempt is due
+/// at creation. Returns the new id.
+pub(crate) static INSERT_NOTIFICATION: LazyLock<String> = LazyLock::new(|| {
+    let n = column_count(NOTIFICATION_CHANGE_COLUMNS);
+    format!(
+        "INSERT INTO notifications ({NOTIFICATION_CHANGE_COLUMNS}, next_attempt_at_ms) \
+         VALUES ({}, ${n}) RETURNING id",
+        placeholders(n)
+    )
+});
+
+/// `$1` after id, `$2` limit, `$3` include acknowledged; oldest first.
+pub(crate) static LIST_NOTIFICATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id > $1 \
+         AND ($3 OR acked_at_ms IS NULL) ORDER BY id LIMIT $2"
+    )
+});
+
+/// `$1` id, `$2` now; only an unacknowledged notification.
+pub(crate) const ACK_NOTIFICATION: &str =
+    "UPDATE notifications SET acked_at_ms = $2 WHERE id = $1 AND acked_at_ms IS NULL";
+
+/// `$1` id, `$2` attempts, `$3` next attempt at, `$4` error, `$5` dead;
+/// ends the lease.
+pub(crate) const DELIVERY_FAILED: &str = "UPDATE notifications SET attempts = $2, \
+     next_attempt_at_ms = $3, last_error = $4, dead = $5, lease_until_ms = 0 WHERE id = $1";
+
+/// `$1` false, `$2` true (a boolean literal is spelled differently in each
+/// backend): queued, dead, open reviews.
+pub(crate) const COUNTS: &str = "SELECT \
+     (SELECT COUNT(*) FROM notifications WHERE acked_at_ms IS NULL AND dead = $1), \
+     (SELECT COUNT(*) FROM notifications WHERE dead = $2), \
+     (SELECT COUNT(*) FROM needs_manual_review WHERE resolved_at_ms IS NULL)";
+
+// Service state.
+
+/// `$1` key.
+pub(crate) const GET_STATE: &str = "SELECT value FROM service_state WHERE key = $1";
+
+/// `$1` key, `$2` value.
+pub(crate) const SET_STATE: &str = "INSERT INTO service_state (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// `$1` key.
+pub(crate) const DELETE_STATE: &str = "DELETE FROM service_state WHERE key = $1";
+
+// Publication between replicas.
+
 /// The `pg_notify` payload other replicas receive for `affected`: JSON of
 /// the ids, or `*` (forget everything) when it would not fit a
 /// notification (8000 bytes).
-pub(crate) fn publication(affected: &crate::subject::Affected) -> String {
+pub(crate) fn publication(affected: &Affected) -> String {
     let json = serde_json::json!({ "c": affected.customers, "u": affected.users }).to_string();
     if json.len() > 7000 {
         "*".to_owned()
@@ -75,7 +338,7 @@ pub(crate) fn publication(affected: &crate::subject::Affected) -> String {
 }
 
 /// Reads a payload made by [`publication`].
-pub(crate) fn published(payload: &str) -> super::StoreEvent {
+pub(crate) fn published(payload: &str) -> StoreEvent {
     let value = serde_json::from_str::<serde_json::Value>(payload).ok();
     let ids = |k: &str| -> Option<Vec<String>> {
         value
@@ -87,696 +350,64 @@ pub(crate) fn published(payload: &str) -> super::StoreEvent {
             .collect()
     };
     match (ids("c"), ids("u")) {
-        (Some(customers), Some(users)) => {
-            super::StoreEvent::Changed(crate::subject::Affected { customers, users })
-        }
-        _ => super::StoreEvent::Unknown,
+        (Some(customers), Some(users)) => StoreEvent::Changed(Affected { customers, users }),
+        _ => StoreEvent::Unknown,
     }
 }
 
-pub(crate) fn items_json(items: &[Item]) -> String {
-    serde_json::to_string(items).expect("BUG: items always serialize")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_subscription_assigns_every_column_after_the_key() {
+        assert_eq!(
+            SAVE_SUBSCRIPTION.as_str(),
+            "UPDATE subscriptions SET customer_id = $2, status = $3, current_period_end = $4, \
+             paid_through = $5, trial_end = $6, cancel_at_period_end = $7, \
+             past_due_since = $8, items = $9, user_id = $10, snapshot_created = $11, \
+             snapshot_event_id = $12, verified_at = $13, hold_review_id = $14, \
+             updated_at_ms = $15 WHERE id = $1"
+        );
+    }
+
+    #[test]
+    fn inserts_have_one_placeholder_per_column() {
+        assert!(INSERT_EVENT.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'processing')"));
+        assert!(INSERT_NOTIFICATION
+            .contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"));
+    }
+
+    #[test]
+    fn a_record_survives_the_row_both_ways() {
+        let mut record = SubscriptionRecord::placeholder("sub_1", "cus_1");
+        record.status = Some(Status::PastDue);
+        record.items = vec![Item {
+            price_id: "price_1".to_owned(),
+            product_id: Some("prod_1".to_owned()),
+            lookup_key: None,
+        }];
+        record.hold_review_id = Some(7);
+        let row = SubscriptionRow::from(&record);
+        assert_eq!(row.status.as_deref(), Some("past_due"));
+        assert_eq!(SubscriptionRecord::try_from(row).unwrap(), record);
+    }
+
+    #[test]
+    fn a_publication_reads_back_as_what_changed() {
+        let affected = Affected {
+            customers: vec!["cus_1".to_owned()],
+            users: vec!["user_1".to_owned()],
+        };
+        assert_eq!(
+            published(&publication(&affected)),
+            StoreEvent::Changed(affected)
+        );
+        let many = Affected {
+            customers: (0..1000).map(|i| format!("cus_{i}")).collect(),
+            users: Vec::new(),
+        };
+        assert_eq!(publication(&many), "*");
+        assert_eq!(published("*"), StoreEvent::Unknown);
+    }
 }
-
-/// The columns of [`SubscriptionRow`], as a literal for `concat!`.
-macro_rules! subscription_columns {
-    () => {
-        "id, customer_id, status, current_period_end, paid_through, trial_end, \
-         cancel_at_period_end, past_due_since, items, user_id, snapshot_created, \
-         snapshot_event_id, verified_at, hold_review_id"
-    };
-}
-pub(crate) use subscription_columns;
-
-pub(crate) const SUBSCRIPTIONS_OF_USER: &str = concat!(
-    "SELECT ",
-    subscription_columns!(),
-    " FROM subscriptions WHERE user_id = $1 UNION SELECT ",
-    subscription_columns!(),
-    " FROM subscriptions WHERE customer_id IN \
-     (SELECT customer_id FROM customer_users WHERE user_id = $1)"
-);
-
-pub(crate) const SUBSCRIPTIONS_OF_CUSTOMER: &str = concat!(
-    "SELECT ",
-    subscription_columns!(),
-    " FROM subscriptions WHERE customer_id = $1"
-);
-
-pub(crate) const NON_TERMINAL_SUBSCRIPTIONS: &str = "SELECT id FROM subscriptions \
-     WHERE status IS NULL OR status NOT IN ('canceled', 'incomplete_expired') ORDER BY id";
-
-pub(crate) const UNLINKED_CUSTOMERS: &str = "SELECT s.customer_id, MIN(s.id) FROM subscriptions s \
-     WHERE (s.status IS NULL OR s.status NOT IN ('canceled', 'incomplete_expired')) \
-     AND s.user_id IS NULL \
-     AND NOT EXISTS (SELECT 1 FROM customer_users c WHERE c.customer_id = s.customer_id) \
-     GROUP BY s.customer_id ORDER BY s.customer_id";
-
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
-     (id, type, created, livemode, api_version, payload, payload_sha256, content_sha256, source, received_at_ms, outcome) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'processing') \
-     ON CONFLICT (id) DO NOTHING RETURNING id";
-
-pub(crate) const EVENT_HASHES: &str =
-    "SELECT payload_sha256, content_sha256 FROM events WHERE id = $1";
-
-pub(crate) const LOAD_EVENT: &str = "SELECT payload, outcome FROM events WHERE id = $1";
-
-pub(crate) const FINISH_EVENT: &str =
-    "UPDATE events SET outcome = $2, error = $3, processed_at_ms = $4 WHERE id = $1";
-
-pub(crate) const INSERT_PLACEHOLDER: &str =
-    "INSERT INTO subscriptions (id, customer_id, updated_at_ms) \
-     VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING";
-
-pub(crate) const SAVE_SUBSCRIPTION: &str =
-    "UPDATE subscriptions SET customer_id = $2, status = $3, \
-     current_period_end = $4, paid_through = $5, trial_end = $6, cancel_at_period_end = $7, \
-     past_due_since = $8, items = $9, user_id = $10, snapshot_created = $11, \
-     snapshot_event_id = $12, verified_at = $13, updated_at_ms = $14, hold_review_id = $15 \
-     WHERE id = $1";
-
-pub(crate) const SET_HOLD: &str = "UPDATE subscriptions SET hold_review_id = $2 WHERE id = $1";
-
-pub(crate) const CLEAR_HOLDS: &str = "UPDATE subscriptions SET hold_review_id = NULL \
-     WHERE hold_review_id = $1 RETURNING customer_id";
-
-pub(crate) const LINK_CUSTOMER: &str =
-    "INSERT INTO customer_users (customer_id, user_id, linked_at_ms) \
-     VALUES ($1, $2, $3) ON CONFLICT (customer_id, user_id) DO NOTHING";
-
-pub(crate) const USERS_OF_CUSTOMER: &str =
-    "SELECT user_id FROM customer_users WHERE customer_id = $1 \
-     UNION SELECT user_id FROM subscriptions WHERE customer_id = $1 AND user_id IS NOT NULL";
-
-pub(crate) const INSERT_REVIEW: &str = "INSERT INTO needs_manual_review \
-     (subject, subscription_id, event_id, reason, details, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-
-pub(crate) const NOTE_REVIEW_OUTCOME: &str =
-    "UPDATE needs_manual_review SET refresh_outcome = $2 WHERE id = $1";
-
-pub(crate) const RESOLVE_REVIEW: &str = "UPDATE needs_manual_review SET resolved_at_ms = $2, \
-     resolution = $3 WHERE id = $1 AND resolved_at_ms IS NULL";
-
-pub(crate) const GET_EVENT: &str = "SELECT id, type, created, livemode, api_version, \
-     payload_sha256, source, received_at_ms, processed_at_ms, outcome, error \
-     FROM events WHERE id = $1";
-
-macro_rules! review_columns {
-    () => {
-        "id, subject, subscription_id, event_id, reason, details, created_at_ms, \
-         resolved_at_ms, resolution, refresh_outcome"
-    };
-}
-
-pub(crate) const GET_REVIEW: &str = concat!(
-    "SELECT ",
-    review_columns!(),
-    " FROM needs_manual_review WHERE id = $1"
-);
-
-/// `$1`: 0 all, 1 open only, 2 resolved only; `$2`: subject or ''.
-pub(crate) const LIST_REVIEWS: &str = concat!(
-    "SELECT ", review_columns!(), " FROM needs_manual_review \
-     WHERE ($1 = 0 OR ($1 = 1 AND resolved_at_ms IS NULL) OR ($1 = 2 AND resolved_at_ms IS NOT NULL)) \
-     AND ($2 = '' OR subject = $2 OR subscription_id = $2) ORDER BY id DESC LIMIT $3"
-);
-
-macro_rules! notification_columns {
-    () => {
-        "id, kind, user_id, customer_id, subscription_id, old_status, new_status, old_access, \
-         new_access, old_access_until, new_access_until, reason, created_at_ms, acked_at_ms, \
-         attempts, dead, last_error"
-    };
-}
-pub(crate) use notification_columns;
-
-pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
-     (kind, user_id, customer_id, subscription_id, old_status, new_status, old_access, new_access, \
-      old_access_until, new_access_until, reason, created_at_ms, next_attempt_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id";
-
-pub(crate) const LIST_NOTIFICATIONS: &str = concat!(
-    "SELECT ",
-    notification_columns!(),
-    " FROM notifications WHERE id > $1 \
-     AND ($3 OR acked_at_ms IS NULL) ORDER BY id LIMIT $2"
-);
-
-pub(crate) const ACK_NOTIFICATION: &str =
-    "UPDATE notifications SET acked_at_ms = $2 WHERE id = $1 AND acked_at_ms IS NULL";
-
-pub(crate) const DELIVERY_FAILED: &str = "UPDATE notifications SET attempts = $2, \
-     next_attempt_at_ms = $3, last_error = $4, dead = $5, lease_until_ms = 0 WHERE id = $1";
-
-pub(crate) const GET_STATE: &str = "SELECT value FROM service_state WHERE key = $1";
-
-pub(crate) const SET_STATE: &str = "INSERT INTO service_state (key, value) VALUES ($1, $2) \
-     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-
-pub(crate) const DELETE_STATE: &str = "DELETE FROM service_state WHERE key = $1";
-
-pub(crate) const NOTIFICATION_COUNTS: &str = "SELECT \
-     (SELECT COUNT(*) FROM notifications WHERE acked_at_ms IS NULL AND dead = $1), \
-     (SELECT COUNT(*) FROM notifications WHERE dead = $2), \
-     (SELECT COUNT(*) FROM needs_manual_review WHERE resolved_at_ms IS NULL)";
-
-/// Writes the `Store` and `Tx` implementations for one sqlx backend.
-///
-/// `lock` reads one subscription row and holds it until commit (`FOR
-/// UPDATE` where the backend has row locks); `claim` picks due
-/// notifications and leases them (`FOR UPDATE SKIP LOCKED` where it can).
-macro_rules! impl_sql_store {
-    (
-        store = $store:ty,
-        tx = $tx:ident,
-        db = $db:ty,
-        begin = $begin:expr,
-        lock = $lock:expr,
-        claim = $claim:expr,
-        publish = $publish:expr,
-        backend = $name:literal,
-        store_extra = { $($store_extra:tt)* }
-    ) => {
-        /// An open write transaction on a connection it owns.
-        ///
-        /// The transaction is driven with plain `BEGIN`/`COMMIT`/`ROLLBACK`
-        /// rather than `sqlx::Transaction`: when SQLite fails a COMMIT
-        /// (disk full, I/O error) it rolls back by itself, sqlx's own
-        /// bookkeeping then believes a transaction is still open, and every
-        /// later `begin` on that connection became a SAVEPOINT inside a
-        /// transaction that never commits. Here any error on BEGIN, COMMIT
-        /// or ROLLBACK, and any drop before the end (an error `?` or a
-        /// cancelled request), closes the connection instead of returning
-        /// it to the pool; closing rolls back whatever was open, and the
-        /// pool opens a fresh one.
-        pub struct $tx {
-            conn: Option<sqlx::pool::PoolConnection<$db>>,
-        }
-
-        impl $tx {
-            async fn open(
-                pool: &sqlx::Pool<$db>,
-            ) -> Result<Self, $crate::store::StoreError> {
-                use sqlx::Executor;
-                let mut conn = pool.acquire().await?;
-                if let Err(e) = conn.execute($begin).await {
-                    conn.close_on_drop();
-                    return Err(e.into());
-                }
-                Ok($tx { conn: Some(conn) })
-            }
-
-            fn conn(&mut self) -> &mut <$db as sqlx::Database>::Connection {
-                self.conn.as_mut().expect("BUG: transaction used after its end")
-            }
-
-            /// Sends `COMMIT` or `ROLLBACK`; on any error the connection is
-            /// closed rather than reused.
-            async fn end(&mut self, sql: &'static str) -> Result<(), $crate::store::StoreError> {
-                use sqlx::Executor;
-                let mut conn = self.conn.take().expect("BUG: transaction ended twice");
-                match conn.execute(sql).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        conn.close_on_drop();
-                        tracing::warn!(error = %e, statement = sql, "transaction end failed; closing the connection");
-                        Err(e.into())
-                    }
-                }
-            }
-        }
-
-        impl Drop for $tx {
-            fn drop(&mut self) {
-                if let Some(conn) = self.conn.as_mut() {
-                    // Dropped mid-transaction: never hand this connection
-                    // to the next writer.
-                    conn.close_on_drop();
-                }
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::store::Tx for $tx {
-            async fn insert_event(
-                &mut self,
-                e: &$crate::store::NewEvent<'_>,
-            ) -> Result<$crate::store::Recorded, $crate::store::StoreError> {
-                use $crate::store::rows::*;
-                let inserted: Option<(String,)> = sqlx::query_as(INSERT_EVENT)
-                    .bind(e.id)
-                    .bind(e.event_type)
-                    .bind(e.created)
-                    .bind(e.livemode)
-                    .bind(e.api_version)
-                    .bind(e.payload)
-                    .bind(e.payload_sha256)
-                    .bind(e.content_sha256)
-                    .bind(e.source)
-                    .bind(e.received_at_ms)
-                    .fetch_optional(self.conn())
-                    .await?;
-                if inserted.is_some() {
-                    return Ok($crate::store::Recorded::New);
-                }
-                let (payload_sha256, content_sha256): (String, Option<String>) =
-                    sqlx::query_as(EVENT_HASHES)
-                        .bind(e.id)
-                        .fetch_one(self.conn())
-                        .await?;
-                Ok($crate::store::Recorded::Duplicate {
-                    payload_sha256,
-                    content_sha256,
-                })
-            }
-
-            async fn load_event(
-                &mut self,
-                id: &str,
-            ) -> Result<Option<(String, String)>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::rows::LOAD_EVENT)
-                    .bind(id)
-                    .fetch_optional(self.conn())
-                    .await?)
-            }
-
-            async fn finish_event(
-                &mut self,
-                id: &str,
-                outcome: $crate::outcome::Outcome,
-                error: Option<&str>,
-                processed_at_ms: i64,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::FINISH_EVENT)
-                    .bind(id)
-                    .bind(outcome.as_str())
-                    .bind(error)
-                    .bind(processed_at_ms)
-                    .execute(self.conn())
-                    .await?;
-                Ok(())
-            }
-
-            async fn lock_subscription(
-                &mut self,
-                id: &str,
-                customer_id: &str,
-                now_ms: i64,
-            ) -> Result<$crate::subscription::SubscriptionRecord, $crate::store::StoreError> {
-                use $crate::store::rows::*;
-                sqlx::query(INSERT_PLACEHOLDER)
-                    .bind(id)
-                    .bind(customer_id)
-                    .bind(now_ms)
-                    .execute(self.conn())
-                    .await?;
-                let row: SubscriptionRow = sqlx::query_as($lock)
-                    .bind(id)
-                    .fetch_one(self.conn())
-                    .await?;
-                row.try_into()
-            }
-
-            async fn customer_records(
-                &mut self,
-                customer_id: &str,
-            ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
-            {
-                use $crate::store::rows::*;
-                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_CUSTOMER)
-                    .bind(customer_id)
-                    .fetch_all(self.conn())
-                    .await?;
-                records(rows)
-            }
-
-            async fn save_subscription(
-                &mut self,
-                r: &$crate::subscription::SubscriptionRecord,
-                now_ms: i64,
-            ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::rows::*;
-                sqlx::query(SAVE_SUBSCRIPTION)
-                    .bind(&r.id)
-                    .bind(&r.customer_id)
-                    .bind(r.status.map(|s| s.as_str()))
-                    .bind(r.current_period_end)
-                    .bind(r.paid_through)
-                    .bind(r.trial_end)
-                    .bind(r.cancel_at_period_end)
-                    .bind(r.past_due_since)
-                    .bind(items_json(&r.items))
-                    .bind(r.user_id.as_deref())
-                    .bind(r.snapshot_created)
-                    .bind(&r.snapshot_event_id)
-                    .bind(r.verified_at)
-                    .bind(now_ms)
-                    .bind(r.hold_review_id)
-                    .execute(self.conn())
-                    .await?;
-                Ok(())
-            }
-
-            async fn set_hold(
-                &mut self,
-                subscription_id: &str,
-                review_id: i64,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::SET_HOLD)
-                    .bind(subscription_id)
-                    .bind(review_id)
-                    .execute(self.conn())
-                    .await?;
-                Ok(())
-            }
-
-            async fn release_holds(
-                &mut self,
-                review_id: i64,
-            ) -> Result<Vec<String>, $crate::store::StoreError> {
-                let rows: Vec<(String,)> = sqlx::query_as($crate::store::rows::CLEAR_HOLDS)
-                    .bind(review_id)
-                    .fetch_all(self.conn())
-                    .await?;
-                Ok(rows.into_iter().map(|(c,)| c).collect())
-            }
-
-            async fn link_customer(
-                &mut self,
-                customer_id: &str,
-                user_id: &str,
-                now_ms: i64,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::LINK_CUSTOMER)
-                    .bind(customer_id)
-                    .bind(user_id)
-                    .bind(now_ms)
-                    .execute(self.conn())
-                    .await?;
-                Ok(())
-            }
-
-            async fn users_of_customer(
-                &mut self,
-                customer_id: &str,
-            ) -> Result<Vec<String>, $crate::store::StoreError> {
-                let rows: Vec<(String,)> = sqlx::query_as($crate::store::rows::USERS_OF_CUSTOMER)
-                    .bind(customer_id)
-                    .fetch_all(self.conn())
-                    .await?;
-                Ok(rows.into_iter().map(|(u,)| u).collect())
-            }
-
-            async fn flag_review(
-                &mut self,
-                r: &$crate::store::NewReview<'_>,
-            ) -> Result<i64, $crate::store::StoreError> {
-                let (id,): (i64,) = sqlx::query_as($crate::store::rows::INSERT_REVIEW)
-                    .bind(r.subject)
-                    .bind(r.subscription_id)
-                    .bind(r.event_id)
-                    .bind(r.reason.as_str())
-                    .bind(r.details)
-                    .bind(r.created_at_ms)
-                    .fetch_one(self.conn())
-                    .await?;
-                Ok(id)
-            }
-
-            async fn note_review_outcome(
-                &mut self,
-                review_id: i64,
-                outcome: &str,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::NOTE_REVIEW_OUTCOME)
-                    .bind(review_id)
-                    .bind(outcome)
-                    .execute(self.conn())
-                    .await?;
-                Ok(())
-            }
-
-            async fn resolve_review(
-                &mut self,
-                review_id: i64,
-                resolution: &str,
-                now_ms: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::rows::RESOLVE_REVIEW)
-                    .bind(review_id)
-                    .bind(now_ms)
-                    .bind(resolution)
-                    .execute(self.conn())
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn queue_notification(
-                &mut self,
-                n: &$crate::access_change::AccessChange,
-                created_at_ms: i64,
-            ) -> Result<i64, $crate::store::StoreError> {
-                let (id,): (i64,) = sqlx::query_as($crate::store::rows::INSERT_NOTIFICATION)
-                    .bind(n.kind.as_str())
-                    .bind(&n.user_id)
-                    .bind(&n.customer_id)
-                    .bind(&n.subscription_id)
-                    .bind(&n.old_status)
-                    .bind(&n.new_status)
-                    .bind(n.old_access)
-                    .bind(n.new_access)
-                    .bind(n.old_access_until)
-                    .bind(n.new_access_until)
-                    .bind(&n.reason)
-                    .bind(created_at_ms)
-                    .fetch_one(self.conn())
-                    .await?;
-                Ok(id)
-            }
-
-            async fn set_state(
-                &mut self,
-                key: &str,
-                value: Option<&str>,
-            ) -> Result<(), $crate::store::StoreError> {
-                match value {
-                    Some(v) => sqlx::query($crate::store::rows::SET_STATE)
-                        .bind(key)
-                        .bind(v),
-                    None => sqlx::query($crate::store::rows::DELETE_STATE).bind(key),
-                }
-                .execute(self.conn())
-                .await?;
-                Ok(())
-            }
-
-            async fn publish_changes(
-                &mut self,
-                affected: &$crate::subject::Affected,
-            ) -> Result<(), $crate::store::StoreError> {
-                let statement: Option<&'static str> = $publish;
-                if let Some(sql) = statement {
-                    let payload = $crate::store::rows::publication(affected);
-                    sqlx::query(sql).bind(payload).execute(self.conn()).await?;
-                }
-                Ok(())
-            }
-
-            async fn commit(mut self: Box<Self>) -> Result<(), $crate::store::StoreError> {
-                self.end("COMMIT").await
-            }
-
-            async fn rollback(mut self: Box<Self>) -> Result<(), $crate::store::StoreError> {
-                self.end("ROLLBACK").await
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $store {
-            async fn begin(&self) -> Result<Box<dyn $crate::store::Tx>, $crate::store::StoreError> {
-                Ok(Box::new($tx::open(self.writer()).await?))
-            }
-
-            async fn subscriptions_for_user(
-                &self,
-                user_id: &str,
-            ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
-            {
-                use $crate::store::rows::*;
-                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_USER)
-                    .bind(user_id)
-                    .fetch_all(self.reader())
-                    .await?;
-                records(rows)
-            }
-
-            async fn subscriptions_for_customer(
-                &self,
-                customer_id: &str,
-            ) -> Result<Vec<$crate::subscription::SubscriptionRecord>, $crate::store::StoreError>
-            {
-                use $crate::store::rows::*;
-                let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS_OF_CUSTOMER)
-                    .bind(customer_id)
-                    .fetch_all(self.reader())
-                    .await?;
-                records(rows)
-            }
-
-            async fn non_terminal_subscriptions(
-                &self,
-            ) -> Result<Vec<String>, $crate::store::StoreError> {
-                let rows: Vec<(String,)> =
-                    sqlx::query_as($crate::store::rows::NON_TERMINAL_SUBSCRIPTIONS)
-                        .fetch_all(self.reader())
-                        .await?;
-                Ok(rows.into_iter().map(|(id,)| id).collect())
-            }
-
-            async fn unlinked_customers(
-                &self,
-            ) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::rows::UNLINKED_CUSTOMERS)
-                    .fetch_all(self.reader())
-                    .await?)
-            }
-
-            async fn get_event(
-                &self,
-                id: &str,
-            ) -> Result<Option<$crate::store::EventRow>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::rows::GET_EVENT)
-                    .bind(id)
-                    .fetch_optional(self.reader())
-                    .await?)
-            }
-
-            async fn get_review(
-                &self,
-                id: i64,
-            ) -> Result<Option<$crate::store::ReviewRow>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::rows::GET_REVIEW)
-                    .bind(id)
-                    .fetch_optional(self.reader())
-                    .await?)
-            }
-
-            async fn find_reviews(
-                &self,
-                filter: &$crate::store::ReviewFilter,
-            ) -> Result<Vec<$crate::store::ReviewRow>, $crate::store::StoreError> {
-                let state: i64 = match filter.open {
-                    None => 0,
-                    Some(true) => 1,
-                    Some(false) => 2,
-                };
-                Ok(sqlx::query_as($crate::store::rows::LIST_REVIEWS)
-                    .bind(state)
-                    .bind(filter.subject.as_deref().unwrap_or(""))
-                    .bind(filter.limit)
-                    .fetch_all(self.reader())
-                    .await?)
-            }
-
-            async fn list_notifications(
-                &self,
-                after_id: i64,
-                limit: i64,
-                include_acked: bool,
-            ) -> Result<Vec<$crate::store::NotificationRow>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::rows::LIST_NOTIFICATIONS)
-                    .bind(after_id)
-                    .bind(limit)
-                    .bind(include_acked)
-                    .fetch_all(self.writer())
-                    .await?)
-            }
-
-            async fn ack_notification(
-                &self,
-                id: i64,
-                now_ms: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::rows::ACK_NOTIFICATION)
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(self.writer())
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn claim_notifications(
-                &self,
-                now_ms: i64,
-                lease_ms: i64,
-                limit: i64,
-            ) -> Result<Vec<$crate::store::NotificationRow>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($claim)
-                    .bind(now_ms)
-                    .bind(now_ms + lease_ms)
-                    .bind(limit)
-                    .fetch_all(self.writer())
-                    .await?)
-            }
-
-            async fn delivery_failed(
-                &self,
-                id: i64,
-                attempts: i64,
-                next_attempt_at_ms: i64,
-                error: &str,
-                dead: bool,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::rows::DELIVERY_FAILED)
-                    .bind(id)
-                    .bind(attempts)
-                    .bind(next_attempt_at_ms)
-                    .bind(error)
-                    .bind(dead)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
-            }
-
-            async fn counts(&self) -> Result<$crate::store::Counts, $crate::store::StoreError> {
-                let (queued, dead, open_reviews): (i64, i64, i64) =
-                    sqlx::query_as($crate::store::rows::NOTIFICATION_COUNTS)
-                        .bind(false)
-                        .bind(true)
-                        .fetch_one(self.reader())
-                        .await?;
-                Ok($crate::store::Counts {
-                    queued_notifications: queued,
-                    dead_notifications: dead,
-                    open_reviews,
-                })
-            }
-
-            async fn get_state(
-                &self,
-                key: &str,
-            ) -> Result<Option<String>, $crate::store::StoreError> {
-                let row: Option<(String,)> = sqlx::query_as($crate::store::rows::GET_STATE)
-                    .bind(key)
-                    .fetch_optional(self.writer())
-                    .await?;
-                Ok(row.map(|(v,)| v))
-            }
-
-            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("SELECT 1").execute(self.reader()).await?;
-                Ok(())
-            }
-
-            fn backend(&self) -> &'static str {
-                $name
-            }
-
-            $($store_extra)*
-        }
-    };
-}
-
-pub(crate) use impl_sql_store;

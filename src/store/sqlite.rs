@@ -4,32 +4,21 @@
 //! All writes go through one connection: SQLite allows one writer at a time,
 //! and letting several connections fight over the lock only adds busy-wait
 //! tail latency. Reads use their own pool and never wait for the writer.
+//!
+//! [`Store`](super::Store) is implemented in `sqlite/store.rs`,
+//! [`Tx`](super::Tx) in `sqlite/tx.rs`.
+
+mod store;
+mod tx;
 
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::SqlitePool;
 
-use super::rows::{impl_sql_store, notification_columns, subscription_columns};
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// SQLite has no row locks; the single writer connection serializes every
-/// write transaction, which is stronger.
-const LOCK_SUBSCRIPTION: &str = concat!(
-    "SELECT ",
-    subscription_columns!(),
-    " FROM subscriptions WHERE id = $1"
-);
-
-/// Leases due notifications for one push attempt each.
-const CLAIM_NOTIFICATIONS: &str = concat!(
-    "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 WHERE id IN \
-     (SELECT id FROM notifications WHERE acked_at_ms IS NULL AND dead = 0 \
-      AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 ORDER BY id LIMIT $3) RETURNING ",
-    notification_columns!()
-);
 
 pub struct SqliteStore {
     /// The only connection that writes.
@@ -60,27 +49,4 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
-
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
 }
-
-impl_sql_store!(
-    store = SqliteStore,
-    tx = SqliteTx,
-    db = Sqlite,
-    // IMMEDIATE takes the write lock at BEGIN, so a writer that is not
-    // really the only one fails loudly here instead of at COMMIT.
-    begin = "BEGIN IMMEDIATE",
-    lock = LOCK_SUBSCRIPTION,
-    claim = CLAIM_NOTIFICATIONS,
-    // One process owns a SQLite file: its cache is invalidated in-process.
-    publish = None,
-    backend = "sqlite",
-    store_extra = {}
-);

@@ -21,5 +21,6 @@ mod refresh;
 mod repair;
 mod replicas;
 mod reviews;
+mod store_suite;
 mod stripe_client;
 mod webhook_signature;

@@ -1,0 +1,78 @@
+//! The transaction both backends' `Tx` types wrap: a pooled connection it
+//! owns, driven with plain statements.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Executor, Pool};
+
+use super::StoreError;
+
+/// An open write transaction on a connection it owns.
+///
+/// The transaction is driven with plain `BEGIN`/`COMMIT`/`ROLLBACK` rather
+/// than `sqlx::Transaction`: when SQLite fails a COMMIT (disk full, I/O
+/// error) it rolls back by itself, sqlx's own bookkeeping then believes a
+/// transaction is still open, and every later `begin` on that connection
+/// became a SAVEPOINT inside a transaction that never commits. Here any
+/// error on BEGIN, COMMIT or ROLLBACK, and any drop before the end (an error
+/// `?` or a cancelled request), closes the connection instead of returning
+/// it to the pool; closing rolls back whatever was open, and the pool opens
+/// a fresh one.
+pub(crate) struct OwnedTx<DB: Database> {
+    /// `None` once the transaction has ended.
+    conn: Option<PoolConnection<DB>>,
+}
+
+impl<DB: Database> OwnedTx<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Takes a connection from `pool` and sends `begin` (`BEGIN`, or
+    /// SQLite's `BEGIN IMMEDIATE`) on it.
+    pub(crate) async fn begin(pool: &Pool<DB>, begin: &'static str) -> Result<Self, StoreError> {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = conn.execute(begin).await {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(OwnedTx { conn: Some(conn) })
+    }
+
+    /// The connection, for the statements of the transaction.
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        self.conn
+            .as_mut()
+            .expect("BUG: transaction used after its end")
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        self.end("COMMIT").await
+    }
+
+    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
+        self.end("ROLLBACK").await
+    }
+
+    /// Sends `COMMIT` or `ROLLBACK`; on any error the connection is closed
+    /// rather than reused.
+    async fn end(&mut self, statement: &'static str) -> Result<(), StoreError> {
+        let mut conn = self.conn.take().expect("BUG: transaction ended twice");
+        match conn.execute(statement).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                conn.close_on_drop();
+                tracing::warn!(error = %e, statement, "transaction end failed; closing the connection");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl<DB: Database> Drop for OwnedTx<DB> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            // Dropped mid-transaction: never hand this connection to the
+            // next writer.
+            conn.close_on_drop();
+        }
+    }
+}

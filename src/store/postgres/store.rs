@@ -1,0 +1,278 @@
+//! PostgreSQL reads, single-statement writes, leadership and the listener.
+//! One pool serves reads and writes.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::tx::PgTx;
+use super::{PgStore, INVALIDATION_CHANNEL, RECONCILER_LOCK};
+use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
+use crate::store::{Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
+use crate::store::{Store, StoreError, StoreEvent, Tx};
+use crate::subscription::SubscriptionRecord;
+
+#[async_trait]
+impl Store for PgStore {
+    #[tracing::instrument(skip_all)]
+    async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+        Ok(Box::new(PgTx::begin(&self.pool).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscriptions_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_USER)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscriptions_for_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
+            .bind(customer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<(String,)> = sqlx::query_as(rows::NON_TERMINAL_SUBSCRIPTIONS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(rows::UNLINKED_CUSTOMERS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
+        Ok(sqlx::query_as(rows::GET_EVENT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::GET_REVIEW)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::FIND_REVIEWS)
+            .bind(rows::review_state(filter.open))
+            .bind(filter.subject.as_deref().unwrap_or(""))
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notifications(
+        &self,
+        after_id: i64,
+        limit: i64,
+        include_acked: bool,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::LIST_NOTIFICATIONS)
+            .bind(after_id)
+            .bind(limit)
+            .bind(include_acked)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(rows::ACK_NOTIFICATION)
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `SKIP LOCKED` passes over rows another replica is claiming right
+    /// now; a row claimed and committed has a lease in the future, which
+    /// the re-checked `WHERE` leaves out.
+    #[tracing::instrument(skip_all)]
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        static CLAIM: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM notifications WHERE acked_at_ms IS NULL \
+                 AND NOT dead AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {NOTIFICATION_COLUMNS}"
+            )
+        });
+        Ok(sqlx::query_as(&CLAIM)
+            .bind(now_ms)
+            .bind(now_ms + lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::DELIVERY_FAILED)
+            .bind(id)
+            .bind(attempts)
+            .bind(next_attempt_at_ms)
+            .bind(error)
+            .bind(dead)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let (queued_notifications, dead_notifications, open_reviews): (i64, i64, i64) =
+            sqlx::query_as(rows::COUNTS)
+                .bind(false)
+                .bind(true)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Counts {
+            queued_notifications,
+            dead_notifications,
+            open_reviews,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<(String,)> = sqlx::query_as(rows::GET_STATE)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value.map(|(v,)| v))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// Leads while a session of this replica holds the reconciler's
+    /// advisory lock; the lock goes with the session when the replica dies.
+    #[tracing::instrument(skip_all)]
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        let mut leader = self.leader.lock().await;
+        if let Some(conn) = leader.as_mut() {
+            // Still leading while the session that holds the lock lives.
+            if conn.ping().await.is_ok() {
+                return Ok(true);
+            }
+            tracing::warn!("lost the reconciler lock session");
+            *leader = None;
+        }
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RECONCILER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            tracing::info!("this replica now runs the reconciler");
+            *leader = Some(conn);
+        }
+        Ok(locked)
+    }
+
+    /// Listens on [`INVALIDATION_CHANNEL`], and listens again (backing off
+    /// up to 5 s) whenever the listener is lost, until `stop`.
+    #[tracing::instrument(skip_all)]
+    async fn watch(&self, events: mpsc::Sender<StoreEvent>, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            match self.listen(&events, &stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if events.send(StoreEvent::Lost).await.is_err() {
+                        return;
+                    }
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "invalidation listener lost; cache off until it reconnects");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+impl PgStore {
+    /// One listener connection's life: `Listening`, then what it hears,
+    /// until `stop` (`Ok`) or until the connection fails (`Err`).
+    async fn listen(
+        &self,
+        events: &mpsc::Sender<StoreEvent>,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(INVALIDATION_CHANNEL).await?;
+        if events.send(StoreEvent::Listening).await.is_err() {
+            return Ok(());
+        }
+        tracing::info!(
+            channel = INVALIDATION_CHANNEL,
+            "listening for invalidations from other replicas"
+        );
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                next = listener.try_recv() => next?,
+            };
+            let event = match next {
+                Some(n) => rows::published(n.payload()),
+                None => return Err(sqlx::Error::PoolClosed),
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! PostgreSQL write transactions. Writers to the same subscription queue
+//! on its row lock (`FOR UPDATE`); writers to different ones run side by
+//! side.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgArguments;
+use sqlx::Row;
+use sqlx::{PgPool, Postgres};
+
+use super::INVALIDATION_CHANNEL;
+use crate::access_change::AccessChange;
+use crate::outcome::Outcome;
+use crate::store::owned_tx::OwnedTx;
+use crate::store::rows::{self, SubscriptionRow, SUBSCRIPTION_COLUMNS};
+use crate::store::{NewEvent, NewReview, Recorded, StoreError, Tx};
+use crate::subject::Affected;
+use crate::subscription::SubscriptionRecord;
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// A write transaction on a connection of the pool, at READ COMMITTED.
+pub(crate) struct PgTx {
+    tx: OwnedTx<Postgres>,
+}
+
+impl PgTx {
+    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, StoreError> {
+        Ok(PgTx {
+            tx: OwnedTx::begin(pool, "BEGIN").await?,
+        })
+    }
+}
+
+/// Binds `row` in the order of [`rows::SUBSCRIPTION_COLUMNS`].
+fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q> {
+    query
+        .bind(&row.id)
+        .bind(&row.customer_id)
+        .bind(row.status.as_deref())
+        .bind(row.current_period_end)
+        .bind(row.paid_through)
+        .bind(row.trial_end)
+        .bind(row.cancel_at_period_end)
+        .bind(row.past_due_since)
+        .bind(&row.items)
+        .bind(row.user_id.as_deref())
+        .bind(row.snapshot_created)
+        .bind(&row.snapshot_event_id)
+        .bind(row.verified_at)
+        .bind(row.hold_review_id)
+}
+
+/// Binds `event` in the order of [`rows::EVENT_COLUMNS`].
+fn bind_event<'q>(query: Query<'q>, event: &NewEvent<'q>) -> Query<'q> {
+    query
+        .bind(event.id)
+        .bind(event.event_type)
+        .bind(event.created)
+        .bind(event.livemode)
+        .bind(event.api_version)
+        .bind(event.payload)
+        .bind(event.payload_sha256)
+        .bind(event.content_sha256)
+        .bind(event.source)
+        .bind(event.received_at_ms)
+}
+
+/// Binds `change` and its creation time in the order of
+/// [`rows::NOTIFICATION_CHANGE_COLUMNS`].
+fn bind_notification<'q>(
+    query: Query<'q>,
+    change: &'q AccessChange,
+    created_at_ms: i64,
+) -> Query<'q> {
+    query
+        .bind(change.kind.as_str())
+        .bind(&change.user_id)
+        .bind(&change.customer_id)
+        .bind(&change.subscription_id)
+        .bind(&change.old_status)
+        .bind(&change.new_status)
+        .bind(change.old_access)
+        .bind(change.new_access)
+        .bind(change.old_access_until)
+        .bind(change.new_access_until)
+        .bind(&change.reason)
+        .bind(created_at_ms)
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    #[tracing::instrument(skip_all)]
+    async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
+        let inserted = bind_event(sqlx::query(&rows::INSERT_EVENT), event)
+            .fetch_optional(self.tx.conn())
+            .await?;
+        if inserted.is_some() {
+            return Ok(Recorded::New);
+        }
+        let (payload_sha256, content_sha256): (String, Option<String>) =
+            sqlx::query_as(rows::EVENT_HASHES)
+                .bind(event.id)
+                .fetch_one(self.tx.conn())
+                .await?;
+        Ok(Recorded::Duplicate {
+            payload_sha256,
+            content_sha256,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(rows::LOAD_EVENT)
+            .bind(id)
+            .fetch_optional(self.tx.conn())
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn finish_event(
+        &mut self,
+        id: &str,
+        outcome: Outcome,
+        error: Option<&str>,
+        processed_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::FINISH_EVENT)
+            .bind(id)
+            .bind(outcome.as_str())
+            .bind(error)
+            .bind(processed_at_ms)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The placeholder insert makes a new subscription's row exist (a
+    /// concurrent insert of the same id waits for this one), so that
+    /// `FOR UPDATE` always has a row to lock and concurrent writers queue
+    /// on it until this transaction ends.
+    #[tracing::instrument(skip_all)]
+    async fn lock_subscription(
+        &mut self,
+        id: &str,
+        customer_id: &str,
+        now_ms: i64,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        sqlx::query(rows::INSERT_PLACEHOLDER)
+            .bind(id)
+            .bind(customer_id)
+            .bind(now_ms)
+            .execute(self.tx.conn())
+            .await?;
+        static LOCK: LazyLock<String> = LazyLock::new(|| {
+            format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE")
+        });
+        let row: SubscriptionRow = sqlx::query_as(&LOCK)
+            .bind(id)
+            .fetch_one(self.tx.conn())
+            .await?;
+        row.try_into()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn customer_records(
+        &mut self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
+            .bind(customer_id)
+            .fetch_all(self.tx.conn())
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError> {
+        sqlx::query(rows::SET_HOLD)
+            .bind(subscription_id)
+            .bind(review_id)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_holds(&mut self, review_id: i64) -> Result<Vec<String>, StoreError> {
+        let customers: Vec<(String,)> = sqlx::query_as(rows::RELEASE_HOLDS)
+            .bind(review_id)
+            .fetch_all(self.tx.conn())
+            .await?;
+        Ok(customers.into_iter().map(|(c,)| c).collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn save_subscription(
+        &mut self,
+        record: &SubscriptionRecord,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let row = SubscriptionRow::from(record);
+        bind_subscription(sqlx::query(&rows::SAVE_SUBSCRIPTION), &row)
+            .bind(now_ms)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn link_customer(
+        &mut self,
+        customer_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::LINK_CUSTOMER)
+            .bind(customer_id)
+            .bind(user_id)
+            .bind(now_ms)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
+        let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
+            .bind(customer_id)
+            .fetch_all(self.tx.conn())
+            .await?;
+        Ok(users.into_iter().map(|(u,)| u).collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError> {
+        let (id,): (i64,) = sqlx::query_as(rows::INSERT_REVIEW)
+            .bind(review.subject)
+            .bind(review.subscription_id)
+            .bind(review.event_id)
+            .bind(review.reason.as_str())
+            .bind(review.details)
+            .bind(review.created_at_ms)
+            .fetch_one(self.tx.conn())
+            .await?;
+        Ok(id)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn note_review_outcome(
+        &mut self,
+        review_id: i64,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::NOTE_REVIEW_OUTCOME)
+            .bind(review_id)
+            .bind(outcome)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn resolve_review(
+        &mut self,
+        review_id: i64,
+        resolution: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(rows::RESOLVE_REVIEW)
+            .bind(review_id)
+            .bind(now_ms)
+            .bind(resolution)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn queue_notification(
+        &mut self,
+        change: &AccessChange,
+        created_at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let row = bind_notification(
+            sqlx::query(&rows::INSERT_NOTIFICATION),
+            change,
+            created_at_ms,
+        )
+        .fetch_one(self.tx.conn())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let query = match value {
+            Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),
+            None => sqlx::query(rows::DELETE_STATE).bind(key),
+        };
+        query.execute(self.tx.conn()).await?;
+        Ok(())
+    }
+
+    /// `pg_notify` is delivered at commit, and only if the transaction
+    /// commits.
+    #[tracing::instrument(skip_all)]
+    async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(INVALIDATION_CHANNEL)
+            .bind(rows::publication(affected))
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit().await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Arguments, Execute};
+
+    use super::*;
+    use crate::store::rows::column_count;
+
+    fn bound(mut query: Query<'_>) -> usize {
+        query.take_arguments().unwrap().map_or(0, |a| a.len())
+    }
+
+    #[test]
+    fn each_bind_function_binds_one_value_per_column() {
+        let record = SubscriptionRecord::placeholder("sub_1", "cus_1");
+        let row = SubscriptionRow::from(&record);
+        assert_eq!(
+            bound(bind_subscription(sqlx::query(""), &row)),
+            column_count(rows::SUBSCRIPTION_COLUMNS)
+        );
+        let event = NewEvent {
+            id: "evt_1",
+            event_type: "customer.subscription.updated",
+            created: 1,
+            livemode: false,
+            api_version: None,
+            payload: "{}",
+            payload_sha256: "",
+            content_sha256: "",
+            source: "webhook",
+            received_at_ms: 1,
+        };
+        assert_eq!(
+            bound(bind_event(sqlx::query(""), &event)),
+            column_count(rows::EVENT_COLUMNS)
+        );
+        let change = AccessChange {
+            kind: crate::access_change::Kind::Revoked,
+            user_id: String::new(),
+            customer_id: String::new(),
+            subscription_id: String::new(),
+            old_status: String::new(),
+            new_status: String::new(),
+            old_access: true,
+            new_access: false,
+            old_access_until: 0,
+            new_access_until: 0,
+            reason: String::new(),
+        };
+        assert_eq!(
+            bound(bind_notification(sqlx::query(""), &change, 1)),
+            column_count(rows::NOTIFICATION_CHANGE_COLUMNS)
+        );
+    }
+}

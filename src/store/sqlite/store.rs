@@ -1,0 +1,192 @@
+//! SQLite reads and single-statement writes. Reads go to the read pool;
+//! writes, and reads that must see the latest write (`get_state`,
+//! notifications), go to the writer connection.
+
+use async_trait::async_trait;
+
+use super::tx::SqliteTx;
+use super::SqliteStore;
+use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
+use crate::store::{Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
+use crate::store::{Store, StoreError, Tx};
+use crate::subscription::SubscriptionRecord;
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip_all)]
+    async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+        Ok(Box::new(SqliteTx::begin(&self.writer).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscriptions_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_USER)
+            .bind(user_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscriptions_for_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
+            .bind(customer_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<(String,)> = sqlx::query_as(rows::NON_TERMINAL_SUBSCRIPTIONS)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(rows::UNLINKED_CUSTOMERS)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
+        Ok(sqlx::query_as(rows::GET_EVENT)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::GET_REVIEW)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::FIND_REVIEWS)
+            .bind(rows::review_state(filter.open))
+            .bind(filter.subject.as_deref().unwrap_or(""))
+            .bind(filter.limit)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notifications(
+        &self,
+        after_id: i64,
+        limit: i64,
+        include_acked: bool,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::LIST_NOTIFICATIONS)
+            .bind(after_id)
+            .bind(limit)
+            .bind(include_acked)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(rows::ACK_NOTIFICATION)
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One statement on the single writer: no other claim can interleave.
+    #[tracing::instrument(skip_all)]
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "UPDATE notifications SET lease_until_ms = $2, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM notifications WHERE acked_at_ms IS NULL \
+                 AND dead = 0 AND next_attempt_at_ms <= $1 AND lease_until_ms <= $1 \
+                 ORDER BY id LIMIT $3) RETURNING {NOTIFICATION_COLUMNS}"
+            )
+        });
+        Ok(sqlx::query_as(&CLAIM)
+            .bind(now_ms)
+            .bind(now_ms + lease_ms)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delivery_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::DELIVERY_FAILED)
+            .bind(id)
+            .bind(attempts)
+            .bind(next_attempt_at_ms)
+            .bind(error)
+            .bind(dead)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let (queued_notifications, dead_notifications, open_reviews): (i64, i64, i64) =
+            sqlx::query_as(rows::COUNTS)
+                .bind(false)
+                .bind(true)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(Counts {
+            queued_notifications,
+            dead_notifications,
+            open_reviews,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<(String,)> = sqlx::query_as(rows::GET_STATE)
+            .bind(key)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(value.map(|(v,)| v))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    // `try_lead` and `watch` keep the trait's defaults: one process owns a
+    // SQLite file, so it always leads and has nobody to hear from.
+}

@@ -1,0 +1,197 @@
+//! Recording events exactly once, reading them back, setting their outcome.
+
+use super::*;
+
+on_both_backends!(
+    insert_event_records_once_and_reports_the_stored_hashes,
+    insert_event_racing_the_same_id_gives_one_new_and_duplicates,
+    an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new,
+    load_event_and_finish_event_read_and_set_the_outcome,
+);
+
+async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert_eq!(store.get_event("evt_1").await.unwrap(), None);
+    let first = Event::new("evt_1", "first");
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_event(&first.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    // The same id again, even in the same transaction, is a duplicate.
+    assert!(matches!(
+        tx.insert_event(&first.as_new()).await.unwrap(),
+        Recorded::Duplicate { .. }
+    ));
+    tx.commit().await.unwrap();
+
+    let row = store.get_event("evt_1").await.unwrap().expect("stored");
+    assert_eq!(row.id, "evt_1");
+    assert_eq!(row.event_type, "customer.subscription.updated");
+    assert_eq!(row.created, 1_700_000_000);
+    assert!(row.livemode);
+    assert_eq!(row.api_version, None);
+    assert_eq!(row.payload_sha256, "sha-of-first");
+    assert_eq!(row.source, "webhook");
+    assert_eq!(row.received_at_ms, 1_700_000_000_123);
+    assert_eq!(row.processed_at_ms, None);
+    assert_eq!(row.outcome, "processing");
+    assert_eq!(row.error, None);
+
+    // Another payload under the same id: a duplicate, with what was stored.
+    let other = Event::new("evt_1", "second");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_event(&other.as_new()).await.unwrap(),
+        Recorded::Duplicate {
+            payload_sha256: "sha-of-first".to_owned(),
+            content_sha256: Some("sha-of-first".to_owned()),
+        }
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.load_event("evt_1").await.unwrap(),
+        Some(("first".to_owned(), "processing".to_owned()))
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(store.get_event("evt_2").await.unwrap(), None);
+}
+
+async fn insert_event_racing_the_same_id_gives_one_new_and_duplicates(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+
+    // Two transactions, the second inserting while the first is open: it
+    // waits, then sees a duplicate of what the first committed.
+    let first = Event::new("evt_race", "first");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_event(&first.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let event = Event::new("evt_race", "second");
+            let mut tx = store.begin().await?;
+            let recorded = tx.insert_event(&event.as_new()).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(recorded)
+        }
+    });
+    tokio::time::sleep(BLOCKED).await;
+    assert!(
+        !second.is_finished(),
+        "the second insert waits for the first"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        Recorded::Duplicate {
+            payload_sha256: "sha-of-first".to_owned(),
+            content_sha256: Some("sha-of-first".to_owned()),
+        }
+    );
+
+    // Eight at once: one is new, the others duplicates of it, none fails.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let event = Event::new("evt_crowd", &format!("payload {i}"));
+                let mut tx = store.begin().await?;
+                let recorded = tx.insert_event(&event.as_new()).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(recorded)
+            })
+        })
+        .collect();
+    let mut new = 0;
+    let mut duplicate_hashes = Vec::new();
+    for racer in racers {
+        match racer.await.unwrap().expect("no racer fails") {
+            Recorded::New => new += 1,
+            Recorded::Duplicate { payload_sha256, .. } => duplicate_hashes.push(payload_sha256),
+        }
+    }
+    assert_eq!((new, duplicate_hashes.len()), (1, 7));
+    let stored = store.get_event("evt_crowd").await.unwrap().unwrap();
+    assert!(duplicate_hashes.iter().all(|h| *h == stored.payload_sha256));
+}
+
+async fn an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let first = Event::new("evt_undone", "first");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_event(&first.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let event = Event::new("evt_undone", "second");
+            let mut tx = store.begin().await?;
+            let recorded = tx.insert_event(&event.as_new()).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(recorded)
+        }
+    });
+    tokio::time::sleep(BLOCKED).await;
+    tx.rollback().await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), Recorded::New);
+    let stored = store.get_event("evt_undone").await.unwrap().unwrap();
+    assert_eq!(stored.payload_sha256, "sha-of-second");
+}
+
+async fn load_event_and_finish_event_read_and_set_the_outcome(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let event = Event::new("evt_done", "the payload");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.load_event("evt_done").await.unwrap(), None);
+    tx.insert_event(&event.as_new()).await.unwrap();
+    assert_eq!(
+        tx.load_event("evt_done").await.unwrap(),
+        Some(("the payload".to_owned(), "processing".to_owned()))
+    );
+    tx.finish_event("evt_done", Outcome::Failed, Some("no snapshot"), 42)
+        .await
+        .unwrap();
+    // An unknown id changes nothing and is no error.
+    tx.finish_event("evt_unknown", Outcome::Applied, None, 43)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let row = store.get_event("evt_done").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.outcome.as_str(),
+            row.error.as_deref(),
+            row.processed_at_ms
+        ),
+        ("failed", Some("no snapshot"), Some(42))
+    );
+    assert_eq!(store.get_event("evt_unknown").await.unwrap(), None);
+
+    // Finishing again (a replay) replaces outcome and error.
+    let mut tx = store.begin().await.unwrap();
+    tx.finish_event("evt_done", Outcome::Applied, None, 44)
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.load_event("evt_done").await.unwrap(),
+        Some(("the payload".to_owned(), "applied".to_owned()))
+    );
+    tx.commit().await.unwrap();
+    let row = store.get_event("evt_done").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.outcome.as_str(),
+            row.error.as_deref(),
+            row.processed_at_ms
+        ),
+        ("applied", None, Some(44))
+    );
+}

@@ -1,0 +1,372 @@
+//! Subscriptions: locking, saving, the reads by user and customer, the
+//! sweeps, customer links and holds.
+
+use super::*;
+
+on_both_backends!(
+    lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_field,
+    lock_subscription_serializes_writers_of_one_subscription,
+    customer_records_sees_the_transaction_and_readers_see_only_commits,
+    subscriptions_for_user_and_customer_follow_metadata_and_links,
+    non_terminal_subscriptions_leave_out_canceled_and_expired,
+    unlinked_customers_lists_live_customers_no_user_is_linked_to,
+    link_customer_is_idempotent_and_users_of_customer_unions_both_sources,
+    holds_are_set_and_released_per_review,
+    unreadable_rows_are_reported_as_corrupt,
+);
+
+/// A record with every field set, each to a value of its own.
+fn full_record(id: &str, customer: &str) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: id.to_owned(),
+        customer_id: customer.to_owned(),
+        status: Some(Status::PastDue),
+        current_period_end: Some(11),
+        paid_through: Some(12),
+        trial_end: Some(13),
+        cancel_at_period_end: true,
+        past_due_since: Some(14),
+        items: vec![
+            Item {
+                price_id: "price_1".to_owned(),
+                product_id: Some("prod_1".to_owned()),
+                lookup_key: Some("pro".to_owned()),
+            },
+            Item {
+                price_id: "price_2".to_owned(),
+                product_id: None,
+                lookup_key: None,
+            },
+        ],
+        user_id: Some("user_rt".to_owned()),
+        snapshot_created: 15,
+        snapshot_event_id: "evt_rt".to_owned(),
+        verified_at: 16,
+        hold_review_id: Some(17),
+    }
+}
+
+async fn lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_field(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    let placeholder = tx.lock_subscription("sub_rt", "cus_rt", 100).await.unwrap();
+    assert_eq!(
+        placeholder,
+        SubscriptionRecord::placeholder("sub_rt", "cus_rt")
+    );
+    let record = full_record("sub_rt", "cus_rt");
+    tx.save_subscription(&record, 200).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.subscriptions_for_customer("cus_rt").await.unwrap(),
+        vec![record.clone()]
+    );
+
+    // Locking again reads what was saved; the customer given is only for a
+    // new placeholder.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.lock_subscription("sub_rt", "cus_elsewhere", 300)
+            .await
+            .unwrap(),
+        record
+    );
+    // Saving empties every optional field again.
+    let emptied = SubscriptionRecord::placeholder("sub_rt", "cus_moved");
+    tx.save_subscription(&emptied, 400).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.subscriptions_for_customer("cus_moved").await.unwrap(),
+        vec![emptied]
+    );
+    assert!(store
+        .subscriptions_for_customer("cus_rt")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Saving a subscription that was never locked stores nothing.
+    let mut tx = store.begin().await.unwrap();
+    tx.save_subscription(&full_record("sub_never", "cus_never"), 500)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(store
+        .subscriptions_for_customer("cus_never")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn lock_subscription_serializes_writers_of_one_subscription(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    // First on a subscription nobody has stored yet, then on one that exists.
+    for round in 1..=2_i64 {
+        let mut first = store.begin().await.unwrap();
+        let mut record = first.lock_subscription("sub_q", "cus_q", 1).await.unwrap();
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await?;
+                let mut seen = tx.lock_subscription("sub_q", "cus_q", 2).await?;
+                let before = seen.clone();
+                seen.snapshot_created += 1;
+                seen.snapshot_event_id = format!("second {round}");
+                tx.save_subscription(&seen, 2).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(before)
+            }
+        });
+        tokio::time::sleep(BLOCKED).await;
+        assert!(
+            !second.is_finished(),
+            "round {round}: the second writer waits"
+        );
+        record.snapshot_created += 10;
+        record.snapshot_event_id = format!("first {round}");
+        first.save_subscription(&record, 1).await.unwrap();
+        first.commit().await.unwrap();
+
+        let seen = second.await.unwrap().unwrap();
+        assert_eq!(
+            seen, record,
+            "round {round}: the second sees the first's write"
+        );
+        let stored = store.subscriptions_for_customer("cus_q").await.unwrap();
+        assert_eq!(stored[0].snapshot_created, 11 * round, "no update is lost");
+        assert_eq!(stored[0].snapshot_event_id, format!("second {round}"));
+    }
+
+    // Writers of different subscriptions: PostgreSQL locks rows, so they
+    // run side by side; SQLite's single writer serializes whole
+    // transactions.
+    let mut first = store.begin().await.unwrap();
+    first.lock_subscription("sub_a", "cus_a", 1).await.unwrap();
+    match backend {
+        Backend::Postgres => {
+            let mut other = store.begin().await.unwrap();
+            tokio::time::timeout(SOON, other.lock_subscription("sub_b", "cus_b", 1))
+                .await
+                .expect("no wait on another subscription")
+                .unwrap();
+            other.commit().await.unwrap();
+        }
+        Backend::Sqlite => {
+            assert!(
+                tokio::time::timeout(BLOCKED, store.begin()).await.is_err(),
+                "a second transaction waits for the writer"
+            );
+        }
+    }
+    first.commit().await.unwrap();
+}
+
+async fn customer_records_sees_the_transaction_and_readers_see_only_commits(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&*store, "sub_c1", "cus_c", status(Status::Active)).await;
+    save(&*store, "sub_other", "cus_other", status(Status::Active)).await;
+
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx.lock_subscription("sub_c2", "cus_c", 1).await.unwrap();
+    record.status = Some(Status::Trialing);
+    tx.save_subscription(&record, 1).await.unwrap();
+    let inside = tx.customer_records("cus_c").await.unwrap();
+    assert_eq!(ids(inside.clone()), ["sub_c1", "sub_c2"]);
+    assert!(inside.contains(&record));
+    assert!(tx.customer_records("cus_none").await.unwrap().is_empty());
+    // Readers outside the transaction see only what is committed.
+    assert_eq!(
+        ids(store.subscriptions_for_customer("cus_c").await.unwrap()),
+        ["sub_c1"]
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ids(store.subscriptions_for_customer("cus_c").await.unwrap()),
+        ["sub_c1", "sub_c2"]
+    );
+}
+
+async fn subscriptions_for_user_and_customer_follow_metadata_and_links(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let user = |u: &str| {
+        let u = u.to_owned();
+        move |r: &mut SubscriptionRecord| r.user_id = Some(u)
+    };
+    // By metadata, by a link to the customer, and by both at once.
+    save(&*store, "sub_meta", "cus_1", user("user_1")).await;
+    save(&*store, "sub_linked", "cus_2", status(Status::Active)).await;
+    save(&*store, "sub_both", "cus_2", user("user_1")).await;
+    save(&*store, "sub_other", "cus_3", user("user_2")).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_2", "user_1", 1).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        ids(store.subscriptions_for_user("user_1").await.unwrap()),
+        ["sub_both", "sub_linked", "sub_meta"],
+        "each subscription once"
+    );
+    assert_eq!(
+        ids(store.subscriptions_for_user("user_2").await.unwrap()),
+        ["sub_other"]
+    );
+    assert!(store
+        .subscriptions_for_user("user_nobody")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(store.subscriptions_for_customer("cus_2").await.unwrap()),
+        ["sub_both", "sub_linked"]
+    );
+    assert!(store
+        .subscriptions_for_customer("cus_nobody")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Customers in every state the sweeps tell apart.
+async fn seed_customers(store: &dyn Store) {
+    // cus_a: live and unlinked, its placeholder has no status yet.
+    save(store, "sub_a2", "cus_a", status(Status::Active)).await;
+    save(store, "sub_a1", "cus_a", |_| {}).await;
+    // cus_b: its subscription names a user.
+    save(store, "sub_b", "cus_b", |r| {
+        r.status = Some(Status::Active);
+        r.user_id = Some("user_b".to_owned());
+    })
+    .await;
+    // cus_c: linked to a user.
+    save(store, "sub_c", "cus_c", status(Status::Active)).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_c", "user_c", 1).await.unwrap();
+    tx.commit().await.unwrap();
+    // cus_d: over.
+    save(store, "sub_d", "cus_d", status(Status::Canceled)).await;
+    save(store, "sub_x", "cus_d", status(Status::IncompleteExpired)).await;
+    // cus_e: one over, one live.
+    save(store, "sub_e1", "cus_e", status(Status::Canceled)).await;
+    save(store, "sub_e2", "cus_e", status(Status::PastDue)).await;
+}
+
+async fn non_terminal_subscriptions_leave_out_canceled_and_expired(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert!(store.non_terminal_subscriptions().await.unwrap().is_empty());
+    seed_customers(&*store).await;
+    assert_eq!(
+        store.non_terminal_subscriptions().await.unwrap(),
+        ["sub_a1", "sub_a2", "sub_b", "sub_c", "sub_e2"],
+        "ordered by id"
+    );
+}
+
+async fn unlinked_customers_lists_live_customers_no_user_is_linked_to(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert!(store.unlinked_customers().await.unwrap().is_empty());
+    seed_customers(&*store).await;
+    let pair = |c: &str, s: &str| (c.to_owned(), s.to_owned());
+    assert_eq!(
+        store.unlinked_customers().await.unwrap(),
+        [pair("cus_a", "sub_a1"), pair("cus_e", "sub_e2")],
+        "ordered by customer, with its first live subscription"
+    );
+}
+
+async fn link_customer_is_idempotent_and_users_of_customer_unions_both_sources(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&*store, "sub_1", "cus_1", |r| {
+        r.user_id = Some("user_meta".to_owned())
+    })
+    .await;
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.users_of_customer("cus_1").await.unwrap(), ["user_meta"]);
+    tx.link_customer("cus_1", "user_linked", 1).await.unwrap();
+    tx.link_customer("cus_1", "user_linked", 2).await.unwrap();
+    tx.link_customer("cus_1", "user_meta", 3).await.unwrap();
+    assert_eq!(
+        sorted(tx.users_of_customer("cus_1").await.unwrap()),
+        ["user_linked", "user_meta"],
+        "each user once"
+    );
+    assert!(tx.users_of_customer("cus_nobody").await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ids(store.subscriptions_for_user("user_linked").await.unwrap()),
+        ["sub_1"]
+    );
+}
+
+async fn holds_are_set_and_released_per_review(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    for n in 1..=3 {
+        save(
+            &*store,
+            &format!("sub_h{n}"),
+            &format!("cus_h{n}"),
+            status(Status::Active),
+        )
+        .await;
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.set_hold("sub_h1", 7).await.unwrap();
+    tx.set_hold("sub_h2", 7).await.unwrap();
+    tx.set_hold("sub_h3", 8).await.unwrap();
+    tx.set_hold("sub_unknown", 7).await.unwrap();
+    tx.commit().await.unwrap();
+    let hold = |customer: &'static str| {
+        let store = store.clone();
+        async move { store.subscriptions_for_customer(customer).await.unwrap()[0].hold_review_id }
+    };
+    assert_eq!(hold("cus_h1").await, Some(7));
+    assert_eq!(hold("cus_h3").await, Some(8));
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        sorted(tx.release_holds(7).await.unwrap()),
+        ["cus_h1", "cus_h2"]
+    );
+    assert!(tx.release_holds(7).await.unwrap().is_empty());
+    assert!(tx.release_holds(999).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+    assert_eq!(hold("cus_h1").await, None);
+    assert_eq!(hold("cus_h2").await, None);
+    assert_eq!(hold("cus_h3").await, Some(8));
+}
+
+async fn unreadable_rows_are_reported_as_corrupt(backend: Backend) {
+    use sqlx::{Connection, Executor};
+    let Fresh { store, db } = fresh(backend).await;
+    save(&*store, "sub_bad", "cus_bad", status(Status::Active)).await;
+    save(&*store, "sub_items", "cus_items", status(Status::Active)).await;
+    let edits = "UPDATE subscriptions SET status = 'bogus' WHERE id = 'sub_bad'; \
+                 UPDATE subscriptions SET items = 'not json' WHERE id = 'sub_items'";
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            conn.execute(edits).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            conn.execute(edits).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+    for customer in ["cus_bad", "cus_items"] {
+        let err = store
+            .subscriptions_for_customer(customer)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert!(!err.is_transient());
+    }
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .lock_subscription("sub_bad", "cus_bad", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}

@@ -1,0 +1,186 @@
+//! Whole transactions: rollback and drop, and what commits publish to
+//! other replicas.
+
+use super::*;
+
+on_both_backends!(
+    rollback_leaves_nothing_behind_and_keeps_the_store_working,
+    dropping_a_transaction_leaves_nothing_behind_and_keeps_the_store_working,
+    publish_changes_reaches_watchers_on_postgres_only,
+);
+
+/// Writes through every `Tx` method that writes.
+async fn write_everything(tx: &mut dyn tollgate::store::Tx) {
+    let event = Event::new("evt_gone", "payload");
+    assert_eq!(
+        tx.insert_event(&event.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    tx.finish_event("evt_gone", Outcome::Applied, None, 1)
+        .await
+        .unwrap();
+    let mut record = tx
+        .lock_subscription("sub_gone", "cus_gone", 1)
+        .await
+        .unwrap();
+    record.status = Some(Status::Active);
+    record.user_id = Some("user_gone".to_owned());
+    tx.save_subscription(&record, 1).await.unwrap();
+    tx.link_customer("cus_gone", "user_linked", 1)
+        .await
+        .unwrap();
+    let review_id = tx.flag_review(&review("cus_gone", None, 1)).await.unwrap();
+    tx.set_hold("sub_gone", review_id).await.unwrap();
+    tx.queue_notification(&change(1), 1).await.unwrap();
+    tx.set_state("gone", Some("value")).await.unwrap();
+    tx.publish_changes(&Affected::default()).await.unwrap();
+}
+
+/// Nothing of [`write_everything`] is stored, and writing works.
+async fn assert_nothing_behind(store: &dyn Store) {
+    assert_eq!(store.get_event("evt_gone").await.unwrap(), None);
+    assert!(store
+        .subscriptions_for_customer("cus_gone")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .subscriptions_for_user("user_linked")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.list_reviews(false).await.unwrap().is_empty());
+    assert!(store
+        .list_notifications(0, 10, true)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.get_state("gone").await.unwrap(), None);
+    assert_eq!(store.counts().await.unwrap(), Counts::default());
+    let mut tx = store.begin().await.expect("the store keeps working");
+    write_everything(&mut *tx).await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .get_event("evt_gone")
+            .await
+            .unwrap()
+            .map(|e| e.outcome),
+        Some("applied".to_owned())
+    );
+    assert_eq!(
+        store.get_state("gone").await.unwrap().as_deref(),
+        Some("value")
+    );
+    assert_eq!(
+        ids(store.subscriptions_for_customer("cus_gone").await.unwrap()),
+        ["sub_gone"]
+    );
+    assert_eq!(store.counts().await.unwrap().queued_notifications, 1);
+}
+
+async fn rollback_leaves_nothing_behind_and_keeps_the_store_working(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    write_everything(&mut *tx).await;
+    tx.rollback().await.unwrap();
+    assert_nothing_behind(&*store).await;
+}
+
+async fn dropping_a_transaction_leaves_nothing_behind_and_keeps_the_store_working(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    write_everything(&mut *tx).await;
+    drop(tx);
+    assert_nothing_behind(&*store).await;
+
+    // A transaction dropped while it waits (a cancelled request) too.
+    let mut holder = store.begin().await.unwrap();
+    holder
+        .lock_subscription("sub_gone", "cus_gone", 1)
+        .await
+        .unwrap();
+    let waiting = async {
+        let mut tx = store.begin().await?;
+        tx.lock_subscription("sub_gone", "cus_gone", 2).await?;
+        Ok::<_, StoreError>(tx)
+    };
+    assert!(tokio::time::timeout(BLOCKED, waiting).await.is_err());
+    holder.commit().await.unwrap();
+    store.probe_write(1).await.unwrap();
+}
+
+async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let affected = |customer: &str, user: &str| Affected {
+        customers: vec![customer.to_owned()],
+        users: vec![user.to_owned()],
+    };
+    let publish = |what: Affected, commit: bool| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.publish_changes(&what).await.unwrap();
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+        }
+    };
+    let (events, mut heard) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move { store.watch(events, stop).await }
+    });
+
+    match backend {
+        Backend::Sqlite => {
+            // Nothing to hear: `watch` returns at once, and publishing is a
+            // no-op that commits.
+            tokio::time::timeout(SOON, watcher)
+                .await
+                .expect("watch returns")
+                .unwrap();
+            publish(affected("cus_1", "user_1"), true).await;
+            assert_eq!(heard.recv().await, None);
+        }
+        Backend::Postgres => {
+            assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
+            // Rolled back: never delivered. Not yet committed: not yet.
+            publish(affected("cus_rolled_back", "user_0"), false).await;
+            let mut tx = store.begin().await.unwrap();
+            tx.publish_changes(&affected("cus_1", "user_1"))
+                .await
+                .unwrap();
+            tokio::time::sleep(BLOCKED).await;
+            assert!(heard.try_recv().is_err(), "nothing before commit");
+            tx.commit().await.unwrap();
+            assert_eq!(
+                next(&mut heard).await,
+                Some(StoreEvent::Changed(affected("cus_1", "user_1")))
+            );
+            // Too many subjects for one notification: forget everything.
+            let many = Affected {
+                customers: (0..1000).map(|i| format!("cus_{i}")).collect(),
+                users: Vec::new(),
+            };
+            publish(many, true).await;
+            assert_eq!(next(&mut heard).await, Some(StoreEvent::Unknown));
+            stop.cancel();
+            tokio::time::timeout(SOON, watcher)
+                .await
+                .expect("watch stops")
+                .unwrap();
+        }
+    }
+}
+
+async fn next(heard: &mut mpsc::Receiver<StoreEvent>) -> Option<StoreEvent> {
+    tokio::time::timeout(SOON, heard.recv())
+        .await
+        .expect("heard in time")
+}
