@@ -2,8 +2,12 @@
 
 use serde_json::{json, Value};
 
-use super::*;
+// (`cfg(test)` is redundant here, the whole file is a test module; it
+// tells the layering check that this import is test support.)
+#[cfg(test)]
 use crate::testing::{services, NOW};
+
+use super::*;
 
 const DAY: i64 = 86_400;
 

@@ -19,12 +19,12 @@ use crate::subscription::SubscriptionRecord;
 
 #[async_trait]
 impl Store for PgStore {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
         Ok(Box::new(PgTx::begin(&self.pool).await?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn subscriptions_for_user(
         &self,
         user_id: &str,
@@ -36,7 +36,7 @@ impl Store for PgStore {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn subscriptions_for_customer(
         &self,
         customer_id: &str,
@@ -48,7 +48,7 @@ impl Store for PgStore {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError> {
         let ids: Vec<(String,)> = sqlx::query_as(rows::NON_TERMINAL_SUBSCRIPTIONS)
             .fetch_all(&self.pool)
@@ -56,14 +56,14 @@ impl Store for PgStore {
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(rows::UNLINKED_CUSTOMERS)
             .fetch_all(&self.pool)
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
         Ok(sqlx::query_as(rows::GET_EVENT)
             .bind(id)
@@ -71,7 +71,7 @@ impl Store for PgStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::GET_REVIEW)
             .bind(id)
@@ -79,7 +79,7 @@ impl Store for PgStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::FIND_REVIEWS)
             .bind(rows::review_state(filter.open))
@@ -89,7 +89,7 @@ impl Store for PgStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_notifications(
         &self,
         after_id: i64,
@@ -104,7 +104,7 @@ impl Store for PgStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(rows::ACK_NOTIFICATION)
             .bind(id)
@@ -117,7 +117,7 @@ impl Store for PgStore {
     /// `SKIP LOCKED` passes over rows another replica is claiming right
     /// now; a row claimed and committed has a lease in the future, which
     /// the re-checked `WHERE` leaves out.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_notifications(
         &self,
         now_ms: i64,
@@ -140,7 +140,7 @@ impl Store for PgStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delivery_failed(
         &self,
         id: i64,
@@ -160,7 +160,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn counts(&self) -> Result<Counts, StoreError> {
         let (queued_notifications, dead_notifications, open_reviews): (i64, i64, i64) =
             sqlx::query_as(rows::COUNTS)
@@ -175,7 +175,7 @@ impl Store for PgStore {
         })
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         let value: Option<(String,)> = sqlx::query_as(rows::GET_STATE)
             .bind(key)
@@ -184,20 +184,20 @@ impl Store for PgStore {
         Ok(value.map(|(v,)| v))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     fn backend(&self) -> &'static str {
         "postgres"
     }
 
     /// Leads while a session of this replica holds the reconciler's
     /// advisory lock; the lock goes with the session when the replica dies.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn try_lead(&self) -> Result<bool, StoreError> {
         let mut leader = self.leader.lock().await;
         if let Some(conn) = leader.as_mut() {
@@ -222,7 +222,7 @@ impl Store for PgStore {
 
     /// Listens on [`INVALIDATION_CHANNEL`], and listens again (backing off
     /// up to 5 s) whenever the listener is lost, until `stop`.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn watch(&self, events: mpsc::Sender<StoreEvent>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
         while !stop.is_cancelled() {

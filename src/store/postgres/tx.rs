@@ -91,7 +91,7 @@ fn bind_notification<'q>(
 
 #[async_trait]
 impl Tx for PgTx {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
         let inserted = bind_event(sqlx::query(&rows::INSERT_EVENT), event)
             .fetch_optional(self.tx.conn())
@@ -110,7 +110,7 @@ impl Tx for PgTx {
         })
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(sqlx::query_as(rows::LOAD_EVENT)
             .bind(id)
@@ -118,7 +118,7 @@ impl Tx for PgTx {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn finish_event(
         &mut self,
         id: &str,
@@ -140,7 +140,7 @@ impl Tx for PgTx {
     /// concurrent insert of the same id waits for this one), so that
     /// `FOR UPDATE` always has a row to lock and concurrent writers queue
     /// on it until this transaction ends.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn lock_subscription(
         &mut self,
         id: &str,
@@ -163,7 +163,7 @@ impl Tx for PgTx {
         row.try_into()
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn customer_records(
         &mut self,
         customer_id: &str,
@@ -175,7 +175,7 @@ impl Tx for PgTx {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError> {
         sqlx::query(rows::SET_HOLD)
             .bind(subscription_id)
@@ -185,7 +185,7 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn release_holds(&mut self, review_id: i64) -> Result<Vec<String>, StoreError> {
         let customers: Vec<(String,)> = sqlx::query_as(rows::RELEASE_HOLDS)
             .bind(review_id)
@@ -194,7 +194,7 @@ impl Tx for PgTx {
         Ok(customers.into_iter().map(|(c,)| c).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn save_subscription(
         &mut self,
         record: &SubscriptionRecord,
@@ -208,7 +208,7 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn link_customer(
         &mut self,
         customer_id: &str,
@@ -224,7 +224,7 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
@@ -233,7 +233,7 @@ impl Tx for PgTx {
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError> {
         let (id,): (i64,) = sqlx::query_as(rows::INSERT_REVIEW)
             .bind(review.subject)
@@ -247,7 +247,7 @@ impl Tx for PgTx {
         Ok(id)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn note_review_outcome(
         &mut self,
         review_id: i64,
@@ -261,7 +261,7 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn resolve_review(
         &mut self,
         review_id: i64,
@@ -277,7 +277,7 @@ impl Tx for PgTx {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn queue_notification(
         &mut self,
         change: &AccessChange,
@@ -293,7 +293,7 @@ impl Tx for PgTx {
         Ok(row.try_get("id")?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let query = match value {
             Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),
@@ -305,7 +305,7 @@ impl Tx for PgTx {
 
     /// `pg_notify` is delivered at commit, and only if the transaction
     /// commits.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(INVALIDATION_CHANNEL)
@@ -315,12 +315,12 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.rollback().await
     }

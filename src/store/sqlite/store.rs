@@ -13,12 +13,12 @@ use crate::subscription::SubscriptionRecord;
 
 #[async_trait]
 impl Store for SqliteStore {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
         Ok(Box::new(SqliteTx::begin(&self.writer).await?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn subscriptions_for_user(
         &self,
         user_id: &str,
@@ -30,7 +30,7 @@ impl Store for SqliteStore {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn subscriptions_for_customer(
         &self,
         customer_id: &str,
@@ -42,7 +42,7 @@ impl Store for SqliteStore {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError> {
         let ids: Vec<(String,)> = sqlx::query_as(rows::NON_TERMINAL_SUBSCRIPTIONS)
             .fetch_all(&self.reader)
@@ -50,14 +50,14 @@ impl Store for SqliteStore {
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(rows::UNLINKED_CUSTOMERS)
             .fetch_all(&self.reader)
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
         Ok(sqlx::query_as(rows::GET_EVENT)
             .bind(id)
@@ -65,7 +65,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::GET_REVIEW)
             .bind(id)
@@ -73,7 +73,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::FIND_REVIEWS)
             .bind(rows::review_state(filter.open))
@@ -83,7 +83,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_notifications(
         &self,
         after_id: i64,
@@ -98,7 +98,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(rows::ACK_NOTIFICATION)
             .bind(id)
@@ -109,7 +109,7 @@ impl Store for SqliteStore {
     }
 
     /// One statement on the single writer: no other claim can interleave.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn claim_notifications(
         &self,
         now_ms: i64,
@@ -132,7 +132,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delivery_failed(
         &self,
         id: i64,
@@ -152,7 +152,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn counts(&self) -> Result<Counts, StoreError> {
         let (queued_notifications, dead_notifications, open_reviews): (i64, i64, i64) =
             sqlx::query_as(rows::COUNTS)
@@ -167,7 +167,7 @@ impl Store for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         let value: Option<(String,)> = sqlx::query_as(rows::GET_STATE)
             .bind(key)
@@ -176,13 +176,13 @@ impl Store for SqliteStore {
         Ok(value.map(|(v,)| v))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     fn backend(&self) -> &'static str {
         "sqlite"
     }

@@ -92,7 +92,7 @@ fn bind_notification<'q>(
 
 #[async_trait]
 impl Tx for SqliteTx {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
         let inserted = bind_event(sqlx::query(&rows::INSERT_EVENT), event)
             .fetch_optional(self.tx.conn())
@@ -111,7 +111,7 @@ impl Tx for SqliteTx {
         })
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(sqlx::query_as(rows::LOAD_EVENT)
             .bind(id)
@@ -119,7 +119,7 @@ impl Tx for SqliteTx {
             .await?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn finish_event(
         &mut self,
         id: &str,
@@ -139,7 +139,7 @@ impl Tx for SqliteTx {
 
     /// SQLite has no row locks; the single writer connection serializes
     /// every write transaction, which is stronger.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn lock_subscription(
         &mut self,
         id: &str,
@@ -162,7 +162,7 @@ impl Tx for SqliteTx {
         row.try_into()
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn customer_records(
         &mut self,
         customer_id: &str,
@@ -174,7 +174,7 @@ impl Tx for SqliteTx {
         rows::records(rows)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError> {
         sqlx::query(rows::SET_HOLD)
             .bind(subscription_id)
@@ -184,7 +184,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn release_holds(&mut self, review_id: i64) -> Result<Vec<String>, StoreError> {
         let customers: Vec<(String,)> = sqlx::query_as(rows::RELEASE_HOLDS)
             .bind(review_id)
@@ -193,7 +193,7 @@ impl Tx for SqliteTx {
         Ok(customers.into_iter().map(|(c,)| c).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn save_subscription(
         &mut self,
         record: &SubscriptionRecord,
@@ -207,7 +207,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn link_customer(
         &mut self,
         customer_id: &str,
@@ -223,7 +223,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
@@ -232,7 +232,7 @@ impl Tx for SqliteTx {
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError> {
         let (id,): (i64,) = sqlx::query_as(rows::INSERT_REVIEW)
             .bind(review.subject)
@@ -246,7 +246,7 @@ impl Tx for SqliteTx {
         Ok(id)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn note_review_outcome(
         &mut self,
         review_id: i64,
@@ -260,7 +260,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn resolve_review(
         &mut self,
         review_id: i64,
@@ -276,7 +276,7 @@ impl Tx for SqliteTx {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn queue_notification(
         &mut self,
         change: &AccessChange,
@@ -292,7 +292,7 @@ impl Tx for SqliteTx {
         Ok(row.try_get("id")?)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let query = match value {
             Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),
@@ -304,17 +304,17 @@ impl Tx for SqliteTx {
 
     /// One process owns a SQLite file: its cache is invalidated in-process,
     /// and there is nobody else to tell.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_changes(&mut self, _affected: &Affected) -> Result<(), StoreError> {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.rollback().await
     }
