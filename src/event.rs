@@ -11,6 +11,7 @@
 //! nulls.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::subscription::{Item, Status, SubscriptionSnapshot};
 
@@ -155,6 +156,47 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     })
 }
 
+/// Hash of an event's content in canonical JSON (keys sorted), so the same
+/// event compares equal whether Stripe delivered it or the API listed it.
+pub fn content_hash(envelope: &Envelope) -> String {
+    fn write(v: &serde_json::Value, h: &mut Sha256) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                h.update(b"{");
+                for k in keys {
+                    h.update(
+                        serde_json::to_string(k)
+                            .expect("BUG: strings serialize")
+                            .as_bytes(),
+                    );
+                    h.update(b":");
+                    write(&map[k], h);
+                    h.update(b",");
+                }
+                h.update(b"}");
+            }
+            serde_json::Value::Array(items) => {
+                h.update(b"[");
+                for item in items {
+                    write(item, h);
+                    h.update(b",");
+                }
+                h.update(b"]");
+            }
+            other => h.update(other.to_string().as_bytes()),
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(envelope.event_type.as_bytes());
+    h.update(b"\n");
+    h.update(envelope.created.to_string().as_bytes());
+    h.update(b"\n");
+    write(&envelope.object, &mut h);
+    hex::encode(h.finalize())
+}
+
 /// `checkout.session.completed`: ties the product's user to Stripe ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutCompleted {
@@ -199,21 +241,46 @@ pub enum DomainEvent {
     Unhandled,
 }
 
-/// Every event type Tollgate acts on.
-pub const HANDLED_TYPES: &[&str] = &[
-    "checkout.session.completed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.trial_will_end",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-    "customer.created",
-    "customer.updated",
+/// What an event type asks Tollgate to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Checkout,
+    Subscription,
+    InvoicePaid,
+    InvoiceFailed,
+    Customer,
+}
+
+/// The one table of event types Tollgate acts on: [`classify`] dispatches
+/// on it and [`HANDLED_TYPES`] is derived from it, so the two cannot drift.
+const KINDS: [(&str, Kind); 12] = [
+    ("checkout.session.completed", Kind::Checkout),
+    ("customer.subscription.created", Kind::Subscription),
+    ("customer.subscription.updated", Kind::Subscription),
+    ("customer.subscription.deleted", Kind::Subscription),
+    ("customer.subscription.paused", Kind::Subscription),
+    ("customer.subscription.resumed", Kind::Subscription),
+    ("customer.subscription.trial_will_end", Kind::Subscription),
+    ("invoice.paid", Kind::InvoicePaid),
+    ("invoice.payment_succeeded", Kind::InvoicePaid),
+    ("invoice.payment_failed", Kind::InvoiceFailed),
+    ("customer.created", Kind::Customer),
+    ("customer.updated", Kind::Customer),
 ];
+
+const fn type_names() -> [&'static str; KINDS.len()] {
+    let mut names = [""; KINDS.len()];
+    let mut i = 0;
+    while i < KINDS.len() {
+        names[i] = KINDS[i].0;
+        i += 1;
+    }
+    names
+}
+
+/// Every event type Tollgate acts on (what the reconciler lists, and the
+/// values the webhook metrics' `type` label may take besides `other`).
+pub const HANDLED_TYPES: &[&str] = &type_names();
 
 /// Reads the envelope's object as the domain event its type calls for.
 /// `user_key` is the metadata key that carries the product's user id.
@@ -280,25 +347,20 @@ fn check_snapshot_ids(s: &SubscriptionSnapshot) -> Result<(), ShapeError> {
 
 fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
     let obj = &envelope.object;
-    match envelope.event_type.as_str() {
-        "checkout.session.completed" => {
-            parse_checkout(obj, user_key).map(DomainEvent::CheckoutCompleted)
-        }
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.deleted"
-        | "customer.subscription.paused"
-        | "customer.subscription.resumed"
-        | "customer.subscription.trial_will_end" => {
+    let kind = KINDS
+        .iter()
+        .find(|(name, _)| *name == envelope.event_type)
+        .map(|(_, kind)| *kind);
+    match kind {
+        Some(Kind::Checkout) => parse_checkout(obj, user_key).map(DomainEvent::CheckoutCompleted),
+        Some(Kind::Subscription) => {
             parse_subscription(obj, user_key).map(DomainEvent::Subscription)
         }
-        "invoice.paid" | "invoice.payment_succeeded" => parse_invoice_paid(obj)
+        Some(Kind::InvoicePaid) => parse_invoice_paid(obj)
             .map(|paid| paid.map_or(DomainEvent::Unhandled, DomainEvent::InvoicePaid)),
-        "invoice.payment_failed" => parse_invoice_failed(obj).map(DomainEvent::InvoiceFailed),
-        "customer.created" | "customer.updated" => {
-            parse_customer(obj, user_key).map(DomainEvent::Customer)
-        }
-        _ => Ok(DomainEvent::Unhandled),
+        Some(Kind::InvoiceFailed) => parse_invoice_failed(obj).map(DomainEvent::InvoiceFailed),
+        Some(Kind::Customer) => parse_customer(obj, user_key).map(DomainEvent::Customer),
+        None => Ok(DomainEvent::Unhandled),
     }
 }
 
@@ -698,6 +760,45 @@ mod tests {
         assert_eq!(storable_text("a\u{0}b\nc", 10), "a\u{fffd}b\u{fffd}c");
         assert_eq!(storable_text("ééé", 5), "éé");
         assert_eq!(storable_text(&"x".repeat(5000), 1000).len(), 1000);
+    }
+
+    #[test]
+    fn every_handled_type_is_read_and_every_other_is_not() {
+        assert_eq!(HANDLED_TYPES.len(), KINDS.len());
+        for t in HANDLED_TYPES {
+            // Each handled type asks for an object: an empty one fails.
+            let read = classify(&env(t, json!({})), "user_id");
+            assert!(read.is_err(), "{t}");
+        }
+        assert_eq!(
+            classify(&env("customer.deleted", json!({})), "user_id").unwrap(),
+            DomainEvent::Unhandled
+        );
+    }
+
+    #[test]
+    fn the_content_hash_ignores_key_order_and_delivery_details() {
+        let delivered = parse_envelope(
+            br#"{"id":"evt_1","type":"invoice.paid","created":5,"livemode":false,
+                 "pending_webhooks":2,"data":{"object":{"b":1,"a":[1,{"y":2,"x":1}]}}}"#,
+        )
+        .unwrap();
+        let listed = parse_envelope(
+            br#"{"data":{"object":{"a":[1,{"x":1,"y":2}],"b":1}},"created":5,"type":"invoice.paid",
+                 "id":"evt_1","pending_webhooks":0}"#,
+        )
+        .unwrap();
+        assert_eq!(content_hash(&delivered), content_hash(&listed));
+        let changed = parse_envelope(
+            br#"{"id":"evt_1","type":"invoice.paid","created":5,"data":{"object":{"b":2,"a":[1,{"x":1,"y":2}]}}}"#,
+        )
+        .unwrap();
+        assert_ne!(content_hash(&delivered), content_hash(&changed));
+        let later = Envelope {
+            created: 6,
+            ..delivered.clone()
+        };
+        assert_ne!(content_hash(&delivered), content_hash(&later));
     }
 
     #[test]

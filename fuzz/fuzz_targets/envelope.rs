@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use tollgate::event::{classify, parse_envelope, Envelope};
-use tollgate::ledger::content_hash;
+use tollgate::event::content_hash;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(envelope) = parse_envelope(data) else {

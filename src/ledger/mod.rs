@@ -11,6 +11,7 @@
 mod effects;
 #[cfg(test)]
 mod tests;
+mod types;
 
 use std::sync::Arc;
 
@@ -18,93 +19,16 @@ use sha2::{Digest, Sha256};
 
 use crate::changes::Changes;
 use crate::clock::Clock;
-use crate::event::{self, Envelope};
+use crate::event::{self, content_hash, Envelope};
 use crate::livemode::Livemode;
 use crate::outcome::{Outcome, ReviewReason};
 use crate::store::{Recorded, Store, StoreError, Tx};
 use crate::subject::Affected;
-use crate::subscription::{self, Authority, Stamp, Status, SubscriptionSnapshot, Transition};
+use crate::subscription::{self, Authority, Stamp, SubscriptionSnapshot, Transition};
 
 use effects::{Effect, MAX_TEXT_BYTES};
 
-/// Where an event came in from, kept in the ledger for support.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Webhook,
-    /// Listed from `GET /v1/events` by the reconciler: a webhook we missed.
-    Reconciler,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Source::Webhook => "webhook",
-            Source::Reconciler => "reconciler",
-        }
-    }
-}
-
-/// Why Stripe's API was read, which decides what a change means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadOrigin {
-    /// HasAccess or an admin asked.
-    Refresh,
-    /// The reconciler's sweep found drift.
-    Sweep,
-}
-
-/// What happened to one delivered event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ingested {
-    /// The first delivery: recorded with this outcome. `follow_up` names
-    /// subscriptions worth re-reading from Stripe (a failed payment, an
-    /// anomaly put up for review).
-    Recorded {
-        outcome: Outcome,
-        follow_up: Vec<FollowUp>,
-    },
-    /// The id was already recorded; nothing changed.
-    Duplicate,
-}
-
-/// A subscription to re-read from Stripe after an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FollowUp {
-    pub subscription_id: String,
-    /// The review record that asked for it, to note the outcome on.
-    pub review_id: Option<i64>,
-}
-
-/// What an API read did to the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiApplied {
-    pub outcome: Outcome,
-    /// The status before, when the read changed it.
-    pub previous: Option<Status>,
-    pub status: Status,
-    /// Whether the subject's access changed (and a notification was queued).
-    pub access_changed: bool,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replayed {
-    pub outcome: Outcome,
-    /// Subscriptions to re-read from Stripe, exactly as for a first
-    /// delivery (an anomaly found again is checked again).
-    pub follow_up: Vec<FollowUp>,
-}
-
-/// Why an event cannot be replayed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("no event with that id")]
-    NotFound,
-    #[error("only failed events can be replayed; this one is {0}")]
-    NotFailed(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub use types::{ApiApplied, FollowUp, Ingested, ReadOrigin, ReplayError, Replayed, Source};
 
 pub struct Ledger {
     store: Arc<dyn Store>,
@@ -121,7 +45,7 @@ struct Received<'a> {
     payload: std::borrow::Cow<'a, str>,
     payload_sha256: String,
     /// Equal for the same event whether it came by webhook or from the
-    /// events API (see [`content_hash`]).
+    /// events API (see [`event::content_hash`]).
     content_sha256: String,
 }
 
@@ -157,47 +81,6 @@ struct Applied {
     effect: Effect,
     affected: Affected,
     follow_up: Vec<FollowUp>,
-}
-
-/// Hash of an event's content in canonical JSON (keys sorted), so the same
-/// event compares equal whether Stripe delivered it or the API listed it.
-pub fn content_hash(envelope: &Envelope) -> String {
-    fn write(v: &serde_json::Value, h: &mut Sha256) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                h.update(b"{");
-                for k in keys {
-                    h.update(
-                        serde_json::to_string(k)
-                            .expect("BUG: strings serialize")
-                            .as_bytes(),
-                    );
-                    h.update(b":");
-                    write(&map[k], h);
-                    h.update(b",");
-                }
-                h.update(b"}");
-            }
-            serde_json::Value::Array(items) => {
-                h.update(b"[");
-                for item in items {
-                    write(item, h);
-                    h.update(b",");
-                }
-                h.update(b"]");
-            }
-            other => h.update(other.to_string().as_bytes()),
-        }
-    }
-    let mut h = Sha256::new();
-    h.update(envelope.event_type.as_bytes());
-    h.update(b"\n");
-    h.update(envelope.created.to_string().as_bytes());
-    h.update(b"\n");
-    write(&envelope.object, &mut h);
-    hex::encode(h.finalize())
 }
 
 impl Ledger {

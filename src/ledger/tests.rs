@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::testing::{services, NOW};
 
 use super::*;
+use crate::subscription::Status;
 
 const DAY: i64 = 86_400;
 
