@@ -309,11 +309,11 @@ backend_md() { # BACKEND
     "- Server counters at the end (`/metrics`, summed over labels): \($x.fin.metrics | to_entries | map("`\(.key)` \(.value)") | join(", "))\(if ($x.fin.connections_dropped // {}) != {} then "; connections dropped by label: " + ($x.fin.connections_dropped | to_entries | map("`\(.key)` \(.value)") | join(", ")) else "" end); log written \($x.fin.log_bytes / 1048576 | r1) MiB; database \($l.db_bytes / 1048576 | r1) MiB at the last slice.",
     "- Verdict: **\($x | verdict)**",
     "",
-    "Per slice (req/s and latency over the slice; RSS, fds, threads at its middle; CPU since the previous sample):",
+    "Per slice (req/s and latency over the slice; RSS, fds, threads and the 1-minute load average of the machine at its middle; server CPU since the previous sample):",
     "",
-    "| slice | t s | RSS MiB | fds | threads | CPU % | HasAccess req/s | p50 ms | p99 ms | max ms | gRPC errors | webhooks/s | p50 ms | p99 ms | max ms | redelivered | non-200 + errors | DB MiB |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ($s[] | "| \(.slice) | \(.t_s | round) | \(.rss_kb | mib) | \(.fds) | \(.threads) | \(.cpu_pct) | \(.grpc.rps // "–") | \(.grpc.p50_ms // "–") | \(.grpc.p99_ms // "–") | \(.grpc.max_ms // "–") | \(gerr) | \(.webhooks.rps // "–") | \(.webhooks.p50_ms // "–") | \(.webhooks.p99_ms // "–") | \(.webhooks.max_ms // "–") | \(.webhooks.redelivered // 0) | \(werr) | \(.db_bytes / 1048576 | r1) |")
+    "| slice | t s | RSS MiB | fds | threads | CPU % | HasAccess req/s | p50 ms | p99 ms | max ms | gRPC errors | webhooks/s | p50 ms | p99 ms | max ms | redelivered | non-200 + errors | DB MiB | load |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ($s[] | "| \(.slice) | \(.t_s | round) | \(.rss_kb | mib) | \(.fds) | \(.threads) | \(.cpu_pct) | \(.grpc.rps // "–") | \(.grpc.p50_ms // "–") | \(.grpc.p99_ms // "–") | \(.grpc.max_ms // "–") | \(gerr) | \(.webhooks.rps // "–") | \(.webhooks.p50_ms // "–") | \(.webhooks.p99_ms // "–") | \(.webhooks.max_ms // "–") | \(.webhooks.redelivered // 0) | \(werr) | \(.db_bytes / 1048576 | r1) | \(.load1) |")
   ' "$RAW"
 }
 
