@@ -36,7 +36,9 @@
 # started if need be, as bench/run.sh does); a fresh database per run,
 # dropped afterwards. Every step is bounded in time, everything talks to
 # 127.0.0.1 only, and the server, load generators and temp files are cleaned
-# up on exit. Shared helpers are in bench/lib.sh.
+# up on exit, except that if the server exits during the soak its exit
+# status is recorded and its log kept as /tmp/tollgate-soak-server-*.log.
+# Shared helpers are in bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,6 +67,8 @@ T_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 SERVER_PID=""
+SERVER_EXIT=""
+KEPT_LOG=""
 GL_PID=""
 WL_PID=""
 PG_DB=""
@@ -114,21 +118,51 @@ db_bytes() {
 # The CPU % is over the time since the previous sample.
 sample() {
   local now ticks cpu pct fds
-  [ -d "/proc/$SERVER_PID" ] || { SAMPLE='{"server_dead": true}'; return; }
+  local rss hwm threads
+  server_alive || { SAMPLE='{"server_dead": true}'; return; }
   now=$(date +%s.%N)
-  ticks=$(awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat")
+  rss=$(proc_kb "$SERVER_PID" VmRSS 2>/dev/null || true)
+  hwm=$(proc_kb "$SERVER_PID" VmHWM 2>/dev/null || true)
+  threads=$(proc_kb "$SERVER_PID" Threads 2>/dev/null || true)
+  ticks=$(awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat" 2>/dev/null || true)
+  # It may have exited since the check above.
+  if [ -z "$rss" ] || [ -z "$hwm" ] || [ -z "$threads" ] || [ -z "$ticks" ]; then
+    SAMPLE='{"server_dead": true}'
+    return
+  fi
   cpu=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }')
   pct=$(awk -v c="$cpu" -v pc="$PREV_CPU" -v t="$now" -v pt="$PREV_T" 'BEGIN { printf "%.1f", (t > pt) ? 100 * (c - pc) / (t - pt) : 0 }')
   # shellcheck disable=SC2012 # fd names are numbers
-  fds=$(ls "/proc/$SERVER_PID/fd" | wc -l)
+  fds=$(ls "/proc/$SERVER_PID/fd" 2>/dev/null | wc -l)
   PREV_T=$now PREV_CPU=$cpu
   SAMPLE=$(jq -cn --argjson t "$(awk -v a="$now" -v b="$LOAD_T0" 'BEGIN { printf "%.1f", a - b }')" \
-    --argjson rss "$(proc_kb "$SERVER_PID" VmRSS)" --argjson hwm "$(proc_kb "$SERVER_PID" VmHWM)" \
-    --argjson threads "$(proc_kb "$SERVER_PID" Threads)" --argjson fds "$fds" \
+    --argjson rss "$rss" --argjson hwm "$hwm" --argjson threads "$threads" --argjson fds "$fds" \
     --argjson cpu "$cpu" --argjson pct "$pct" --argjson db "$(db_bytes)" \
     --argjson logb "$(stat -c %s "$SLOG")" --argjson load1 "$(cut -d' ' -f1 /proc/loadavg)" \
     '{t_s: $t, rss_kb: $rss, hwm_kb: $hwm, threads: $threads, fds: $fds, cpu_s: $cpu,
       cpu_pct: $pct, db_bytes: $db, log_bytes: $logb, load1: $load1}')
+}
+
+# server_alive: the server process exists and is not a zombie.
+server_alive() {
+  [ -n "$SERVER_PID" ] && [ -r "/proc/$SERVER_PID/status" ] &&
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$SERVER_PID/status" 2>/dev/null
+}
+
+# check_server: fails if the server has exited, after collecting its exit
+# status (SERVER_EXIT), keeping its log (KEPT_LOG) and printing its tail.
+check_server() {
+  server_alive && return 0
+  SERVER_EXIT=0
+  wait "$SERVER_PID" 2>/dev/null || SERVER_EXIT=$?
+  SERVER_PID=""
+  KEPT_LOG="/tmp/tollgate-soak-server-$backend-$(date -u +%Y%m%dT%H%M%SZ).log"
+  cp "$SLOG" "$KEPT_LOG"
+  local how="status $SERVER_EXIT"
+  if [ "$SERVER_EXIT" -gt 128 ]; then how="$how, signal $(kill -l $(( SERVER_EXIT - 128 )) 2>/dev/null || echo '?')"; fi
+  log "$backend: the server exited during the soak ($how); log kept in $KEPT_LOG; its last lines:"
+  { grep -E '"level":"(WARN|ERROR)"|panicked' "$SLOG" | tail -10; tail -3 "$SLOG"; } >&2 || true
+  return 1
 }
 
 # metric_sum FILE NAME: the sum of every series of a Prometheus metric.
@@ -194,25 +228,28 @@ for backend in $BACKENDS; do
     wait "$GL_PID" || cat "$WORK/gl.err" >&2
     wait "$WL_PID" || cat "$WORK/wl.err" >&2
     GL_PID="" WL_PID=""
+    exited="null"
+    check_server || exited=$(jq -cn --argjson st "$SERVER_EXIT" --arg log "$KEPT_LOG" '{status: $st, log: $log}')
     line=$(jq -cn --arg b "$backend" --argjson k "$k" --argjson s "$SAMPLE" \
       --argjson g "$(json_or_failed "$WORK/gl.json")" --argjson w "$(json_or_failed "$WORK/wl.json")" \
-      '{section: "soak_slice", backend: $b, slice: $k} + $s + {grpc: $g, webhooks: $w}')
+      --argjson exited "$exited" \
+      '{section: "soak_slice", backend: $b, slice: $k} + $s + {grpc: $g, webhooks: $w}
+       + if $exited then {server_dead: true, server_exit: $exited} else {} end')
     emit "$line"
-    jq -r '"slice \(.slice): RSS \(.rss_kb / 1024 | floor) MiB, fds \(.fds), threads \(.threads), CPU \(.cpu_pct)%, "
+    jq -r '"slice \(.slice): RSS \((.rss_kb // 0) / 1024 | floor) MiB, fds \(.fds), threads \(.threads), CPU \(.cpu_pct)%, "
       + "HasAccess \(.grpc.rps) req/s p99 \(.grpc.p99_ms) ms errors \(.grpc.errors), "
       + "webhooks \(.webhooks.rps)/s p99 \(.webhooks.p99_ms) ms non-200 \(.webhooks.non_200) errors \(.webhooks.errors)"' \
       <<<"$line" >&2
-    if [ "$(jq -r '.server_dead // false' <<<"$line")" = true ]; then
-      log "$backend: the server died; its log:"
-      tail -20 "$SLOG" >&2
-      break
-    fi
+    [ -n "$SERVER_PID" ] || break
   done
 
   sleep 3
   sample
   emit "$(tagged "section=soak_sample,backend=$backend,phase=after" "$SAMPLE")"
-  curl -sS --max-time 10 "http://$HTTP_ADDR/metrics" >"$WORK/metrics.txt" || : >"$WORK/metrics.txt"
+  : >"$WORK/metrics.txt"
+  if server_alive; then
+    curl -sS --max-time 10 "http://$HTTP_ADDR/metrics" >"$WORK/metrics.txt" || : >"$WORK/metrics.txt"
+  fi
   counters="{}"
   for m in tollgate_request_panics_total tollgate_task_restarts_total tollgate_connections_dropped_total \
     tollgate_webhook_errors_total tollgate_webhook_signature_failures_total tollgate_inputs_refused_total \
@@ -238,9 +275,13 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- report -------------------------------------------------------------------
 log "writing the Soak section of $OUT"
 read -r -d '' REPORT_JQ <<'JQ' || true
-def r1: . * 10 | round / 10;
-def r2: . * 100 | round / 100;
-def mib: . / 1024 | r1;
+# Missing figures (the server had exited) stay null and show as "–".
+def r1: if . == null then null else . * 10 | round / 10 end;
+def r2: if . == null then null else . * 100 | round / 100 end;
+def mib: if . == null then null else . / 1024 | r1 end;
+def mb: if . == null then null else . / 1048576 | r1 end;
+def show: if . == null then "–" else tostring end;
+def live: map(select(.server_dead != true));
 def signed: if . > 0 then "+" + tostring else tostring end;
 def pct(a; b): if a > 0 then ((b - a) / a * 100 | r1 | signed) + "%" else "–" end;
 def slices($b): [.[] | select(.section == "soak_slice" and .backend == $b)];
@@ -255,7 +296,7 @@ def slope(f): if length < 2 then 0 else
   | (map((.t_s - $mt) * (f - $my)) | add) as $sxy | (map((.t_s - $mt) * (.t_s - $mt)) | add) as $sxx
   | if $sxx > 0 then $sxy / $sxx * 600 else 0 end end;
 def summary($b; $fd_limit):
-  slices($b) as $s | ($s[0]) as $f | ($s[-1]) as $l
+  slices($b) as $s | ($s[0]) as $f | ($s | live | .[-1] // $s[-1]) as $l
   | one("soak_sample"; $b; "before") as $before | one("soak_sample"; $b; "after") as $after
   | [.[] | select(.section == "soak_end" and .backend == $b)][0] as $fin
   | ($s | map(gerr) | add) as $gerrs | ($s | map(werr) | add) as $werrs | ($s | map(gen_fail) | add) as $fails
@@ -269,10 +310,15 @@ def summary($b; $fd_limit):
      gerrs: $gerrs, werrs: $werrs, fails: $fails, dead: $dead, greqs: $greqs, wok: $wok,
      firsts: $firsts, rows: $rows, fd_growth: ($fd_growth | r1),
      ok: ($bad == 0 and $fd_growth <= $fd_limit and ($s | length) > 0)};
+def exit_text: (.slices | map(select(.server_exit)) | .[0]) as $e
+  | if $e then "; the server exited during slice \($e.slice) with status \($e.server_exit.status)"
+      + (if $e.server_exit.status > 128 then " (signal \($e.server_exit.status - 128))" else "" end)
+      + ", log kept in \($e.server_exit.log)"
+    else "" end;
 def verdict:
   "\(.backend): \(if .ok then "PASS" else "FAIL" end) - \(.slices | length) slices, "
   + "\(.greqs) HasAccess and \(.wok) webhooks answered, errors: \(.gerrs) gRPC, \(.werrs) webhook, "
-  + "\(.fails) load generator failures\(if .dead > 0 then ", server died" else "" end); "
+  + "\(.fails) load generator failures\(exit_text); "
   + "events rows \(.rows) vs first deliveries \(.firsts); "
   + "fds \(.first.fds) -> \(.last.fds) (\(.fd_growth | signed)%), RSS \(.first.rss_kb | mib) -> \(.last.rss_kb | mib) MiB, "
   + "p99 HasAccess \(.first.grpc.p99_ms) -> \(.last.grpc.p99_ms) ms, webhooks \(.first.webhooks.p99_ms) -> \(.last.webhooks.p99_ms) ms";
@@ -281,11 +327,11 @@ JQ
 backend_md() { # BACKEND
   jq -rs --arg b "$1" --argjson lim "$FD_GROWTH_PCT" --argjson rate "$RATE" --argjson erate "$EVENTS_RATE" --arg touch "$TOUCH_ALL" "$REPORT_JQ"'
   summary($b; $lim) as $x | $x.slices as $s | $x.first as $f | $x.last as $l
-  | def row($name; f): "| \($name) | \($f | f) | \($l | f) | \($s | map(f) | max) | \(pct($f | f; $l | f)) |";
+  | def row($name; f): "| \($name) | \($f | f | show) | \($l | f | show) | \($s | map(f) | max | show) | \(pct($f | f; $l | f)) |";
   ($s | length) as $n
   | "### \($b)",
     "",
-    "Start (slice 1) vs end (slice \($n)), and the largest value over all slices; samples taken halfway through each slice, under load.",
+    "Start (slice 1) vs end (slice \($l.slice)\(if $l.slice != $n then ", the last one the server lived through" else "" end)), and the largest value over all slices; samples taken halfway through each slice, under load.",
     "",
     "| | start | end | max | start → end |",
     "|---|---:|---:|---:|---:|",
@@ -302,18 +348,18 @@ backend_md() { # BACKEND
     row("non-OK gRPC answers"; gerr),
     row("non-200 webhooks + transport errors"; werr),
     "",
-    "- Errors over the whole run: \($x.gerrs) non-OK gRPC answers (\($x.greqs) OK), \($x.werrs) non-200 or failed webhook sends (\($x.wok) answered 200), \($x.fails) load generator failures\(if $x.dead > 0 then "; the server died" else "" end).",
+    "- Errors over the whole run: \($x.gerrs) non-OK gRPC answers (\($x.greqs) OK), \($x.werrs) non-200 or failed webhook sends (\($x.wok) answered 200), \($x.fails) load generator failures\($x | exit_text).",
     "- Webhooks: \($s | map(.webhooks.outcomes.applied // 0) | add) applied, \($s | map(.webhooks.outcomes.stale // 0) | add) stale, \($s | map(.webhooks.outcomes.ignored // 0) | add) ignored, \($s | map(.webhooks.outcomes.failed // 0) | add) failed; \($s | map(.webhooks.redelivered // 0) | add) redeliveries sent, \($s | map(.webhooks.outcomes.duplicate // 0) | add) answered `duplicate`. Rows in `events` at the end: \($x.rows), first deliveries acknowledged: \($x.firsts)\(if $x.rows == $x.firsts then " (equal)" else " (MISMATCH)" end).",
-    "- Trend (least squares over all slices, per 10 minutes): RSS \($s | slope(.rss_kb / 1024) | r1 | signed) MiB, fds \($s | slope(.fds) | r1 | signed), HasAccess p99 \($s | slope(.grpc.p99_ms // 0) | r2 | signed) ms, webhook p99 \($s | slope(.webhooks.p99_ms // 0) | r2 | signed) ms.",
-    "- Idle, before the first slice\(if $touch == "1" then " (after every user was read once)" else "" end) and 3 s after the last: RSS \($x.before.rss_kb | mib) / \($x.after.rss_kb | mib) MiB, fds \($x.before.fds) / \($x.after.fds), threads \($x.before.threads) / \($x.after.threads); peak RSS (VmHWM) \($x.after.hwm_kb | mib) MiB.",
-    "- Server counters at the end (`/metrics`, summed over labels): \($x.fin.metrics | to_entries | map("`\(.key)` \(.value)") | join(", "))\(if ($x.fin.connections_dropped // {}) != {} then "; connections dropped by label: " + ($x.fin.connections_dropped | to_entries | map("`\(.key)` \(.value)") | join(", ")) else "" end); log written \($x.fin.log_bytes / 1048576 | r1) MiB; database \($l.db_bytes / 1048576 | r1) MiB at the last slice.",
+    "- Trend (least squares over all slices, per 10 minutes): RSS \($s | live | slope(.rss_kb / 1024) | r1 | signed) MiB, fds \($s | live | slope(.fds) | r1 | signed), HasAccess p99 \($s | live | slope(.grpc.p99_ms // 0) | r2 | signed) ms, webhook p99 \($s | live | slope(.webhooks.p99_ms // 0) | r2 | signed) ms.",
+    "- Idle, before the first slice\(if $touch == "1" then " (after every user was read once)" else "" end) and 3 s after the last: RSS \($x.before.rss_kb | mib | show) / \($x.after.rss_kb | mib | show) MiB, fds \($x.before.fds | show) / \($x.after.fds | show), threads \($x.before.threads | show) / \($x.after.threads | show); peak RSS (VmHWM) \($x.after.hwm_kb | mib | show) MiB.",
+    "- Server counters at the end (`/metrics`, summed over labels): \(if ($x.fin.metrics // {}) == {} then "not read (the server had exited)" else $x.fin.metrics | to_entries | map("`\(.key)` \(.value)") | join(", ") end)\(if ($x.fin.connections_dropped // {}) != {} then "; connections dropped by label: " + ($x.fin.connections_dropped | to_entries | map("`\(.key)` \(.value)") | join(", ")) else "" end); log written \($x.fin.log_bytes | mb | show) MiB; database \($l.db_bytes | mb | show) MiB at the last slice.",
     "- Verdict: **\($x | verdict)**",
     "",
     "Per slice (req/s and latency over the slice; RSS, fds, threads and the 1-minute load average of the machine at its middle; server CPU since the previous sample):",
     "",
     "| slice | t s | RSS MiB | fds | threads | CPU % | HasAccess req/s | p50 ms | p99 ms | max ms | gRPC errors | webhooks/s | p50 ms | p99 ms | max ms | redelivered | non-200 + errors | DB MiB | load |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ($s[] | "| \(.slice) | \(.t_s | round) | \(.rss_kb | mib) | \(.fds) | \(.threads) | \(.cpu_pct) | \(.grpc.rps // "–") | \(.grpc.p50_ms // "–") | \(.grpc.p99_ms // "–") | \(.grpc.max_ms // "–") | \(gerr) | \(.webhooks.rps // "–") | \(.webhooks.p50_ms // "–") | \(.webhooks.p99_ms // "–") | \(.webhooks.max_ms // "–") | \(.webhooks.redelivered // 0) | \(werr) | \(.db_bytes / 1048576 | r1) | \(.load1) |")
+    ($s[] | "| \(.slice) | \(.t_s | if . then round else null end | show) | \(.rss_kb | mib | show) | \(.fds | show) | \(.threads | show) | \(.cpu_pct | show) | \(.grpc.rps // "–") | \(.grpc.p50_ms // "–") | \(.grpc.p99_ms // "–") | \(.grpc.max_ms // "–") | \(gerr) | \(.webhooks.rps // "–") | \(.webhooks.p50_ms // "–") | \(.webhooks.p99_ms // "–") | \(.webhooks.max_ms // "–") | \(.webhooks.redelivered // 0) | \(werr) | \(.db_bytes | mb | show) | \(.load1 | show) |")
   ' "$RAW"
 }
 
