@@ -22,10 +22,14 @@
 #                    minutes)
 #   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
 #
-# Everything is bounded in time or count and talks to 127.0.0.1 only.
+# Everything is bounded in time or count and talks to 127.0.0.1 only. The
+# helpers shared with bench/soak.sh are in bench/lib.sh. An existing "Soak"
+# section of bench/results.md (written by bench/soak.sh) is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 USERS=${BENCH_USERS:-1000000}
 RUNS=${BENCH_RUNS:-3}
@@ -50,16 +54,13 @@ BASELINE_PID=""
 BASELINE_ND_PID=""
 PG_DB=""
 
-log() { printf '\n==> [%4ss] (load %s) %s\n' "$(( $(date +%s) - T_START ))" "$(cut -d' ' -f1-3 /proc/loadavg)" "$*" >&2; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
 cleanup() {
   set +e
   [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   [ -n "$BASELINE_PID" ] && kill -TERM "$BASELINE_PID" 2>/dev/null && wait "$BASELINE_PID" 2>/dev/null
   [ -n "$BASELINE_ND_PID" ] && kill -TERM "$BASELINE_ND_PID" 2>/dev/null && wait "$BASELINE_ND_PID" 2>/dev/null
   if [ "${BENCH_KEEP:-0}" != 1 ]; then
-    [ -n "$PG_DB" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1
+    pg_drop_db
     rm -rf "$WORK"
   else
     echo "kept $WORK ${PG_DB:+and database $PG_DB}" >&2
@@ -68,39 +69,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- tools -----------------------------------------------------------------
-need_apt=()
-command -v h2load >/dev/null || need_apt+=(nghttp2-client)
-command -v jq >/dev/null || need_apt+=(jq)
-command -v curl >/dev/null || need_apt+=(curl)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-
-ensure_postgres() {
-  if command -v pg_isready >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q; then
-    return 0
-  fi
-  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
-    log "installing PostgreSQL"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
-    for hba in /etc/postgresql/*/main/pg_hba.conf; do
-      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
-    done
-  fi
-  log "starting PostgreSQL"
-  for version in $(ls /etc/postgresql); do
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-  done
-  for _ in $(seq 1 30); do
-    pg_isready -h 127.0.0.1 -p 5432 -q && return 0
-    sleep 1
-  done
-  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
-  return 1
-}
+need_tools h2load:nghttp2-client jq curl
 
 log "building (release)"
 cargo build --release -q -p tollgate -p tollgate-bench
@@ -111,42 +80,6 @@ emit() { echo "$1" | tee -a "$RAW"; }
 # --- helpers -----------------------------------------------------------------
 # The HasAccess request frame for h2load (one hot user).
 "$BIN/h2load-frame" encode --user user_0 --out "$WORK/body.bin" 2>/dev/null
-
-# start_server DATABASE_URL LOGFILE: starts `tollgate serve` on free ports and
-# waits for the first successful HasAccess. Sets SERVER_PID, GRPC_ADDR,
-# HTTP_ADDR, STARTUP_MS.
-start_server() {
-  : > "$2"
-  local t0 probe t1
-  t0=$(date +%s%N)
-  env -u STRIPE_API_KEY \
-    TOLLGATE_DATABASE_URL="$1" \
-    TOLLGATE_HTTP_ADDR=127.0.0.1:0 \
-    TOLLGATE_GRPC_ADDR=127.0.0.1:0 \
-    TOLLGATE_LOG_FORMAT=json \
-    STRIPE_WEBHOOK_SECRET="$SECRET" \
-    "$BIN/tollgate" serve >>"$2" 2>&1 &
-  SERVER_PID=$!
-  if ! probe=$("$BIN/grpc-load" probe --log-file "$2" --user user_0 --timeout 120s --tags section=probe); then
-    echo "server did not answer; its log:" >&2
-    tail -20 "$2" >&2
-    return 1
-  fi
-  t1=$(jq -r .first_ok_unix_ns <<<"$probe")
-  GRPC_ADDR=$(jq -r .grpc_addr <<<"$probe")
-  HTTP_ADDR=$(jq -r .http_addr <<<"$probe")
-  STARTUP_MS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
-}
-
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-
-proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 # h2 ADDR TAGS FLAGS...: one h2load run on the hot user, summarized as JSON.
 h2() {
@@ -174,11 +107,6 @@ grpc_check() {
   if [ "$status" = 0 ] && [ "$(jq -r .has_access <<<"$decoded")" = true ]; then ok=true; fi
   emit "$(jq -c --arg tags "$tags" --arg st "${status:-missing}" --argjson ok "$ok" \
     '($tags | split(",") | map(split("=") | {(.[0]): .[1]}) | add) + {grpc_status: $st, ok: $ok, answer: .}' <<<"$decoded")"
-}
-
-# tagged TAGS JSON-FIELDS: a JSON line from tags plus extra fields.
-tagged() {
-  jq -cn --arg tags "$1" --argjson f "$2" '($tags | split(",") | map(split("=") | {(.[0]): (.[1] | tonumber? // .)}) | add) + $f'
 }
 
 SUB_OFFSET=0
@@ -214,8 +142,7 @@ for backend in $BACKENDS; do
       ;;
     postgres)
       ensure_postgres
-      PG_DB="tollgate_bench_$(date +%s)_$$"
-      psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $PG_DB" >/dev/null
+      pg_create_db tollgate_bench
       DB_URL="postgres://postgres@127.0.0.1/$PG_DB"
       RAW_URL="$DB_URL"
       ;;
@@ -324,13 +251,14 @@ done
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 log "writing $OUT"
-commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- src migrations proto build.rs 2>/dev/null || commit="$commit (+ uncommitted changes)"
-cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) vCPUs"
+commit=$(commit_desc)
+cpu=$(cpu_desc)
+md_section "$OUT" Soak >"$WORK/soak.md"
 "$BIN/report" --raw "$RAW" --out "$OUT" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
   --commit "$commit" --users "$USERS" --runs "$RUNS" \
   --note "load generators (h2load -t1, grpc-load, webhook-load) share the machine's vCPUs with the server" \
   --note "total wall time of this run: $(( $(date +%s) - T_START )) s; load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
+if [ -s "$WORK/soak.md" ]; then md_replace_section "$OUT" Soak "$WORK/soak.md"; fi
 log "done in $(( $(date +%s) - T_START )) s"
 cat "$OUT"

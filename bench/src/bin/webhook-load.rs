@@ -6,7 +6,11 @@
 //! signs them with `tollgate::signature::header_for`, and POSTs them with
 //! `--concurrency` workers to `--url`. A signature older than 240 s is
 //! redone right before sending, so long runs stay inside the 300 s
-//! tolerance. Prints events/s, p50/p99 and the outcomes as one JSON line.
+//! tolerance. With `--redeliver F`, a fraction F of the sends are
+//! redeliveries, as Stripe makes them: an event this sender already had
+//! acknowledged, same id and body, signed afresh; the server should answer
+//! 200 `duplicate`. Prints events/s, p50/p99 and the outcomes as one JSON
+//! line.
 //!
 //! `--raw-inserts DATABASE_URL`: inserts the same events, one row and one
 //! transaction each, into an `events`-like table (`bench_raw_events`) with
@@ -25,7 +29,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tollgate_bench::stripe::{generate, Generated};
-use tollgate_bench::{emit, new_histogram, now_ms, now_secs, record, summary, Pacer};
+use tollgate_bench::{emit, new_histogram, now_ms, now_secs, record, summary, Pacer, Rng};
 
 #[derive(Parser)]
 #[command(about = "Webhook ingest load generator and raw-insert ceiling")]
@@ -45,6 +49,11 @@ struct Args {
     /// Global rate limit in events/s (0 = as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Fraction (0..1) of sends that redeliver an event already
+    /// acknowledged (same id and body, fresh signature). Redeliveries do
+    /// not count against `--events`.
+    #[arg(long, default_value_t = 0.0)]
+    redeliver: f64,
     /// Preloaded users/subscriptions (`sub_{i}` wraps at this).
     #[arg(long, default_value_t = 1_000_000)]
     users: u64,
@@ -94,6 +103,7 @@ struct Counts {
     duplicate: AtomicU64,
     non_200: AtomicU64,
     errors: AtomicU64,
+    redelivered: AtomicU64,
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -130,8 +140,10 @@ async fn send(
     let secret = Arc::new(secret);
     let start = Instant::now();
     let stop_at = deadline(start, args.max_duration);
+    let redeliver = args.redeliver.clamp(0.0, 1.0);
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for worker in 0..args.concurrency.max(1) {
+        let mut rng = Rng::new(args.seed.wrapping_mul(1_000_003) + worker as u64);
         let (client, signed, next, counts, pacer, secret, url) = (
             client.clone(),
             signed.clone(),
@@ -143,8 +155,17 @@ async fn send(
         );
         tasks.push(tokio::spawn(async move {
             let mut h = new_histogram();
+            // Events this sender had acknowledged: the redelivery pool. Each
+            // sender redelivers only its own, so one event is never in
+            // flight twice at once.
+            let mut acknowledged: Vec<usize> = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let again = !acknowledged.is_empty() && rng.unit() < redeliver;
+                let i = if again {
+                    acknowledged[rng.below(acknowledged.len() as u64) as usize]
+                } else {
+                    next.fetch_add(1, Ordering::Relaxed) as usize
+                };
                 let Some(ev) = signed.get(i) else { break };
                 if let Some(p) = &pacer {
                     p.wait().await;
@@ -152,8 +173,11 @@ async fn send(
                 if stop_at.is_some_and(|t| Instant::now() >= t) {
                     break;
                 }
+                if again {
+                    counts.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
                 let now = now_secs();
-                let header = if now - ev.signed_at > 240 {
+                let header = if again || now - ev.signed_at > 240 {
                     tollgate::signature::header_for(&secret, now, &ev.body)
                 } else {
                     ev.header.clone()
@@ -181,6 +205,9 @@ async fn send(
                     continue;
                 }
                 record(&mut h, took);
+                if !again {
+                    acknowledged.push(i);
+                }
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let counter = if v["duplicate"] == true {
                     &counts.duplicate
@@ -212,6 +239,7 @@ async fn send(
     });
     out["non_200"] = load(&counts.non_200).into();
     out["errors"] = load(&counts.errors).into();
+    out["redelivered"] = load(&counts.redelivered).into();
     Ok(out)
 }
 
@@ -384,6 +412,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     out["subs"] = subs.into();
     out["concurrency"] = args.concurrency.into();
     out["target_rate"] = args.rate.into();
+    out["redeliver"] = args.redeliver.into();
     out["avg_body_bytes"] = avg_body.into();
     emit(&args.tags, out);
     Ok(())
