@@ -133,6 +133,6 @@ fn describe() {
     );
     describe_counter!(
         CONNECTIONS_DROPPED,
-        "Connections closed by Tollgate (too slow, over the connection cap, cut at the shutdown deadline), by port and cause."
+        "Connections closed by Tollgate, by port and cause: header_timeout (headers slower than TOLLGATE_HTTP_HEADER_TIMEOUT; kept-alive connections idle that long are closed the same way and counted too), slow_body, shutdown_deadline."
     );
 }
