@@ -46,15 +46,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         let (_, took) = read_until_closed(tcp, Duration::from_secs(5)).await;
         assert!(took < Duration::from_secs(3), "closed after {took:?}");
     }
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .contains("tollgate_connections_dropped_total{port=\"http\",cause=\"header_timeout\"}"),

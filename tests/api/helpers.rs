@@ -422,6 +422,18 @@ impl TestApp {
             .expect("has_access")
     }
 
+    /// What `GET /metrics` answers now (Prometheus text).
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.http_addr))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// An Admin client that sends the admin token.
     pub fn admin(&self) -> AdminApi {
         self.admin_with_token(Some(ADMIN_TOKEN))

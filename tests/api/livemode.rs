@@ -34,16 +34,9 @@ fn event(n: &str, livemode: bool) -> Value {
 }
 
 async fn mismatch_count(app: &TestApp) -> String {
-    let text = app
-        .http
-        .get(format!("http://{}/metrics", app.http_addr))
-        .send()
+    app.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("tollgate_livemode_mismatches_total"))
         .collect::<Vec<_>>()
         .join("\n")
