@@ -126,7 +126,7 @@ impl Store for SqliteStore {
         });
         Ok(sqlx::query_as(&CLAIM)
             .bind(now_ms)
-            .bind(now_ms + lease_ms)
+            .bind(now_ms.saturating_add(lease_ms))
             .bind(limit)
             .fetch_all(&self.writer)
             .await?)
