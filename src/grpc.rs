@@ -21,12 +21,15 @@ impl Entitlements for EntitlementsService {
         &self,
         request: Request<proto::HasAccessRequest>,
     ) -> Result<Response<proto::HasAccessResponse>, Status> {
-        let req = request.into_inner();
-        let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
-        crate::subject::check_field("product", &req.product)?;
-        let product = Some(req.product.trim()).filter(|p| !p.is_empty());
-        let decision = self.access.has_access(&subject, product).await?;
-        Ok(Response::new(to_proto(decision)))
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
+            crate::subject::check_field("product", &req.product)?;
+            let product = Some(req.product.trim()).filter(|p| !p.is_empty());
+            let decision = self.access.has_access(&subject, product).await?;
+            Ok(Response::new(to_proto(decision)))
+        })
+        .await
     }
 }
 
@@ -151,112 +154,136 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         request: Request<proto::ListReviewsRequest>,
     ) -> Result<Response<proto::ListReviewsResponse>, Status> {
-        let req = request.into_inner();
-        let open = match proto::ReviewState::try_from(req.state).unwrap_or_default() {
-            proto::ReviewState::Unspecified | proto::ReviewState::Open => Some(true),
-            proto::ReviewState::Resolved => Some(false),
-            proto::ReviewState::All => None,
-        };
-        let reviews = self
-            .admin
-            .list_reviews(open, &req.subject, req.limit)
-            .await?;
-        Ok(Response::new(proto::ListReviewsResponse {
-            reviews: reviews.into_iter().map(review_to_proto).collect(),
-        }))
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let open = match proto::ReviewState::try_from(req.state).unwrap_or_default() {
+                proto::ReviewState::Unspecified | proto::ReviewState::Open => Some(true),
+                proto::ReviewState::Resolved => Some(false),
+                proto::ReviewState::All => None,
+            };
+            let reviews = self
+                .admin
+                .list_reviews(open, &req.subject, req.limit)
+                .await?;
+            Ok(Response::new(proto::ListReviewsResponse {
+                reviews: reviews.into_iter().map(review_to_proto).collect(),
+            }))
+        })
+        .await
     }
 
     async fn resolve_review(
         &self,
         request: Request<proto::ResolveReviewRequest>,
     ) -> Result<Response<proto::Review>, Status> {
-        let req = request.into_inner();
-        let action = match proto::ResolveAction::try_from(req.action).unwrap_or_default() {
-            proto::ResolveAction::Accept => crate::admin::Resolution::Accept,
-            proto::ResolveAction::Refresh => crate::admin::Resolution::Refresh,
-            proto::ResolveAction::Unspecified => {
-                return Err(Status::invalid_argument("action must be ACCEPT or REFRESH"))
-            }
-        };
-        let review = self.admin.resolve_review(req.id, &req.note, action).await?;
-        Ok(Response::new(review_to_proto(review)))
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let action = match proto::ResolveAction::try_from(req.action).unwrap_or_default() {
+                proto::ResolveAction::Accept => crate::admin::Resolution::Accept,
+                proto::ResolveAction::Refresh => crate::admin::Resolution::Refresh,
+                proto::ResolveAction::Unspecified => {
+                    return Err(Status::invalid_argument("action must be ACCEPT or REFRESH"))
+                }
+            };
+            let review = self.admin.resolve_review(req.id, &req.note, action).await?;
+            Ok(Response::new(review_to_proto(review)))
+        })
+        .await
     }
 
     async fn get_event(
         &self,
         request: Request<proto::GetEventRequest>,
     ) -> Result<Response<proto::Event>, Status> {
-        let event = self.admin.get_event(&request.into_inner().id).await?;
-        Ok(Response::new(event_to_proto(event)))
+        crate::error::guarded(async move {
+            let event = self.admin.get_event(&request.into_inner().id).await?;
+            Ok(Response::new(event_to_proto(event)))
+        })
+        .await
     }
 
     async fn replay_event(
         &self,
         request: Request<proto::ReplayEventRequest>,
     ) -> Result<Response<proto::Event>, Status> {
-        let event = self.admin.replay_event(&request.into_inner().id).await?;
-        Ok(Response::new(event_to_proto(event)))
+        crate::error::guarded(async move {
+            let event = self.admin.replay_event(&request.into_inner().id).await?;
+            Ok(Response::new(event_to_proto(event)))
+        })
+        .await
     }
 
     async fn refresh_subject(
         &self,
         request: Request<proto::RefreshSubjectRequest>,
     ) -> Result<Response<proto::RefreshSubjectResponse>, Status> {
-        let req = request.into_inner();
-        let (refreshed, decision) = self
-            .admin
-            .refresh_subject(&req.user_id, &req.customer_id)
-            .await?;
-        Ok(Response::new(proto::RefreshSubjectResponse {
-            subscriptions_refreshed: i32::try_from(refreshed).unwrap_or(i32::MAX),
-            access: Some(to_proto(decision)),
-        }))
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let (refreshed, decision) = self
+                .admin
+                .refresh_subject(&req.user_id, &req.customer_id)
+                .await?;
+            Ok(Response::new(proto::RefreshSubjectResponse {
+                subscriptions_refreshed: i32::try_from(refreshed).unwrap_or(i32::MAX),
+                access: Some(to_proto(decision)),
+            }))
+        })
+        .await
     }
 
     async fn reconcile(
         &self,
         _request: Request<proto::ReconcileRequest>,
     ) -> Result<Response<proto::ReconcileResponse>, Status> {
-        let r = self.admin.reconcile().await?;
-        Ok(Response::new(proto::ReconcileResponse {
-            events_seen: r.events_seen,
-            events_applied: r.events_applied,
-            events_duplicate: r.events_duplicate,
-            events_other: r.events_other,
-            pages: r.pages,
-            subscriptions_swept: r.subscriptions_swept,
-            access_corrections: r.access_corrections,
-            errors: r.errors,
-            swept: r.swept,
-        }))
+        crate::error::guarded(async move {
+            let r = self.admin.reconcile().await?;
+            Ok(Response::new(proto::ReconcileResponse {
+                events_seen: r.events_seen,
+                events_applied: r.events_applied,
+                events_duplicate: r.events_duplicate,
+                events_other: r.events_other,
+                pages: r.pages,
+                subscriptions_swept: r.subscriptions_swept,
+                access_corrections: r.access_corrections,
+                errors: r.errors,
+                swept: r.swept,
+            }))
+        })
+        .await
     }
 
     async fn list_notifications(
         &self,
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
-        let req = request.into_inner();
-        let rows = self
-            .admin
-            .list_notifications(req.cursor, req.limit, req.include_acked)
-            .await?;
-        let next_cursor = rows.last().map_or(req.cursor.max(0), |n| n.id);
-        Ok(Response::new(proto::ListNotificationsResponse {
-            notifications: rows.into_iter().map(notification_to_proto).collect(),
-            next_cursor,
-        }))
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let rows = self
+                .admin
+                .list_notifications(req.cursor, req.limit, req.include_acked)
+                .await?;
+            let next_cursor = rows.last().map_or(req.cursor.max(0), |n| n.id);
+            Ok(Response::new(proto::ListNotificationsResponse {
+                notifications: rows.into_iter().map(notification_to_proto).collect(),
+                next_cursor,
+            }))
+        })
+        .await
     }
 
     async fn ack_notifications(
         &self,
         request: Request<proto::AckNotificationsRequest>,
     ) -> Result<Response<proto::AckNotificationsResponse>, Status> {
-        let acked = self
-            .admin
-            .ack_notifications(&request.into_inner().ids)
-            .await?;
-        Ok(Response::new(proto::AckNotificationsResponse {
-            acked: i32::try_from(acked).unwrap_or(i32::MAX),
-        }))
+        crate::error::guarded(async move {
+            let acked = self
+                .admin
+                .ack_notifications(&request.into_inner().ids)
+                .await?;
+            Ok(Response::new(proto::AckNotificationsResponse {
+                acked: i32::try_from(acked).unwrap_or(i32::MAX),
+            }))
+        })
+        .await
     }
 }

@@ -316,9 +316,6 @@ impl Application {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(GRPC_MAX_HEADER_LIST_BYTES)
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                crate::error::grpc_panic,
-            ))
             .add_routes(self.grpc)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let grpc = crate::serve::with_deadline(grpc, token.clone(), limits.shutdown_timeout);
