@@ -11,15 +11,23 @@ use crate::proto::admin_client::AdminClient;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// gRPC address of a running `tollgate serve`.
+    /// gRPC address of a running `tollgate serve`: HOST:PORT, with or
+    /// without http://.
     #[arg(
         long,
         env = "TOLLGATE_ADMIN_ADDR",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        global = true,
+        value_parser = parse_endpoint
     )]
     pub addr: String,
     /// The server's TOLLGATE_ADMIN_TOKEN.
-    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -210,6 +218,20 @@ fn record(v: &Value) -> String {
         .map(|(k, v)| format!("{k:<width$}  {}", cell(v)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// An endpoint as gRPC clients want it: `127.0.0.1:50051` and
+/// `localhost:50051` gain `http://`; a URL with a scheme is kept.
+pub fn parse_endpoint(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty address (try e.g. 127.0.0.1:50051)".to_owned());
+    }
+    Ok(if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    })
 }
 
 /// Runs one admin command; returns what to print.
