@@ -414,6 +414,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn addresses_work_with_or_without_a_scheme() {
+        assert_eq!(
+            parse_endpoint("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(parse_endpoint("localhost:1").unwrap(), "http://localhost:1");
+        assert_eq!(
+            parse_endpoint("https://admin.internal:443").unwrap(),
+            "https://admin.internal:443"
+        );
+        assert!(parse_endpoint(" ").is_err());
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        use crate::config::{Cli, Command};
+        use clap::Parser;
+        for argv in [
+            vec![
+                "tollgate",
+                "admin",
+                "--addr",
+                "127.0.0.1:9",
+                "--token",
+                "t",
+                "reconcile",
+            ],
+            vec![
+                "tollgate",
+                "admin",
+                "reconcile",
+                "--addr",
+                "127.0.0.1:9",
+                "--token",
+                "t",
+            ],
+        ] {
+            let Command::Admin(args) = Cli::try_parse_from(&argv).unwrap().command else {
+                panic!("admin");
+            };
+            assert_eq!(args.addr, "http://127.0.0.1:9", "{argv:?}");
+            assert_eq!(args.token.as_deref(), Some("t"), "{argv:?}");
+        }
+    }
+
+    #[test]
     fn tables_align_columns() {
         let rows = vec![
             json!({"id": 1, "reason": "x"}),
