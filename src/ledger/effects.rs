@@ -6,7 +6,9 @@ use crate::event::{self, DomainEvent, Envelope};
 use crate::outcome::{Outcome, ReviewReason};
 use crate::store::{NewEvent, NewReview, StoreError, Tx};
 use crate::subject::Affected;
-use crate::subscription::{self, Authority, Stamp, SubscriptionSnapshot, Transition};
+use crate::subscription::{
+    self, Authority, Stamp, SubscriptionRecord, SubscriptionSnapshot, Transition,
+};
 
 use super::{FollowUp, Source};
 
@@ -76,6 +78,37 @@ pub(super) fn customer_of(domain: &DomainEvent) -> Option<&str> {
     }
 }
 
+/// Stores `record` in place of `current`, and notes every subject either
+/// of them answered for: a subscription that moves to another user or
+/// customer must drop the old subject's cached answer too.
+pub(super) async fn save(
+    tx: &mut dyn Tx,
+    now: i64,
+    current: &SubscriptionRecord,
+    record: &SubscriptionRecord,
+    affected: &mut Affected,
+) -> Result<(), StoreError> {
+    tx.save_subscription(record, now).await?;
+    affected.add_record(current);
+    affected.add_record(record);
+    Ok(())
+}
+
+/// A snapshot too old to apply still counts for the user it links, when
+/// the stored record has none (see [`subscription::fill_link`]).
+pub(super) async fn keep_link(
+    tx: &mut dyn Tx,
+    now: i64,
+    current: &SubscriptionRecord,
+    snap: &SubscriptionSnapshot,
+    affected: &mut Affected,
+) -> Result<(), StoreError> {
+    match subscription::fill_link(current, snap) {
+        Some(linked) => save(tx, now, current, &linked, affected).await,
+        None => Ok(()),
+    }
+}
+
 /// Applies one domain event inside `tx`. Dispatch on event kinds happens
 /// here, once.
 pub(super) async fn apply_event(
@@ -97,9 +130,7 @@ pub(super) async fn apply_event(
                 .await?;
             match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
                 Transition::Apply { record, tie, .. } => {
-                    tx.save_subscription(&record, now).await?;
-                    affected.add_record(&current);
-                    affected.add_record(&record);
+                    save(tx, now, &current, &record, affected).await?;
                     if let Some(previous) = tie {
                         let details = format!(
                             "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
@@ -111,11 +142,7 @@ pub(super) async fn apply_event(
                     Ok(Effect::applied())
                 }
                 Transition::Stale => {
-                    // Too old to apply, but its user link still counts.
-                    if let Some(linked) = subscription::fill_link(&current, &snap) {
-                        tx.save_subscription(&linked, now).await?;
-                        affected.add_record(&linked);
-                    }
+                    keep_link(tx, now, &current, &snap, affected).await?;
                     Ok(Effect {
                         outcome: Outcome::Stale,
                         error: None,
@@ -140,9 +167,7 @@ pub(super) async fn apply_event(
                 paid.period_end,
                 envelope.created,
             );
-            tx.save_subscription(&record, now).await?;
-            affected.add_record(&current);
-            affected.add_record(&record);
+            save(tx, now, &current, &record, affected).await?;
             Ok(Effect::applied())
         }
         DomainEvent::InvoiceFailed(failed) => {

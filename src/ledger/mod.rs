@@ -314,16 +314,11 @@ impl Ledger {
                 if let Some(from) = corrected {
                     tracing::warn!(subscription_id = %snap.id, %from, to = %snap.status, "stripe api overrides a transition events could not make");
                 }
-                tx.save_subscription(&record, now).await?;
-                affected.add_record(&current);
-                affected.add_record(&record);
+                effects::save(&mut *tx, now, &current, &record, &mut affected).await?;
                 Outcome::Applied
             }
             Transition::Stale => {
-                if let Some(linked) = subscription::fill_link(&current, snap) {
-                    tx.save_subscription(&linked, now).await?;
-                    affected.add_record(&linked);
-                }
+                effects::keep_link(&mut *tx, now, &current, snap, &mut affected).await?;
                 Outcome::Stale
             }
             Transition::Impossible { .. } => Outcome::Stale,
