@@ -190,4 +190,30 @@ mod tests {
         let fine = guarded(async { Ok::<_, tonic::Status>(7) }).await;
         assert_eq!(fine.unwrap(), 7);
     }
+
+    #[tokio::test]
+    async fn a_panicking_http_handler_answers_500_json_and_the_router_goes_on() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            panic!("bug")
+        }
+        let router = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(http_panic));
+        let request = |path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let response = router.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], br#"{"error":"internal error"}"#);
+        let response = router.oneshot(request("/ok")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

@@ -85,6 +85,11 @@ async fn oversized_ids_and_products_are_invalid_arguments() {
     // 255 bytes is still an id.
     let answer = app.has_access(&huge[..255], "", "").await.unwrap();
     assert!(!answer.has_access);
+    let metrics = app.metrics_text().await;
+    for kind in ["field_too_long", "field_control_chars"] {
+        let counter = format!("tollgate_inputs_refused_total{{kind=\"{kind}\"}}");
+        assert!(metrics.contains(&counter), "{counter} in {metrics}");
+    }
 }
 
 #[tokio::test]
@@ -112,6 +117,11 @@ async fn invalid_utf8_in_a_string_field_is_an_invalid_argument() {
     );
     // A valid request on a fresh call still works.
     assert!(raw_has_access(&app, b"user_ok".to_vec()).await.is_ok());
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("tollgate_inputs_refused_total{kind=\"grpc_undecodable\"}"),
+        "{metrics}"
+    );
 }
 
 /// Values no database can store, and dates no real subscription has, are
