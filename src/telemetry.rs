@@ -22,7 +22,7 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
     // Panics go to the log like everything else, with where they happened;
-    // supervisors and the catch-panic layers decide what happens next.
+    // supervisors and the request guards decide what happens next.
     std::panic::set_hook(Box::new(|info| {
         let cause = crate::tasks::panic_message(info.payload());
         let location = info

@@ -160,6 +160,10 @@ async fn shutdown_finishes_by_its_deadline_with_slow_clients_connected() {
         "waited for in-flight work: {took:?}"
     );
     let (_, _) = read_until_closed(&mut partial, Duration::from_secs(2)).await;
+    // The port is closed now; the recorder is this process's.
+    let metrics = tollgate::metrics::handle().render();
+    let cut = "tollgate_connections_dropped_total{port=\"http\",cause=\"shutdown_deadline\"}";
+    assert!(metrics.contains(cut), "{metrics}");
 }
 
 /// A stream over an mpsc receiver, without another dependency.
