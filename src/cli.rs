@@ -1,5 +1,8 @@
-//! `tollgate admin ...`: a thin client of the gRPC Admin service that prints
-//! readable tables, or JSON with `--json`.
+//! The command-line clients of a running server: `tollgate admin ...` (the
+//! gRPC Admin service) and [`check`] (one HasAccess call, answered by the
+//! exit status). Each prints readable tables, or JSON with `--json`.
+
+pub mod check;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -154,7 +157,7 @@ fn notification_json(n: &proto::Notification) -> Value {
     })
 }
 
-fn access_json(a: &proto::HasAccessResponse) -> Value {
+pub(crate) fn access_json(a: &proto::HasAccessResponse) -> Value {
     json!({
         "has_access": a.has_access,
         "reason": proto::Reason::try_from(a.reason).map(|r| r.as_str_name()).unwrap_or("REASON_UNSPECIFIED"),
@@ -162,6 +165,43 @@ fn access_json(a: &proto::HasAccessResponse) -> Value {
         "current_period_end": a.current_period_end, "access_until": a.access_until,
         "verified_at": a.verified_at, "detail": a.detail,
     })
+}
+
+/// Fields in unix seconds, shown as RFC 3339 in tables.
+const SECONDS_FIELDS: &[&str] = &[
+    "created",
+    "current_period_end",
+    "access_until",
+    "verified_at",
+    "old_access_until",
+    "new_access_until",
+];
+
+/// A JSON record or row as people read it: unix seconds (the fields above)
+/// and milliseconds (`*_ms`, renamed without the suffix) become RFC 3339
+/// UTC, and 0 (no such time) becomes `-`. `--json` keeps the raw numbers.
+pub(crate) fn human(v: &Value) -> Value {
+    let time = |t: Option<i64>, scale: i64| match t {
+        Some(0) | None => Value::from("-"),
+        Some(t) => Value::from(crate::clock::rfc3339(t.div_euclid(scale))),
+    };
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    if let Some(stem) = k.strip_suffix("_ms") {
+                        (stem.to_owned(), time(v.as_i64(), 1000))
+                    } else if SECONDS_FIELDS.contains(&k.as_str()) {
+                        (k.clone(), time(v.as_i64(), 1))
+                    } else {
+                        (k.clone(), human(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(rows) => Value::Array(rows.iter().map(human).collect()),
+        other => other.clone(),
+    }
 }
 
 fn cell(v: &Value) -> String {
@@ -209,7 +249,7 @@ pub fn table(rows: &[Value], columns: &[&str]) -> String {
 }
 
 /// One record as `key: value` lines.
-fn record(v: &Value) -> String {
+pub(crate) fn record(v: &Value) -> String {
     let Value::Object(map) = v else {
         return cell(v);
     };

@@ -12,6 +12,7 @@
 //! anything outside still formats, with a longer or signed year.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 /// Where services get the time from.
 pub trait Clock: Send + Sync + 'static {
@@ -106,6 +107,17 @@ fn year(y: i64) -> String {
     } else {
         format!("{y:+}")
     }
+}
+
+/// Parses durations such as `7d`, `36h`, `15m`, `2s`, `1h 30m`, or a bare
+/// number of seconds (`300`): one syntax for every duration option
+/// (the server's and the command-line clients').
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 300, 7d, 36h, 15m or 2s)"))
 }
 
 /// Unix seconds as `2026-11-27T10:00:00Z`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Staleness;
+pub use crate::clock::parse_duration;
 use crate::livemode::Livemode;
 use crate::notify::PushOptions;
 use crate::policy::Policy;
@@ -38,6 +39,9 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Operate a running server through its gRPC Admin service.
     Admin(crate::cli::AdminArgs),
+    /// Ask a running server whether a user or customer has access; the exit
+    /// status is the answer (0 granted, 1 denied, 2 error).
+    Check(crate::cli::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -384,16 +388,6 @@ impl ServeArgs {
             },
         })
     }
-}
-
-/// Parses durations such as `7d`, `36h`, `15m`, `2s`, `1h 30m`, or a bare
-/// number of seconds (`300`): one syntax for every duration option.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 300, 7d, 36h, 15m or 2s)"))
 }
 
 /// Parses `IP:PORT` or `HOST:PORT`, resolving a host name now (the first

@@ -11,7 +11,8 @@
 //! **Domain**: pure types and decisions; no I/O, and no clock reads (the
 //! time is an argument).
 //! - [`clock`]: the [`clock::Clock`] services read (system or manual), and
-//!   total RFC 3339 formatting; the sane range 2000–2100.
+//!   total RFC 3339 formatting; the one duration syntax of every option;
+//!   the sane range 2000–2100.
 //! - [`signature`]: `Stripe-Signature` verification, as Stripe's SDKs do it.
 //! - [`event`]: event envelopes and objects in every API shape Tollgate
 //!   reads; dispatch on event types happens once, in `classify`.
@@ -57,7 +58,9 @@
 //! - [`grpc`]: the `Entitlements` and `Admin` services (tonic); [`codec`]
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
-//! - [`cli`]: `tollgate admin ...`, a client of the Admin service.
+//! - [`cli`]: the command-line clients of a running server: `tollgate
+//!   admin ...` (the Admin service) and `check` (one HasAccess, answered
+//!   by the exit status).
 //! - [`startup`]: builds everything and runs it until shutdown; [`tasks`]
 //!   supervises background loops; [`config`], [`telemetry`] and [`metrics`]:
 //!   options, logs and Prometheus names.

@@ -5,27 +5,58 @@ use clap::Parser;
 
 use tollgate::config::{Cli, Command};
 use tollgate::startup::Application;
-use tollgate::{store, telemetry};
+use tollgate::{cli, store, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log.log_format);
-    let result = match cli.command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Migrate(args) => store::connect(&args.store_options())
-            .await
-            .map(|_| tracing::info!("migrations applied"))
-            .context("could not apply migrations"),
-        Command::Admin(args) => tollgate::cli::run(args).await.map(|out| println!("{out}")),
-    };
+    match cli.command {
+        Command::Serve(args) => finish(serve(*args).await, false),
+        Command::Migrate(args) => finish(
+            store::connect(&args.store_options())
+                .await
+                .map(|_| tracing::info!("migrations applied"))
+                .context("could not apply migrations"),
+            false,
+        ),
+        Command::Admin(args) => {
+            let json = args.json;
+            finish(cli::run(args).await.map(|out| println!("{out}")), json)
+        }
+        Command::Check(args) => {
+            let json = args.json;
+            match cli::check::run(args).await {
+                Ok(answer) => {
+                    println!("{}", answer.output);
+                    ExitCode::from(answer.exit_code())
+                }
+                Err(e) => {
+                    report(&e, json);
+                    ExitCode::from(cli::check::EXIT_ERROR)
+                }
+            }
+        }
+    }
+}
+
+fn finish(result: anyhow::Result<()>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line.
-            eprintln!("tollgate: error: {e:#}");
+            report(&e, json);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints an error's whole cause chain on one line (`{:#}`): on stderr, or
+/// as `{"error": "..."}` on stdout when the command was asked for JSON.
+fn report(e: &anyhow::Error, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+    } else {
+        eprintln!("tollgate: error: {e:#}");
     }
 }
 

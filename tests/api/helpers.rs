@@ -625,3 +625,27 @@ impl ServerProcess {
             .unwrap()
     }
 }
+
+/// Runs the `tollgate` binary with `args` in a clean environment (only
+/// `PATH`, plus `env`), so no `TOLLGATE_*` variable of the caller leaks in.
+pub async fn run_tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("tollgate finishes within a minute")
+        .expect("tollgate binary runs")
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub fn unused_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}

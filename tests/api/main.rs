@@ -5,6 +5,7 @@ mod fake_stripe;
 mod helpers;
 mod stripe;
 
+mod cli_check;
 mod connections;
 mod crash;
 mod delivery;
