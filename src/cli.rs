@@ -1,8 +1,10 @@
 //! The command-line clients of a running server: `tollgate admin ...` (the
-//! gRPC Admin service) and [`check`] (one HasAccess call, answered by the
-//! exit status). Each prints readable tables, or JSON with `--json`.
+//! gRPC Admin service), [`check`] (one HasAccess call, answered by the exit
+//! status) and [`demo`] (a signed test-mode lifecycle). Each prints
+//! readable tables, or JSON with `--json`.
 
 pub mod check;
+pub mod demo;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};

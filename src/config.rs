@@ -42,6 +42,9 @@ pub enum Command {
     /// Ask a running server whether a user or customer has access; the exit
     /// status is the answer (0 granted, 1 denied, 2 error).
     Check(crate::cli::check::CheckArgs),
+    /// Send a running server a signed, test-mode subscription lifecycle for
+    /// a user and print HasAccess after each step (no Stripe account needed).
+    Demo(crate::cli::demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

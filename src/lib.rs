@@ -59,8 +59,8 @@
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
 //! - [`cli`]: the command-line clients of a running server: `tollgate
-//!   admin ...` (the Admin service) and `check` (one HasAccess, answered
-//!   by the exit status).
+//!   admin ...` (the Admin service), `check` (one HasAccess, answered by
+//!   the exit status) and `demo` (a signed test-mode lifecycle).
 //! - [`startup`]: builds everything and runs it until shutdown; [`tasks`]
 //!   supervises background loops; [`config`], [`telemetry`] and [`metrics`]:
 //!   options, logs and Prometheus names.

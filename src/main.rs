@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo(args) => finish(cli::demo::run(args, &mut std::io::stdout()).await, false),
     }
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod stripe;
 
 mod cli_check;
+mod cli_demo;
 mod connections;
 mod crash;
 mod delivery;
