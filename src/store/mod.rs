@@ -59,6 +59,22 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// The database could not be opened at start. Says what was tried (a
+    /// path, or host:port, database and user: never a password), the
+    /// driver's error and, where one is obvious, the fix: one line.
+    #[error("{target}: {error}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Open {
+        target: String,
+        error: sqlx::Error,
+        hint: Option<String>,
+    },
+    /// The first connection did not complete in time.
+    #[error("{target}: no answer within {}s ({hint})", waited.as_secs())]
+    OpenTimeout {
+        target: String,
+        waited: Duration,
+        hint: String,
+    },
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }

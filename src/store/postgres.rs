@@ -24,11 +24,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long the first connection at start may take before the start fails.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The channel commits publish changed subjects on.
 pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
@@ -54,6 +57,22 @@ impl PgStore {
                 "lock_timeout",
                 format!("{}ms", options.busy_timeout.as_millis()),
             )]);
+        // Connect once directly: the pool would retry a refused connection
+        // until its timeout and then say only "pool timed out".
+        let target = describe(&connect);
+        let opened =
+            tokio::time::timeout(FIRST_CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
+                .await
+                .map_err(|_| StoreError::OpenTimeout {
+                    target: target.clone(),
+                    waited: FIRST_CONNECT_TIMEOUT,
+                    hint: format!(
+                        "is {} the right host and port, and does a firewall let it through?",
+                        host_port(&connect)
+                    ),
+                })?
+                .map_err(|e| open_error(&connect, target, e))?;
+        let _ = opened.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
@@ -66,5 +85,59 @@ impl PgStore {
             connect,
             leader: tokio::sync::Mutex::new(None),
         })
+    }
+}
+
+/// `host:port`, or the Unix socket, that `connect` points at.
+fn host_port(connect: &PgConnectOptions) -> String {
+    match connect.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", connect.get_host(), connect.get_port()),
+    }
+}
+
+/// What a connection tries, never with its password.
+fn describe(connect: &PgConnectOptions) -> String {
+    format!(
+        "PostgreSQL at {}, database {}, user {}",
+        host_port(connect),
+        connect.get_database().unwrap_or(connect.get_username()),
+        connect.get_username()
+    )
+}
+
+/// Why the first connection failed, with the fix when it is obvious.
+fn open_error(connect: &PgConnectOptions, target: String, error: sqlx::Error) -> StoreError {
+    let at = host_port(connect);
+    let user = connect.get_username();
+    let database = connect.get_database().unwrap_or(user);
+    let code = match &error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let hint = match (&error, code.as_deref()) {
+        (sqlx::Error::Io(e), _) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(format!("is PostgreSQL running on {at}?"))
+        }
+        (sqlx::Error::Io(_), _) => Some(format!("is {at} right and reachable from here?")),
+        // invalid_catalog_name
+        (_, Some("3D000")) => Some(format!(
+            "create it: createdb -h {} -p {} -U {user} {database}",
+            connect.get_host(),
+            connect.get_port()
+        )),
+        // invalid_password, invalid_authorization_specification
+        (_, Some("28P01")) => {
+            Some("check the user and password in TOLLGATE_DATABASE_URL".to_owned())
+        }
+        (_, Some("28000")) => Some(format!(
+            "does pg_hba.conf let user {user} connect to {database} from this host?"
+        )),
+        _ => None,
+    };
+    StoreError::Open {
+        target,
+        error,
+        hint,
     }
 }

@@ -11,10 +11,11 @@
 mod store;
 mod tx;
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::{StoreError, StoreOptions};
 
@@ -36,6 +37,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
+        // Open the file once directly: a pool would report a missing
+        // directory as a bare "database unavailable".
+        let opened = SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(|e| open_error(connect.get_filename(), e))?;
+        let _ = opened.close().await;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.busy_timeout.max(std::time::Duration::from_secs(1)))
@@ -48,5 +55,52 @@ impl SqliteStore {
             .connect_with(connect.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
+    }
+}
+
+/// Why the file at `path` could not be opened, with the fix when it is
+/// obvious: a missing directory, a directory or file this user cannot
+/// write, a file that is not a SQLite database.
+fn open_error(path: &Path, error: sqlx::Error) -> StoreError {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The primary result code is the low byte of the extended one.
+    let code = match &error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff),
+        _ => None,
+    };
+    let hint = match code {
+        // SQLITE_CANTOPEN
+        Some(14) if !dir.is_dir() => Some(format!(
+            "the directory {} does not exist: create it (mkdir -p {}) or fix TOLLGATE_DATABASE_URL",
+            dir.display(),
+            dir.display()
+        )),
+        Some(14) if path.exists() => Some(format!(
+            "can this user read and write {}? check its owner and permissions",
+            path.display()
+        )),
+        Some(14) => Some(format!(
+            "can this user create files in {}? check its owner and permissions",
+            dir.display()
+        )),
+        // SQLITE_READONLY, SQLITE_PERM
+        Some(8 | 3) => Some(format!(
+            "can this user write {} and its directory? check owner and permissions",
+            path.display()
+        )),
+        // SQLITE_NOTADB
+        Some(26) => Some("the file exists but is not a SQLite database".to_owned()),
+        _ => None,
+    };
+    StoreError::Open {
+        target: format!("SQLite file {}", path.display()),
+        error,
+        hint,
     }
 }

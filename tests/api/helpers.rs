@@ -36,7 +36,7 @@ pub enum Backend {
 }
 
 /// The PostgreSQL server the suite uses (trust auth), overridable.
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("TOLLGATE_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }

@@ -23,6 +23,7 @@ mod refresh;
 mod repair;
 mod replicas;
 mod reviews;
+mod startup_errors;
 mod store_suite;
 mod stripe_client;
 mod webhook_signature;
