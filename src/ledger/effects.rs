@@ -181,7 +181,7 @@ pub(super) async fn apply_event(
             }
             Ok(Effect::with(
                 Outcome::Ignored,
-                "payment failures never change status by themselves; the subscription is re-read from Stripe",
+                "payment failures never change status by themselves; the subscription is re-read from Stripe if STRIPE_API_KEY is set, else the next subscription event decides",
             ))
         }
         DomainEvent::CheckoutCompleted(checkout) => {
