@@ -60,8 +60,11 @@ pub enum AdminCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StateArg {
+    /// Not resolved yet.
     Open,
+    /// Resolved by an admin.
     Resolved,
+    /// Both.
     All,
 }
 
@@ -77,19 +80,24 @@ pub enum ActionArg {
 pub enum ReviewsCommand {
     /// List reviews (open ones by default).
     List {
+        /// Which reviews to list.
         #[arg(long, value_enum, default_value = "open")]
         state: StateArg,
-        /// A customer, user or subscription id.
+        /// Only reviews about this customer, user or subscription id.
         #[arg(long)]
         subject: Option<String>,
+        /// Most reviews to list.
         #[arg(long, default_value_t = 100)]
         limit: i32,
     },
     /// Resolve a review.
     Resolve {
+        /// The review's id (the ID column of `reviews list`).
         id: i64,
+        /// What to do before resolving.
         #[arg(long, value_enum)]
         action: ActionArg,
+        /// Why, kept with the resolution.
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -98,16 +106,24 @@ pub enum ReviewsCommand {
 #[derive(Debug, Subcommand)]
 pub enum EventCommand {
     /// Did we get and process this event?
-    Get { id: String },
+    Get {
+        /// The Stripe event id (evt_...).
+        id: String,
+    },
     /// Re-run a failed event through the pipeline.
-    Replay { id: String },
+    Replay {
+        /// The Stripe event id (evt_...).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct RefreshArgs {
+    /// The product's user id.
     #[arg(long)]
     pub user_id: Option<String>,
+    /// A Stripe customer id (cus_...).
     #[arg(long)]
     pub customer_id: Option<String>,
 }
@@ -116,15 +132,20 @@ pub struct RefreshArgs {
 pub enum NotificationsCommand {
     /// List notifications after a cursor (unacknowledged by default).
     List {
+        /// Start after this cursor (the `next cursor` printed by the
+        /// previous page).
         #[arg(long, default_value_t = 0)]
         cursor: i64,
+        /// Most notifications to list.
         #[arg(long, default_value_t = 100)]
         limit: i32,
+        /// Acknowledged ones too.
         #[arg(long)]
         include_acked: bool,
     },
     /// Acknowledge notifications by id.
     Ack {
+        /// Notification ids, separated by spaces.
         #[arg(required = true)]
         ids: Vec<i64>,
     },
@@ -319,9 +340,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 .into_inner();
             let rows: Vec<Value> = resp.reviews.iter().map(review_json).collect();
             let text = table(
-                &rows,
+                &rows.iter().map(human).collect::<Vec<_>>(),
                 &[
                     "id",
+                    "created_at",
                     "subject",
                     "subscription_id",
                     "reason",
@@ -346,7 +368,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 .map_err(status)?
                 .into_inner();
             let v = review_json(&review);
-            let text = record(&v);
+            let text = record(&human(&v));
             (v, text)
         }
         AdminCommand::Event(command) => {
@@ -359,7 +381,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
             .map_err(status)?
             .into_inner();
             let v = event_json(&e);
-            let text = record(&v);
+            let text = record(&human(&v));
             (v, text)
         }
         AdminCommand::Refresh(subject) => {
@@ -376,7 +398,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
             let text = format!(
                 "subscriptions_refreshed  {}\n{}",
                 resp.subscriptions_refreshed,
-                record(&access)
+                record(&human(&access))
             );
             (v, text)
         }
@@ -398,9 +420,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
             let text = format!(
                 "{}\nnext cursor: {}",
                 table(
-                    &rows,
+                    &rows.iter().map(human).collect::<Vec<_>>(),
                     &[
                         "id",
+                        "created_at",
                         "kind",
                         "user_id",
                         "customer_id",
@@ -440,7 +463,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 "pages": r.pages, "swept": r.swept, "subscriptions_swept": r.subscriptions_swept,
                 "access_corrections": r.access_corrections, "errors": r.errors,
             });
-            let text = record(&v);
+            let text = record(&human(&v));
             (v, text)
         }
     };
@@ -511,5 +534,39 @@ mod tests {
             table(&rows, &["id", "reason"]),
             "ID  REASON\n1   x\n22  long reason"
         );
+    }
+
+    #[test]
+    fn tables_show_times_as_rfc3339_and_json_keeps_numbers() {
+        let raw = json!({
+            "id": 7, "created_at_ms": 1_798_761_599_123_i64, "resolved_at_ms": 0,
+            "access_until": 1_798_761_600, "verified_at": 0, "detail": "x",
+        });
+        let shown = human(&raw);
+        assert_eq!(shown["created_at"], "2026-12-31T23:59:59Z");
+        assert_eq!(shown["resolved_at"], "-", "0 means no such time");
+        assert_eq!(shown["access_until"], "2027-01-01T00:00:00Z");
+        assert_eq!(shown["verified_at"], "-");
+        assert_eq!((&shown["id"], &shown["detail"]), (&json!(7), &json!("x")));
+        assert_eq!(raw["created_at_ms"], 1_798_761_599_123_i64, "untouched");
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&crate::config::Cli::command(), "tollgate", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -612,6 +612,10 @@ async fn the_cli_round_trips_against_a_running_server() {
     assert!(ok);
     let event: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(event["outcome"], "failed");
+    assert!(event["received_at_ms"].is_i64(), "raw numbers in JSON");
+    let (ok, out, _) = tokio::task::block_in_place(|| run(&["event", "get", "evt_cli"]));
+    let received = tollgate::clock::rfc3339(event["received_at_ms"].as_i64().unwrap() / 1000);
+    assert!(ok && out.contains(&received), "RFC 3339 in tables: {out}");
     let (ok, out, _) = tokio::task::block_in_place(|| run(&["reviews", "list", "--json"]));
     assert!(ok);
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["id"]
