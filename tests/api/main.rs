@@ -11,6 +11,7 @@ mod connections;
 mod crash;
 mod delivery;
 mod durability;
+mod examples;
 mod faults;
 mod fixtures;
 mod lifecycle;
