@@ -1,7 +1,9 @@
-//! The Python examples under examples/python, run against a real server so
-//! they cannot rot. They need `pip install -r examples/python/requirements.txt`;
-//! without it each test says SKIPPED, unless TOLLGATE_REQUIRE_EXAMPLES=1
-//! (set by .ci/run) makes that a failure.
+//! The examples under examples/python and examples/node, run against a
+//! real server so they cannot rot. Python needs `pip install -r
+//! examples/python/requirements.txt`, Node `npm ci --prefix examples/node`;
+//! without them each test says SKIPPED, unless TOLLGATE_REQUIRE_EXAMPLES=1
+//! (set by .ci/run) makes that a failure (Node only where `node` is
+//! installed).
 
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -16,46 +18,133 @@ use crate::stripe::{subscription_event, subscription_object, Shape, Sub};
 
 const DAY: i64 = 86_400;
 
-fn example(name: &str) -> String {
-    format!("{}/examples/python/{name}", env!("CARGO_MANIFEST_DIR"))
+/// Runs each test body for Python and for Node, as `python::name` and
+/// `node::name`.
+macro_rules! in_both_languages {
+    ($($name:ident),* $(,)?) => {
+        mod python {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Lang::Python).await;
+                }
+            )*
+        }
+        mod node {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Lang::Node).await;
+                }
+            )*
+        }
+    };
 }
 
-/// Whether python3 with grpcio, grpcio-tools and stripe is here; false
-/// (after saying so) when the test must be skipped.
-fn python_ready(test: &str) -> bool {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let out = std::process::Command::new("python3")
-            .args(["-c", "import grpc, grpc_tools, stripe"])
+in_both_languages!(
+    the_client_allows_a_subscriber_and_denies_anyone_else,
+    the_client_retries_once_then_fails_open_or_closed_as_told,
+    the_receiver_verifies_and_applies_a_pushed_notification,
+    the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate,
+);
+
+/// Which examples a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Python,
+    Node,
+}
+
+impl Lang {
+    fn program(self) -> &'static str {
+        match self {
+            Lang::Python => "python3",
+            Lang::Node => "node",
+        }
+    }
+
+    fn script(self, stem: &str) -> String {
+        let (dir, ext) = match self {
+            Lang::Python => ("python", "py"),
+            Lang::Node => ("node", "mjs"),
+        };
+        format!("{}/examples/{dir}/{stem}.{ext}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Ok, or why this language's examples cannot run here.
+    fn check(self) -> Result<(), String> {
+        let probe = match self {
+            Lang::Python => "import grpc, grpc_tools, stripe",
+            Lang::Node => "['@grpc/grpc-js','@grpc/proto-loader','stripe'].forEach(m => require.resolve(m, {paths: [process.argv[1]]}))",
+        };
+        let mut cmd = std::process::Command::new(self.program());
+        match self {
+            Lang::Python => cmd.args(["-c", probe]),
+            Lang::Node => cmd.args([
+                "-e",
+                probe,
+                &format!("{}/examples/node", env!("CARGO_MANIFEST_DIR")),
+            ]),
+        };
+        let out = cmd
             .output()
-            .map_err(|e| format!("no python3: {e}"))?;
+            .map_err(|e| format!("no {}: {e}", self.program()))?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            let install = match self {
+                Lang::Python => "pip install -r examples/python/requirements.txt",
+                Lang::Node => "npm ci --prefix examples/node",
+            };
+            // Python's and Node's module errors both name "Error".
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = stderr
+                .lines()
+                .find(|l| l.contains("Error"))
+                .or_else(|| stderr.lines().rfind(|l| !l.trim().is_empty()))
+                .unwrap_or("")
+                .trim();
+            Err(format!("{why} (run `{install}`)"))
         }
-    });
-    let Err(why) = ready else {
-        return true;
-    };
-    if std::env::var("TOLLGATE_REQUIRE_EXAMPLES").is_ok_and(|v| v == "1" || v == "true") {
-        panic!(
-            "the Python examples are required (TOLLGATE_REQUIRE_EXAMPLES) but cannot run: {why}"
-        );
     }
-    eprintln!("SKIPPED {test}: {why}; pip install -r examples/python/requirements.txt to run it");
-    false
+
+    /// Whether the examples can run; false (after saying so) when the test
+    /// must be skipped.
+    fn ready(self, test: &str) -> bool {
+        static PYTHON: OnceLock<Result<(), String>> = OnceLock::new();
+        static NODE: OnceLock<Result<(), String>> = OnceLock::new();
+        let cell = match self {
+            Lang::Python => &PYTHON,
+            Lang::Node => &NODE,
+        };
+        let Err(why) = cell.get_or_init(|| self.check()) else {
+            return true;
+        };
+        let required =
+            std::env::var("TOLLGATE_REQUIRE_EXAMPLES").is_ok_and(|v| v == "1" || v == "true");
+        // Node is required only where it is installed.
+        let installed = self == Lang::Python
+            || std::process::Command::new("node")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if required && installed {
+            panic!("the {self:?} examples are required (TOLLGATE_REQUIRE_EXAMPLES) but cannot run: {why}");
+        }
+        eprintln!("SKIPPED {test} for {self:?}: {why}");
+        false
+    }
 }
 
-/// Runs examples/python/has_access.py; returns (exit code, stdout, stderr).
-async fn has_access_py(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new("python3")
-        .arg(example("has_access.py"))
+/// Runs the has_access example; returns (exit code, stdout, stderr).
+async fn has_access_example(lang: Lang, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(lang.program())
+        .arg(lang.script("has_access"))
         .args(args)
         .kill_on_drop(true)
         .output()
         .await
-        .expect("python3 runs");
+        .expect("the example runs");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -78,17 +167,18 @@ async fn subscribe(app: &TestApp, user: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_allows_a_subscriber_and_denies_anyone_else() {
-    if !python_ready("the_python_client_allows_a_subscriber_and_denies_anyone_else") {
+async fn the_client_allows_a_subscriber_and_denies_anyone_else(lang: Lang) {
+    if !lang.ready("the_client_allows_a_subscriber_and_denies_anyone_else") {
         return;
     }
     let app = spawn_app().await;
     subscribe(&app, "user_py").await;
     let addr = app.grpc_addr.to_string();
 
-    let (granted, out, err) = has_access_py(&["--addr", &addr, "--user-id", "user_py"]).await;
-    let (denied, no, no_err) = has_access_py(&["--addr", &addr, "--user-id", "stranger"]).await;
+    let (granted, out, err) =
+        has_access_example(lang, &["--addr", &addr, "--user-id", "user_py"]).await;
+    let (denied, no, no_err) =
+        has_access_example(lang, &["--addr", &addr, "--user-id", "stranger"]).await;
 
     assert_eq!((granted, out.as_str()), (Some(0), "allow"), "{err}");
     assert!(err.contains("REASON_ACTIVE"), "the detail is logged: {err}");
@@ -96,9 +186,8 @@ async fn the_python_client_allows_a_subscriber_and_denies_anyone_else() {
     assert!(no_err.contains("REASON_NO_SUBSCRIPTION"), "{no_err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_retries_once_then_fails_open_or_closed_as_told() {
-    if !python_ready("the_python_client_retries_once_then_fails_open_or_closed_as_told") {
+async fn the_client_retries_once_then_fails_open_or_closed_as_told(lang: Lang) {
+    if !lang.ready("the_client_retries_once_then_fails_open_or_closed_as_told") {
         return;
     }
     let down = unused_addr().to_string();
@@ -112,9 +201,9 @@ async fn the_python_client_retries_once_then_fails_open_or_closed_as_told() {
     ];
 
     let started = Instant::now();
-    let (closed, closed_out, closed_err) = has_access_py(&base).await;
+    let (closed, closed_out, closed_err) = has_access_example(lang, &base).await;
     let open_args: Vec<&str> = base.iter().copied().chain(["--on-error", "open"]).collect();
-    let (open, open_out, _) = has_access_py(&open_args).await;
+    let (open, open_out, _) = has_access_example(lang, &open_args).await;
 
     assert_eq!(
         (closed, closed_out.as_str()),
@@ -134,23 +223,23 @@ async fn the_python_client_retries_once_then_fails_open_or_closed_as_told() {
     );
 }
 
-/// The receiver as a child process, and its stdout lines.
-struct PyReceiver {
+/// An example receiver as a child process, and its stdout lines.
+struct Receiver {
     _child: tokio::process::Child,
     url: String,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
-impl PyReceiver {
-    async fn start(secret: &str) -> PyReceiver {
-        let mut child = tokio::process::Command::new("python3")
-            .arg(example("notification_receiver.py"))
+impl Receiver {
+    async fn start(lang: Lang, secret: &str) -> Receiver {
+        let mut child = tokio::process::Command::new(lang.program())
+            .arg(lang.script("notification_receiver"))
             .args(["--port", "0", "--secret", secret])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("python3 runs");
+            .expect("the example runs");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
@@ -161,7 +250,7 @@ impl PyReceiver {
             .strip_prefix("listening on ")
             .expect("listening on URL")
             .to_owned();
-        PyReceiver {
+        Receiver {
             _child: child,
             url,
             lines,
@@ -179,12 +268,11 @@ impl PyReceiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_receiver_verifies_and_applies_a_pushed_notification() {
-    if !python_ready("the_python_receiver_verifies_and_applies_a_pushed_notification") {
+async fn the_receiver_verifies_and_applies_a_pushed_notification(lang: Lang) {
+    if !lang.ready("the_receiver_verifies_and_applies_a_pushed_notification") {
         return;
     }
-    let mut receiver = PyReceiver::start("whsec_notify_example").await;
+    let mut receiver = Receiver::start(lang, "whsec_notify_example").await;
     let url = receiver.url.clone();
     let app = spawn_app_with(Backend::Sqlite, |c| {
         c.push = Some(PushOptions {
@@ -229,13 +317,12 @@ async fn the_python_receiver_verifies_and_applies_a_pushed_notification() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_receiver_refuses_a_bad_signature_and_ignores_a_duplicate() {
-    if !python_ready("the_python_receiver_refuses_a_bad_signature_and_ignores_a_duplicate") {
+async fn the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate(lang: Lang) {
+    if !lang.ready("the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate") {
         return;
     }
     let secret = "whsec_notify_example";
-    let receiver = PyReceiver::start(secret).await;
+    let receiver = Receiver::start(lang, secret).await;
     let body = serde_json::to_vec(&serde_json::json!({
         "id": 9, "kind": "ACCESS_REVOKED", "user_id": "u", "customer_id": "cus_1",
         "subscription_id": "sub_1", "old_status": "active", "new_status": "canceled",
