@@ -302,6 +302,58 @@ pub struct Config {
     pub limits: ConnectionLimits,
 }
 
+impl Config {
+    /// One line for each setting that is probably a mistake, logged as a
+    /// warning at start: the server runs anyway.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.secrets.all_look_like_stripe_secrets() {
+            warnings.push("STRIPE_WEBHOOK_SECRET has a value that does not start with whsec_: Stripe's signing secrets do (is it the placeholder whsec_... or an API key?)".to_owned());
+        }
+        let key_mode = Livemode::of_key(self.stripe.api_key.as_deref());
+        match (self.livemode, key_mode) {
+            (Livemode::Any, None) => warnings.push("TOLLGATE_LIVEMODE is any (no STRIPE_API_KEY to tell): live and test events are both applied; set it to live or test".to_owned()),
+            (Livemode::Any, Some(key)) => warnings.push(format!(
+                "TOLLGATE_LIVEMODE is any: live and test events are both applied, while STRIPE_API_KEY reads only the {} world; set it to {}",
+                key.as_str(),
+                key.as_str()
+            )),
+            (mode, Some(key)) if mode != key => warnings.push(format!(
+                "TOLLGATE_LIVEMODE is {} but STRIPE_API_KEY is a {} key: {} events are applied while refreshes and the reconciler read {} data",
+                mode.as_str(),
+                key.as_str(),
+                mode.as_str(),
+                key.as_str()
+            )),
+            _ => {}
+        }
+        if let Some(push) = &self.push {
+            if let Some(host) = plain_http_host(&push.url) {
+                warnings.push(format!(
+                    "TOLLGATE_NOTIFY_URL sends notifications to {host} over plain http: user ids and access changes cross the network unencrypted; use https"
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// The host of an `http://` URL that does not stay on this machine.
+fn plain_http_host(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_owned())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -510,6 +562,71 @@ mod tests {
         assert_eq!(mode(&[]), Livemode::Any);
         let set = ["--stripe-api-key", "sk_live_x", "--livemode", "test"];
         assert_eq!(mode(&set), Livemode::Test);
+    }
+
+    #[test]
+    fn likely_mistakes_are_warned_about_one_line_each() {
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["tollgate", "serve"];
+            if !extra.contains(&"--stripe-webhook-secret") {
+                argv.extend(["--stripe-webhook-secret", "whsec_x"]);
+            }
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(args) => args.into_config().unwrap(),
+                _ => unreachable!(),
+            }
+        };
+        let warned = |extra: &[&str], needle: &str| {
+            let warnings = config(extra).warnings();
+            warnings
+                .iter()
+                .any(|w| w.contains(needle) && !w.contains('\n'))
+        };
+        let quiet = |extra: &[&str]| config(extra).warnings();
+
+        assert!(warned(
+            &["--stripe-webhook-secret", "whsec_..."],
+            "does not start with whsec_"
+        ));
+        assert!(warned(&[], "no STRIPE_API_KEY to tell"));
+        let live_key_test_mode = ["--stripe-api-key", "sk_live_x", "--livemode", "test"];
+        assert!(warned(
+            &live_key_test_mode,
+            "TOLLGATE_LIVEMODE is test but STRIPE_API_KEY is a live key"
+        ));
+        assert!(warned(
+            &["--stripe-api-key", "rk_test_x", "--livemode", "any"],
+            "set it to test"
+        ));
+        let http = [
+            "--notify-url",
+            "http://app.internal/hook",
+            "--notify-secret",
+            "s",
+        ];
+        assert!(warned(&http, "to app.internal over plain http"));
+
+        assert_eq!(
+            quiet(&["--stripe-api-key", "sk_live_x"]),
+            Vec::<String>::new()
+        );
+        for url in [
+            "https://app.internal/hook",
+            "http://127.0.0.1:9/h",
+            "http://localhost/h",
+            "http://[::1]:9/h",
+        ] {
+            let args = [
+                "--stripe-api-key",
+                "sk_test_x",
+                "--notify-url",
+                url,
+                "--notify-secret",
+                "s",
+            ];
+            assert_eq!(quiet(&args), Vec::<String>::new(), "{url}");
+        }
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::config::{redacted_url, Config, ConnectionLimits};
 use crate::grpc::{admin_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
-use crate::livemode::Livemode;
 use crate::notify::Dispatcher;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
@@ -121,11 +120,8 @@ impl Application {
             config.livemode,
         ));
         let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
-        if !config.secrets.all_look_like_stripe_secrets() {
-            tracing::warn!("STRIPE_WEBHOOK_SECRET has a value that does not start with whsec_: Stripe's signing secrets do (is it the placeholder whsec_... or an API key?)");
-        }
-        if config.livemode == Livemode::Any {
-            tracing::warn!("TOLLGATE_LIVEMODE is any (no STRIPE_API_KEY to tell): live and test events are both applied; set it to live or test");
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
