@@ -156,3 +156,15 @@ async fn check_with_json_prints_the_answer_and_its_errors_as_json_on_stdout() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_with_json_prints_its_errors_as_json_on_stdout_too() {
+    let down = unused_addr().to_string();
+
+    let out = run_tollgate(&["admin", "--addr", &down, "--json", "reconcile"], &[]).await;
+
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&out.stdout).expect("the error is JSON");
+    assert!(error["error"].as_str().unwrap().contains(&down), "{error}");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
