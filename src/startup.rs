@@ -23,6 +23,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
 use crate::reconciler::Reconciler;
 use crate::refresh::Refresher;
+use crate::related::RelatedReader;
 use crate::reviews::Reviews;
 use crate::store::{self, StoreError};
 use crate::stripe::StripeClient;
@@ -47,6 +48,11 @@ const GRPC_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Largest gRPC request accepted: every request is a few ids, each at most
 /// 255 bytes; tonic's default of 4 MiB would let one call pin megabytes.
 const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// How long a thin event waits for its object from Stripe before the
+/// delivery is answered 503: well under the time Stripe waits for an
+/// answer, and enough for a retry or two of a slow read.
+const THIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Work that runs beside the servers until shutdown.
 struct Background {
@@ -113,14 +119,6 @@ impl Application {
             config.policy,
             config.hold_revocations,
         ));
-        let ledger = Arc::new(Ledger::new(
-            store.clone(),
-            clock.clone(),
-            changes.clone(),
-            config.user_id_metadata_key.clone(),
-            config.livemode,
-        ));
-        let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
         if !config.secrets.all_look_like_stripe_secrets() {
             tracing::warn!("STRIPE_WEBHOOK_SECRET has a value that does not start with whsec_: Stripe's signing secrets do (is it the placeholder whsec_... or an API key?)");
         }
@@ -129,8 +127,22 @@ impl Application {
         }
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
-            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, and the reconciler is off");
+            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, the reconciler is off, and thin events are recorded as failed (replay them once a key is set)");
         }
+        let related = Arc::new(RelatedReader::new(
+            client.clone(),
+            clock.clone(),
+            THIN_READ_TIMEOUT,
+        ));
+        let ledger = Arc::new(Ledger::new(
+            store.clone(),
+            clock.clone(),
+            changes.clone(),
+            config.user_id_metadata_key.clone(),
+            config.livemode,
+            related.clone(),
+        ));
+        let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
         let stripe_configured = client.is_some();
         let refresher = Arc::new(Refresher::new(
             client.clone(),

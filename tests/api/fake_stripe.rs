@@ -48,6 +48,9 @@ pub struct Request {
 struct Inner {
     /// Subscriptions in insertion order; a replacement keeps its position.
     subscriptions: Mutex<Vec<Value>>,
+    /// Invoices, checkout sessions and customers, by (object type, id): what
+    /// thin events point at.
+    objects: Mutex<std::collections::HashMap<(String, String), Value>>,
     /// Events in insertion order.
     events: Mutex<Vec<Value>>,
     behavior: Mutex<BehaviorState>,
@@ -76,6 +79,7 @@ impl FakeStripe {
     pub async fn start() -> FakeStripe {
         let inner = Arc::new(Inner {
             subscriptions: Mutex::new(Vec::new()),
+            objects: Mutex::new(std::collections::HashMap::new()),
             events: Mutex::new(Vec::new()),
             behavior: Mutex::new(BehaviorState {
                 behavior: Behavior::Normal,
@@ -112,14 +116,29 @@ impl FakeStripe {
             .expect("fake stripe: subscription needs a string \"id\"")
             .to_owned();
         assert!(
-            sub["customer"].is_string(),
-            "fake stripe: subscription {id} needs a string \"customer\""
+            sub["customer"].is_string() || sub["customer_account"].is_string(),
+            "fake stripe: subscription {id} needs a string \"customer\" or \"customer_account\""
         );
         let mut subs = lock(&self.inner.subscriptions);
         match subs.iter_mut().find(|s| s["id"] == id.as_str()) {
             Some(existing) => *existing = sub,
             None => subs.push(sub),
         }
+    }
+
+    /// Stores an invoice, checkout session or customer under its `object`
+    /// and `id`, served at `/v1/invoices/{id}`, `/v1/checkout/sessions/{id}`
+    /// and `/v1/customers/{id}`.
+    pub fn put_object(&self, object: Value) {
+        let kind = object["object"]
+            .as_str()
+            .expect("fake stripe: object needs a string \"object\"")
+            .to_owned();
+        let id = object["id"]
+            .as_str()
+            .expect("fake stripe: object needs a string \"id\"")
+            .to_owned();
+        lock(&self.inner.objects).insert((kind, id), object);
     }
 
     pub fn remove_subscription(&self, id: &str) {
@@ -328,6 +347,7 @@ fn route(inner: &Inner, request: &Request) -> Response {
         "/v1/subscriptions" => list_subscriptions(inner, &query),
         "/v1/events" => list_events(inner, &query),
         path => match path.strip_prefix("/v1/subscriptions/") {
+            None => get_object(inner, request, path),
             Some(id) if !id.is_empty() && !id.contains('/') => {
                 let id = percent_decode(id);
                 let found = lock(&inner.subscriptions)
@@ -342,6 +362,28 @@ fn route(inner: &Inner, request: &Request) -> Response {
             _ => unrecognized(request),
         },
     }
+}
+
+/// `GET /v1/invoices/{id}`, `/v1/checkout/sessions/{id}`, `/v1/customers/{id}`.
+fn get_object(inner: &Inner, request: &Request, path: &str) -> Response {
+    let routes = [
+        ("/v1/invoices/", "invoice"),
+        ("/v1/checkout/sessions/", "checkout.session"),
+        ("/v1/customers/", "customer"),
+    ];
+    for (prefix, kind) in routes {
+        if let Some(id) = path.strip_prefix(prefix).filter(|id| !id.contains('/')) {
+            let id = percent_decode(id);
+            let found = lock(&inner.objects)
+                .get(&(kind.to_owned(), id.clone()))
+                .cloned();
+            return match found {
+                Some(object) => Json(object).into_response(),
+                None => not_found(format!("No such {kind}: '{id}'"), Some("id")),
+            };
+        }
+    }
+    unrecognized(request)
 }
 
 /// Query parameters in order, keys and values percent-decoded; repeated keys
@@ -468,9 +510,13 @@ fn page(
 fn list_subscriptions(inner: &Inner, query: &Query) -> Response {
     let ordered: Vec<Value> = lock(&inner.subscriptions).iter().rev().cloned().collect();
     let customer = first(query, "customer").map(str::to_owned);
+    let account = first(query, "customer_account").map(str::to_owned);
     let status = first(query, "status").map(str::to_owned);
     page(ordered, query, "/v1/subscriptions", "subscription", |s| {
-        let customer_ok = customer.as_deref().is_none_or(|c| s["customer"] == c);
+        let customer_ok = customer.as_deref().is_none_or(|c| s["customer"] == c)
+            && account
+                .as_deref()
+                .is_none_or(|a| s["customer_account"] == a);
         let status_ok = match status.as_deref() {
             None => s["status"] != "canceled",
             Some("all") => true,

@@ -469,11 +469,18 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database, as a
     /// process restart would (new ports, empty cache).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Like [`TestApp::restart`], with the configuration changed first (a
+    /// key added, an option turned on), as an operator would.
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Config)) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let server = self.server.take().expect("running");
         server.await.expect("server task").expect("clean stop");
+        configure(&mut self.config);
         let mut config = self.config.clone();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
