@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// The API version Tollgate asks for. Both this (basil) shape and the older
-/// one are parsed, so events rendered at other versions still work.
-pub const STRIPE_VERSION: &str = "2025-03-31.basil";
+/// The API version Tollgate asks for: the newest whose shapes it reads
+/// (paused `status_details`, `customer_account`, `cancel_at`). Events
+/// rendered at older versions (back to acacia) are parsed too.
+pub const STRIPE_VERSION: &str = "2026-09-30.endive";
 
 /// The one "no API key" error: every service that needs Stripe's API and
 /// finds no client configured says exactly this.

@@ -295,23 +295,6 @@ async fn an_unknown_account_is_looked_up_by_customer_account(backend: Backend) {
     );
 }
 
-async fn wait_for_note(app: &TestApp, event_id: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let reviews = app.store.list_reviews(false).await.unwrap();
-        let review = reviews
-            .iter()
-            .find(|r| r.event_id.as_deref() == Some(event_id))
-            .unwrap_or_else(|| panic!("a review for {event_id}: {reviews:?}"));
-        assert_eq!(review.reason, "unknown_shape");
-        if let Some(note) = &review.refresh_outcome {
-            return note.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no refresh noted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn an_unknown_status_is_failed_flagged_and_re_read_from_stripe(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let t = now();
@@ -322,7 +305,7 @@ async fn an_unknown_status_is_failed_flagged_and_re_read_from_stripe(backend: Ba
         app.deliver(&event("evt_unk", t - 10, strange)).await,
         "failed"
     );
-    let note = wait_for_note(&app, "evt_unk").await;
+    let note = app.review_note("evt_unk", "unknown_shape").await;
     assert!(note.contains("active"), "{note}");
     let a = app.access_for_customer("cus_unk").await;
     assert!(a.has_access, "what Stripe said on the re-read: {a:?}");
@@ -338,7 +321,7 @@ async fn an_unknown_status_never_grants_even_when_stripe_repeats_it(backend: Bac
         app.deliver(&event("evt_unk2", t - 10, strange)).await,
         "failed"
     );
-    let note = wait_for_note(&app, "evt_unk2").await;
+    let note = app.review_note("evt_unk2", "unknown_shape").await;
     assert!(note.contains("refresh failed"), "{note}");
     let a = app.access_for_customer("cus_unk2").await;
     assert!(!a.has_access, "{a:?}");

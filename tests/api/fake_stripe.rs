@@ -23,6 +23,9 @@ pub enum Behavior {
     Normal,
     /// Sleep this long, then answer normally.
     Delay(Duration),
+    /// Answer from the state at arrival, but only after this long: a read
+    /// that is on its way while the object changes.
+    SlowAnswer(Duration),
     /// 500 with an `api_error`.
     Fail500,
     /// 429 with a `rate_limit_error`; with `Some`, also the header
@@ -237,6 +240,11 @@ async fn handle(
             route(&inner, &request)
         }
         Planned::Answer => route(&inner, &request),
+        Planned::SlowAnswer(d) => {
+            let response = route(&inner, &request);
+            tokio::time::sleep(d).await;
+            response
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&format!("req_fake_{request_number}")) {
         response.headers_mut().insert("request-id", v);
@@ -247,6 +255,7 @@ async fn handle(
 enum Planned {
     Answer,
     Delay(Duration),
+    SlowAnswer(Duration),
     Fail(Response),
 }
 
@@ -255,6 +264,7 @@ fn planned_failure(inner: &Inner) -> Planned {
     match state.behavior.clone() {
         Behavior::Normal => Planned::Answer,
         Behavior::Delay(d) => Planned::Delay(d),
+        Behavior::SlowAnswer(d) => Planned::SlowAnswer(d),
         Behavior::Fail500 => Planned::Fail(error_for_status(500)),
         Behavior::RateLimited { should_retry } => {
             let mut response = error_for_status(429);

@@ -23,6 +23,8 @@ on_both_backends!(
     a_thin_event_for_an_object_stripe_does_not_have_is_failed_and_flagged,
     a_thin_event_without_an_api_key_is_failed_then_applied_by_replay_once_a_key_is_set,
     thin_checkout_and_invoice_events_link_the_user_and_extend_the_period,
+    many_thin_events_for_one_object_share_at_most_two_reads,
+    a_thin_event_arriving_while_a_read_is_on_its_way_gets_a_newer_read,
 );
 
 const DAY: i64 = 86_400;
@@ -316,4 +318,57 @@ async fn thin_checkout_and_invoice_events_link_the_user_and_extend_the_period(ba
     let access = app.access_for_user("user_thin").await;
     assert!(access.has_access, "{access:?}");
     assert_eq!(access.access_until, t + 31 * DAY, "the invoice's period");
+}
+
+async fn many_thin_events_for_one_object_share_at_most_two_reads(backend: Backend) {
+    let app = app(backend).await;
+    let s = sub("crowd", "active");
+    app.stripe
+        .put_subscription(subscription_object(&s, Shape::Basil));
+    app.stripe
+        .set_behavior(Behavior::Delay(std::time::Duration::from_millis(300)));
+    let events: Vec<Value> = (0..20)
+        .map(|i| thin_update(&format!("evt_thin_crowd{i}"), &s, None))
+        .collect();
+    let answers = futures::future::join_all(events.iter().map(|e| app.post_webhook(e))).await;
+    // Events sharing one read carry the same snapshot: the first applies
+    // it, the others find it already there.
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            ["applied", "stale"].contains(&r.body["outcome"].as_str().unwrap()),
+            "{}",
+            r.body
+        );
+    }
+    assert!(answers.iter().any(|r| r.body["outcome"] == "applied"));
+    // One read in flight, and one more for everything that arrived after it
+    // was sent.
+    let reads = reads_of(&app, &s);
+    assert!((1..=2).contains(&reads), "{reads} reads for 20 events");
+}
+
+async fn a_thin_event_arriving_while_a_read_is_on_its_way_gets_a_newer_read(backend: Backend) {
+    let app = app(backend).await;
+    let s = sub("inflight", "active");
+    app.stripe
+        .put_subscription(subscription_object(&s, Shape::Basil));
+    app.stripe
+        .set_behavior(Behavior::SlowAnswer(std::time::Duration::from_millis(500)));
+    let first = thin_update("evt_thin_inflight1", &s, None);
+    let second = thin_update("evt_thin_inflight2", &s, None);
+    let (a, b) = tokio::join!(app.post_webhook(&first), async {
+        // The first read is on its way when the subscription changes and
+        // the second event arrives: joining that read would miss the change.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        app.stripe
+            .put_subscription(subscription_object(&s.status("past_due"), Shape::Basil));
+        app.post_webhook(&second).await
+    });
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
+    // A second read was sent for the second event (a third may follow: two
+    // reads of one second that disagree are a tie, re-read to settle it).
+    assert!(reads_of(&app, &s) >= 2, "{}", reads_of(&app, &s));
+    let access = app.access_for_customer(&s.customer).await;
+    assert_eq!(access.status, "past_due", "{access:?}");
 }
