@@ -34,6 +34,7 @@ impl From<ReplayError> for AdminError {
         match e {
             ReplayError::NotFound => AdminError::NotFound(e.to_string()),
             ReplayError::NotFailed(_) => AdminError::FailedPrecondition(e.to_string()),
+            ReplayError::StripeUnavailable(_) => AdminError::Unavailable(e.to_string()),
             ReplayError::Store(s) => AdminError::Store(s),
         }
     }

@@ -33,6 +33,19 @@ pub enum WebhookError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A thin event's object could not be read from Stripe now; nothing
+    /// was stored.
+    #[error("stripe unavailable: {0}")]
+    Related(String),
+}
+
+impl From<crate::ledger::IngestError> for WebhookError {
+    fn from(e: crate::ledger::IngestError) -> Self {
+        match e {
+            crate::ledger::IngestError::Store(e) => WebhookError::Store(e),
+            crate::ledger::IngestError::StripeUnavailable(why) => WebhookError::Related(why),
+        }
+    }
 }
 
 impl IntoResponse for WebhookError {
@@ -52,6 +65,10 @@ impl IntoResponse for WebhookError {
             WebhookError::BodyRead => StatusCode::BAD_REQUEST,
             WebhookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             WebhookError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Related(why) => {
+                tracing::warn!(error = %why, "thin event's object unreadable for now; answering 503 so stripe retries");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebhookError::Store(e) if e.is_transient() => {
                 tracing::error!(error = ?e, "event not stored; answering 503 so stripe retries");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -72,6 +89,7 @@ impl IntoResponse for WebhookError {
             WebhookError::BodyRead => Some("body_read"),
             WebhookError::SlowBody => Some("slow_body"),
             WebhookError::Busy => Some("busy"),
+            WebhookError::Related(_) => Some("stripe_unavailable"),
             WebhookError::Store(e) if e.is_transient() => Some("store_unavailable"),
             WebhookError::Store(StoreError::Rejected(_)) => Some("store_refused"),
             WebhookError::Store(_) => Some("store_bug"),
@@ -87,6 +105,10 @@ impl IntoResponse for WebhookError {
                 "event can never be stored: the database refuses one of its values".to_owned()
             }
             WebhookError::Store(_) => "internal error; event not stored".to_owned(),
+            WebhookError::Related(_) => {
+                "thin event's object could not be read from Stripe; event not stored, retry later"
+                    .to_owned()
+            }
             other => other.to_string(),
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();

@@ -2,7 +2,11 @@
 //!
 //! Parsing happens only after the signature has been verified. The envelope
 //! (`id`, `type`, `created`) is required of every event; a body without it is
-//! refused. The object is then read as one of the domain events Tollgate acts
+//! refused. Two envelopes are accepted: snapshot events (`"object": "event"`,
+//! integer `created`, the object in `data.object`) and thin events
+//! (`"object": "v2.core.event"`, RFC 3339 `created`, a `v1.` type prefix, and
+//! only a `related_object` reference, which the ledger reads from Stripe's
+//! API). The object is then read as one of the domain events Tollgate acts
 //! on. Objects are read in both shapes: up to `2025-02-24.acacia`
 //! (`subscription.current_period_end`, `invoice.subscription`) and from
 //! `2025-03-31.basil` (`items.data[].current_period_end`,
@@ -13,7 +17,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::subscription::{Item, Status, SubscriptionSnapshot};
+use crate::subscription::{Item, PauseKind, Status, SubscriptionSnapshot};
 
 /// A verified event's envelope and object.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,54 @@ pub struct Envelope {
     pub api_version: Option<String>,
     /// `data.object`; `Null` when absent, which only matters for types we act on.
     pub object: Value,
+    /// Set for a thin event: what it points at instead of an object.
+    pub thin: Option<Thin>,
+}
+
+/// What a thin event (`v2.core.event`) carries instead of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thin {
+    /// `related_object`; required only of types Tollgate acts on.
+    pub related: Option<Related>,
+    /// `snapshot_event`: the snapshot event the same change produced. Of
+    /// the two, whichever arrives second is a duplicate.
+    pub snapshot_event: Option<String>,
+}
+
+/// A thin event's `related_object`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    pub id: String,
+    /// Stripe's object type: `subscription`, `invoice`, ...
+    pub object_type: String,
+}
+
+impl Envelope {
+    /// The key under which one change is recorded once: a thin event's
+    /// `snapshot_event`, otherwise the event's own id. Twins share it.
+    pub fn change_key(&self) -> &str {
+        self.thin
+            .as_ref()
+            .and_then(|t| t.snapshot_event.as_deref())
+            .unwrap_or(&self.id)
+    }
+
+    /// The event type without a thin event's `v1.` prefix: the name
+    /// Tollgate's table of handled types uses.
+    pub fn v1_type(&self) -> &str {
+        match &self.thin {
+            Some(_) => self
+                .event_type
+                .strip_prefix("v1.")
+                .unwrap_or(&self.event_type),
+            None => &self.event_type,
+        }
+    }
+
+    /// Whether Tollgate acts on this event's type.
+    pub fn is_handled(&self) -> bool {
+        kind_of(self.v1_type()).is_some()
+    }
 }
 
 /// Why a body is not a Stripe event at all. Shown to the sender with a 400.
@@ -36,7 +88,7 @@ pub enum EnvelopeError {
     MissingId,
     #[error("event has no string `type`")]
     MissingType,
-    #[error("event has no integer `created`")]
+    #[error("event has no integer `created` (or RFC 3339 `created` on a v2.core.event)")]
     MissingCreated,
     /// Longer than [`MAX_ID_BYTES`] or with control characters: no Stripe
     /// event looks like this, and it could not be stored as a key.
@@ -126,10 +178,18 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     if !plausible_id(&event_type) {
         return Err(EnvelopeError::Implausible("type"));
     }
-    let created = value
-        .get("created")
-        .and_then(Value::as_i64)
-        .ok_or(EnvelopeError::MissingCreated)?;
+    let is_thin = value.get("object").and_then(Value::as_str) == Some("v2.core.event");
+    let created = match value.get("created") {
+        Some(Value::Number(n)) if !is_thin => n.as_i64(),
+        Some(Value::String(s)) if is_thin => parse_rfc3339(s),
+        _ => None,
+    }
+    .ok_or(EnvelopeError::MissingCreated)?;
+    let thin = if is_thin {
+        Some(parse_thin(&value)?)
+    } else {
+        None
+    };
     let livemode = value
         .get("livemode")
         .and_then(Value::as_bool)
@@ -153,6 +213,38 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         livemode,
         api_version,
         object,
+        thin,
+    })
+}
+
+/// Reads RFC 3339 UTC time (`2026-10-01T12:00:00.000Z`) as unix seconds,
+/// dropping fractions. Stripe writes thin events' `created` this way.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+fn parse_thin(value: &Value) -> Result<Thin, EnvelopeError> {
+    let related = match value.get("related_object") {
+        Some(r @ Value::Object(_)) => match (non_empty_str(r, "id"), non_empty_str(r, "type")) {
+            (Some(id), Some(object_type)) => {
+                if !plausible_id(&id) || !plausible_id(&object_type) {
+                    return Err(EnvelopeError::Implausible("related_object"));
+                }
+                Some(Related { id, object_type })
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let snapshot_event = non_empty_str(value, "snapshot_event");
+    if snapshot_event.as_deref().is_some_and(|s| !plausible_id(s)) {
+        return Err(EnvelopeError::Implausible("snapshot_event"));
+    }
+    Ok(Thin {
+        related,
+        snapshot_event,
     })
 }
 
@@ -194,6 +286,15 @@ pub fn content_hash(envelope: &Envelope) -> String {
     h.update(envelope.created.to_string().as_bytes());
     h.update(b"\n");
     write(&envelope.object, &mut h);
+    if let Some(thin) = &envelope.thin {
+        // A thin event's content is what it points at.
+        if let Some(r) = &thin.related {
+            h.update(format!("\nthin:{}:{}", r.object_type, r.id).as_bytes());
+        }
+        if let Some(twin) = &thin.snapshot_event {
+            h.update(format!("\ntwin:{twin}").as_bytes());
+        }
+    }
     hex::encode(h.finalize())
 }
 
@@ -345,13 +446,28 @@ fn check_snapshot_ids(s: &SubscriptionSnapshot) -> Result<(), ShapeError> {
     check_fields(&fields)
 }
 
+/// The kind of a (v1) event type Tollgate acts on.
+fn kind_of(event_type: &str) -> Option<Kind> {
+    KINDS
+        .iter()
+        .find(|(name, _)| *name == event_type)
+        .map(|(_, kind)| *kind)
+}
+
+/// The Stripe object type a handled event type is about: what a thin
+/// event's `related_object` must be. `None` for types Tollgate ignores.
+pub fn object_type_for(v1_type: &str) -> Option<&'static str> {
+    kind_of(v1_type).map(|kind| match kind {
+        Kind::Checkout => "checkout.session",
+        Kind::Subscription => "subscription",
+        Kind::InvoicePaid | Kind::InvoiceFailed => "invoice",
+        Kind::Customer => "customer",
+    })
+}
+
 fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
     let obj = &envelope.object;
-    let kind = KINDS
-        .iter()
-        .find(|(name, _)| *name == envelope.event_type)
-        .map(|(_, kind)| *kind);
-    match kind {
+    match kind_of(envelope.v1_type()) {
         Some(Kind::Checkout) => parse_checkout(obj, user_key).map(DomainEvent::CheckoutCompleted),
         Some(Kind::Subscription) => {
             parse_subscription(obj, user_key).map(DomainEvent::Subscription)
@@ -382,6 +498,12 @@ fn id_of(v: &Value, key: &str) -> Option<String> {
             .map(str::to_owned),
         _ => None,
     }
+}
+
+/// Who pays: `customer`, or with Accounts v2 (`customer` null) the
+/// `customer_account` (`acct_…`), which then keys the subject the same way.
+fn customer_of(v: &Value) -> Option<String> {
+    id_of(v, "customer").or_else(|| id_of(v, "customer_account"))
 }
 
 fn metadata(v: &Value, key: &str) -> Option<String> {
@@ -424,8 +546,8 @@ fn optional_time(v: &Value, key: &str) -> Result<Option<i64>, ShapeError> {
 pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSnapshot, ShapeError> {
     let obj = expect_object(obj, "subscription")?;
     let id = non_empty_str(obj, "id").ok_or_else(|| shape("subscription has no id"))?;
-    let customer_id =
-        id_of(obj, "customer").ok_or_else(|| shape("subscription has no customer"))?;
+    let customer_id = customer_of(obj)
+        .ok_or_else(|| shape("subscription has no customer or customer_account"))?;
     let status_text = obj
         .get("status")
         .and_then(Value::as_str)
@@ -468,6 +590,14 @@ pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSna
         }
     };
 
+    // endive: why it is paused. A paused subscription without it (before
+    // endive, or a future shape) is denied like a pause on request.
+    let pause = (status == Status::Paused).then(|| {
+        obj.pointer("/status_details/paused/subscription/type")
+            .and_then(Value::as_str)
+            .map_or(PauseKind::Other, PauseKind::parse)
+    });
+
     let cancel_at_period_end = match obj.get("cancel_at_period_end") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -481,6 +611,8 @@ pub fn parse_subscription(obj: &Value, user_key: &str) -> Result<SubscriptionSna
         current_period_end,
         trial_end: optional_time(obj, "trial_end")?,
         cancel_at_period_end,
+        cancel_at: optional_time(obj, "cancel_at")?,
+        pause,
         items,
         user_id: metadata(obj, user_key),
     };
@@ -495,7 +627,7 @@ fn parse_checkout(obj: &Value, user_key: &str) -> Result<CheckoutCompleted, Shap
     }
     Ok(CheckoutCompleted {
         user_id: non_empty_str(obj, "client_reference_id").or_else(|| metadata(obj, user_key)),
-        customer_id: id_of(obj, "customer"),
+        customer_id: customer_of(obj),
         subscription_id: id_of(obj, "subscription"),
     })
 }
@@ -521,7 +653,8 @@ fn line_subscription(line: &Value) -> Option<String> {
 /// `Ok(None)` for an invoice that belongs to no subscription.
 fn parse_invoice_paid(obj: &Value) -> Result<Option<InvoicePaid>, ShapeError> {
     let obj = expect_object(obj, "invoice")?;
-    let customer_id = id_of(obj, "customer").ok_or_else(|| shape("invoice has no customer"))?;
+    let customer_id =
+        customer_of(obj).ok_or_else(|| shape("invoice has no customer or customer_account"))?;
     let Some(subscription_id) = invoice_subscription(obj) else {
         return Ok(None);
     };
@@ -552,7 +685,8 @@ fn parse_invoice_paid(obj: &Value) -> Result<Option<InvoicePaid>, ShapeError> {
 
 fn parse_invoice_failed(obj: &Value) -> Result<InvoiceFailed, ShapeError> {
     let obj = expect_object(obj, "invoice")?;
-    let customer_id = id_of(obj, "customer").ok_or_else(|| shape("invoice has no customer"))?;
+    let customer_id =
+        customer_of(obj).ok_or_else(|| shape("invoice has no customer or customer_account"))?;
     Ok(InvoiceFailed {
         subscription_id: invoice_subscription(obj),
         customer_id,
@@ -581,6 +715,7 @@ mod tests {
             livemode: false,
             api_version: None,
             object,
+            thin: None,
         }
     }
 
@@ -615,6 +750,88 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn thin_envelopes_need_rfc3339_created_and_snapshot_ones_an_integer() {
+        let thin = br#"{"id":"evt_t","object":"v2.core.event","type":"v1.invoice.paid","created":"2026-10-01T12:00:00.123Z","related_object":{"id":"in_1","type":"invoice","url":"/v1/invoices/in_1"}}"#;
+        let env = parse_envelope(thin).unwrap();
+        assert_eq!(env.created, 1_790_856_000, "fractions dropped");
+        assert_eq!(env.change_key(), "evt_t", "no twin: its own id");
+        assert_eq!(object_type_for(env.v1_type()), Some("invoice"));
+        let integer = br#"{"id":"evt_t","object":"v2.core.event","type":"v1.invoice.paid","created":1790856000}"#;
+        assert_eq!(parse_envelope(integer), Err(EnvelopeError::MissingCreated));
+        let garbage = br#"{"id":"evt_t","object":"v2.core.event","type":"v1.invoice.paid","created":"yesterday"}"#;
+        assert_eq!(parse_envelope(garbage), Err(EnvelopeError::MissingCreated));
+        // A thin event without related_object still has an envelope; the
+        // ledger records it as failed.
+        let bare = br#"{"id":"evt_t","object":"v2.core.event","type":"v1.invoice.paid","created":"2026-10-01T12:00:00Z"}"#;
+        assert_eq!(parse_envelope(bare).unwrap().thin.unwrap().related, None);
+        // Types Tollgate ignores need nothing more.
+        let other = br#"{"id":"evt_t","object":"v2.core.event","type":"v2.core.account.updated","created":"2026-10-01T12:00:00Z"}"#;
+        assert!(!parse_envelope(other).unwrap().is_handled());
+    }
+
+    #[test]
+    fn the_v1_prefix_names_a_handled_type_only_on_thin_events() {
+        let snapshot = br#"{"id":"evt_s","type":"v1.invoice.paid","created":1}"#;
+        assert!(!parse_envelope(snapshot).unwrap().is_handled());
+        let snapshot = br#"{"id":"evt_s","type":"invoice.paid","created":1}"#;
+        assert!(parse_envelope(snapshot).unwrap().is_handled());
+    }
+
+    #[test]
+    fn accounts_v2_objects_are_keyed_by_customer_account() {
+        let sub = json!({"object":"subscription","id":"sub_1","customer":null,"customer_account":"acct_1","status":"active",
+            "items":{"data":[{"current_period_end": 2_000_000_300,"price":{"id":"p1"}}]}});
+        assert_eq!(
+            parse_subscription(&sub, "user_id").unwrap().customer_id,
+            "acct_1"
+        );
+        let invoice = json!({"object":"invoice","customer":null,"customer_account":"acct_1",
+            "parent":{"subscription_details":{"subscription":"sub_1"}},"lines":{"data":[]}});
+        let paid = classify(&env("invoice.paid", invoice), "user_id").unwrap();
+        assert!(matches!(paid, DomainEvent::InvoicePaid(p) if p.customer_id == "acct_1"));
+        let checkout = json!({"object":"checkout.session","id":"cs_1","client_reference_id":"u1",
+            "customer":null,"customer_account":"acct_1","subscription":"sub_1"});
+        let done = classify(&env("checkout.session.completed", checkout), "user_id").unwrap();
+        assert!(
+            matches!(done, DomainEvent::CheckoutCompleted(c) if c.customer_id.as_deref() == Some("acct_1"))
+        );
+        let neither = json!({"object":"subscription","id":"sub_1","customer":null,"status":"active",
+            "items":{"data":[{"current_period_end": 2_000_000_300,"price":{"id":"p1"}}]}});
+        assert!(parse_subscription(&neither, "user_id").is_err());
+    }
+
+    #[test]
+    fn a_paused_subscription_says_why_and_cancel_at_is_read() {
+        let base = json!({"object":"subscription","id":"sub_1","customer":"cus_1","status":"paused",
+            "cancel_at": 2_000_000_100,
+            "items":{"data":[{"current_period_end": 2_000_000_300,"price":{"id":"p1"}}]}});
+        let s = parse_subscription(&base, "user_id").unwrap();
+        assert_eq!(
+            (s.pause, s.cancel_at),
+            (Some(PauseKind::Other), Some(2_000_000_100))
+        );
+        for kind in [
+            "first_payment_failure",
+            "final_payment_failure",
+            "pause_requested",
+            "trial_end_without_payment_method",
+            "new_kind",
+        ] {
+            let mut obj = base.clone();
+            obj["status_details"] = json!({"paused":{"subscription":{"type": kind}}});
+            let s = parse_subscription(&obj, "user_id").unwrap();
+            assert_eq!(s.pause, Some(PauseKind::parse(kind)));
+        }
+        let mut active = base.clone();
+        active["status"] = json!("active");
+        active["status_details"] = json!({"paused":{"subscription":{"type":"pause_requested"}}});
+        assert_eq!(parse_subscription(&active, "user_id").unwrap().pause, None);
+        let mut bad = base;
+        bad["cancel_at"] = json!("soon");
+        assert!(parse_subscription(&bad, "user_id").is_err());
     }
 
     #[test]

@@ -156,8 +156,9 @@ async fn receive_webhook(
         .await?;
     let _enter = span.enter();
     // The label comes from a signed body, but its values must stay few:
-    // types Tollgate acts on by name, everything else as "other".
-    let event_type = if event::HANDLED_TYPES.contains(&envelope.event_type.as_str()) {
+    // types Tollgate acts on by name (thin ones with their `v1.` prefix),
+    // everything else as "other".
+    let event_type = if envelope.is_handled() {
         envelope.event_type.clone()
     } else {
         "other".to_owned()

@@ -39,6 +39,8 @@
 //! **Services**: each gets its collaborators and the clock at construction.
 //! - [`ledger`]: the exactly-once pipeline, shared by first deliveries,
 //!   replays and API reads: record, apply, commit.
+//! - [`related`]: reads a thin event's object from Stripe before the
+//!   ledger records it; reads of one object are shared only when safe.
 //! - [`changes`]: what every write does around its commit: announce access
 //!   changes, invalidate what it touched.
 //! - [`reviews`]: the manual-review workflow.
@@ -86,6 +88,7 @@ pub mod outcome;
 pub mod policy;
 pub mod reconciler;
 pub mod refresh;
+pub mod related;
 pub mod reviews;
 pub mod serve;
 pub mod signature;

@@ -33,6 +33,9 @@ pub enum ReviewReason {
     RevocationByReconciler,
     /// The database refused a value of a verified event.
     StoreRefused,
+    /// A thin event's object could not be read from Stripe for good (no
+    /// API key, no such object): replay it once that is fixed.
+    ThinEventUnread,
 }
 
 impl ReviewReason {
@@ -46,6 +49,7 @@ impl ReviewReason {
             ReviewReason::DeadNotification => "dead_notification",
             ReviewReason::RevocationByReconciler => "revocation_by_reconciler",
             ReviewReason::StoreRefused => "store_refused",
+            ReviewReason::ThinEventUnread => "thin_event_unread",
         }
     }
 }

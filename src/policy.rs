@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::subscription::{Status, SubscriptionRecord};
+use crate::subscription::{PauseKind, Status, SubscriptionRecord};
 
 /// Why access was granted or denied. Mirrors the gRPC `Reason` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,25 +166,14 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
                 (Reason::Expired, 0, detail, Some(trial_end))
             }
         }
-        Status::PastDue => {
-            let since = record.past_due_since.unwrap_or(record.snapshot_created);
-            let grace_end = since.saturating_add(secs(policy.past_due_grace));
-            if grace_end > now {
-                let detail = format!(
-                    "subscription {id} past_due since {}; grace until {}",
-                    fmt_time(since),
-                    fmt_time(grace_end)
-                );
-                (Reason::PastDueGrace, grace_end, detail, None)
-            } else {
-                let detail = format!(
-                    "subscription {id} past_due since {}; grace ended {}",
-                    fmt_time(since),
-                    fmt_time(grace_end)
-                );
-                (Reason::PastDue, 0, detail, Some(grace_end))
-            }
-        }
+        Status::PastDue => dunning(record, now, policy, "past_due", Reason::PastDue),
+        Status::Paused if record.pause == Some(PauseKind::FirstPaymentFailure) => dunning(
+            record,
+            now,
+            policy,
+            "paused after a failed payment",
+            Reason::Paused,
+        ),
         Status::Canceled => (
             Reason::Canceled,
             0,
@@ -215,10 +204,17 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
         Status::Paused => (
             Reason::Paused,
             0,
-            format!("subscription {id} is paused"),
+            match record.pause {
+                Some(kind) if kind != PauseKind::Other => {
+                    format!("subscription {id} is paused ({})", kind.as_str())
+                }
+                _ => format!("subscription {id} is paused"),
+            },
             None,
         ),
     };
+    let (reason, access_until, detail, ended) =
+        cancel_at(record, now, (reason, access_until, detail, ended));
     if let (false, Some(review)) = (reason.grants(), record.hold_review_id) {
         return Some(Decision {
             has_access: true,
@@ -243,6 +239,64 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
         detail,
         access_ended_at: ended,
     })
+}
+
+type Verdict = (Reason, i64, String, Option<i64>);
+
+/// A subscription in dunning (`past_due`, or paused after its first failed
+/// payment; `what` says which): granted for the payment-failure grace,
+/// counted from when the run began, then denied with `lapsed`. The denial
+/// may be stale (Stripe may have collected), so it is refreshable.
+fn dunning(
+    record: &SubscriptionRecord,
+    now: i64,
+    policy: &Policy,
+    what: &str,
+    lapsed: Reason,
+) -> Verdict {
+    let id = &record.id;
+    let since = record.past_due_since.unwrap_or(record.snapshot_created);
+    let grace_end = since.saturating_add(secs(policy.past_due_grace));
+    if grace_end > now {
+        let detail = format!(
+            "subscription {id} {what} since {}; grace until {}",
+            fmt_time(since),
+            fmt_time(grace_end)
+        );
+        (Reason::PastDueGrace, grace_end, detail, None)
+    } else {
+        let detail = format!(
+            "subscription {id} {what} since {}; grace ended {}",
+            fmt_time(since),
+            fmt_time(grace_end)
+        );
+        (lapsed, 0, detail, Some(grace_end))
+    }
+}
+
+/// A scheduled cancellation (`cancel_at`) cuts a grant short: access lasts
+/// until the earlier of it and what the status allows. Once it has passed,
+/// a record that still grants is treated like a lapsed period: the
+/// `deleted` event may be late, so the denial is refreshable.
+fn cancel_at(record: &SubscriptionRecord, now: i64, verdict: Verdict) -> Verdict {
+    let (reason, until, detail, ended) = verdict;
+    let Some(at) = record.cancel_at else {
+        return (reason, until, detail, ended);
+    };
+    if !reason.grants() || until <= at {
+        return (reason, until, detail, ended);
+    }
+    let id = &record.id;
+    if at > now {
+        let detail = format!("{detail}; cancels at {}", fmt_time(at));
+        (reason, at, detail, ended)
+    } else {
+        let detail = format!(
+            "subscription {id} was set to cancel at {} and no cancellation has been seen",
+            fmt_time(at)
+        );
+        (Reason::Expired, 0, detail, Some(at))
+    }
 }
 
 /// Decides access for one subject from all its records.
@@ -354,6 +408,21 @@ mod tests {
         }
     }
 
+    fn paused(kind: Option<PauseKind>, since: Option<i64>) -> SubscriptionRecord {
+        SubscriptionRecord {
+            pause: kind,
+            past_due_since: since,
+            ..rec("sub_pa", Status::Paused, NOW + DAY)
+        }
+    }
+
+    fn cancels_at(status: Status, at: i64, period_end: i64) -> SubscriptionRecord {
+        SubscriptionRecord {
+            cancel_at: Some(at),
+            ..rec("sub_ca", status, period_end)
+        }
+    }
+
     #[test]
     fn single_record_table() {
         let policy = Policy::default();
@@ -388,6 +457,150 @@ mod tests {
             assert_eq!(d.has_access, reason.grants());
             assert!(!d.detail.is_empty());
         }
+    }
+
+    #[test]
+    fn a_pause_after_a_first_failed_payment_gets_the_payment_failure_grace() {
+        let policy = Policy::default();
+        let grace = 7 * DAY;
+        let first = Some(PauseKind::FirstPaymentFailure);
+        // (record, expected reason, expected access_until, refreshable)
+        let table: Vec<(SubscriptionRecord, Reason, i64, bool)> = vec![
+            (
+                paused(first, Some(NOW)),
+                Reason::PastDueGrace,
+                NOW + grace,
+                false,
+            ),
+            (
+                paused(first, Some(NOW - grace + 1)),
+                Reason::PastDueGrace,
+                NOW + 1,
+                false,
+            ),
+            (paused(first, Some(NOW - grace)), Reason::Paused, 0, true),
+            (
+                paused(first, Some(NOW - grace - 1)),
+                Reason::Paused,
+                0,
+                true,
+            ),
+            // Every other pause is final at once, whenever it began.
+            (
+                paused(Some(PauseKind::FinalPaymentFailure), Some(NOW)),
+                Reason::Paused,
+                0,
+                false,
+            ),
+            (
+                paused(Some(PauseKind::PauseRequested), None),
+                Reason::Paused,
+                0,
+                false,
+            ),
+            (
+                paused(Some(PauseKind::TrialEndWithoutPaymentMethod), None),
+                Reason::Paused,
+                0,
+                false,
+            ),
+            (
+                paused(Some(PauseKind::Other), None),
+                Reason::Paused,
+                0,
+                false,
+            ),
+            (paused(None, None), Reason::Paused, 0, false),
+        ];
+        for (record, reason, until, refreshable) in table {
+            let d = decide(std::slice::from_ref(&record), NOW, &policy, None);
+            assert_eq!((d.reason, d.access_until), (reason, until), "{record:?}");
+            assert_eq!(d.has_access, reason.grants());
+            assert_eq!(d.access_ended_at.is_some(), refreshable, "{record:?}");
+        }
+        let d = decide(&[paused(first, Some(NOW))], NOW, &policy, None);
+        assert!(
+            d.detail.contains("paused after a failed payment"),
+            "{}",
+            d.detail
+        );
+    }
+
+    #[test]
+    fn cancel_at_ends_access_at_the_earlier_of_it_and_the_period_end() {
+        let policy = Policy::default();
+        // (record, expected reason, expected access_until, refreshable)
+        let table: Vec<(SubscriptionRecord, Reason, i64, bool)> = vec![
+            (
+                cancels_at(Status::Active, NOW + 1, NOW + DAY),
+                Reason::Active,
+                NOW + 1,
+                false,
+            ),
+            // At and after cancel_at: lapsed, but the deleted event may be
+            // late, so the denial is refreshable.
+            (
+                cancels_at(Status::Active, NOW, NOW + DAY),
+                Reason::Expired,
+                0,
+                true,
+            ),
+            (
+                cancels_at(Status::Active, NOW - DAY, NOW + DAY),
+                Reason::Expired,
+                0,
+                true,
+            ),
+            // A cancel_at after the period end changes nothing.
+            (
+                cancels_at(Status::Active, NOW + 2 * DAY, NOW + DAY),
+                Reason::Active,
+                NOW + DAY,
+                false,
+            ),
+            (
+                SubscriptionRecord {
+                    trial_end: Some(NOW + DAY),
+                    ..cancels_at(Status::Trialing, NOW + 10, NOW + DAY)
+                },
+                Reason::Trialing,
+                NOW + 10,
+                false,
+            ),
+            (
+                SubscriptionRecord {
+                    past_due_since: Some(NOW),
+                    ..cancels_at(Status::PastDue, NOW + 10, NOW + DAY)
+                },
+                Reason::PastDueGrace,
+                NOW + 10,
+                false,
+            ),
+            // Denials stay what they are.
+            (
+                cancels_at(Status::Canceled, NOW + 10, NOW + DAY),
+                Reason::Canceled,
+                0,
+                false,
+            ),
+        ];
+        for (record, reason, until, refreshable) in table {
+            let d = decide(std::slice::from_ref(&record), NOW, &policy, None);
+            assert_eq!((d.reason, d.access_until), (reason, until), "{record:?}");
+            assert_eq!(d.access_ended_at.is_some(), refreshable, "{record:?}");
+        }
+        let d = decide(
+            &[cancels_at(Status::Active, NOW + 1, NOW + DAY)],
+            NOW,
+            &policy,
+            None,
+        );
+        assert!(d.detail.contains("cancels at"), "{}", d.detail);
+        let stale = SubscriptionRecord {
+            verified_at: NOW - DAY,
+            ..cancels_at(Status::Active, NOW - 1, NOW + DAY)
+        };
+        assert!(needs_refresh(&stale, NOW, &policy, Duration::from_secs(60)));
     }
 
     #[test]

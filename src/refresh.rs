@@ -191,7 +191,8 @@ impl Refresher {
     /// look-ups are limited to the discovery budget, so made-up ids cannot
     /// starve refreshes of known subscriptions.
     pub async fn customer(self: &Arc<Self>, customer: &str) -> Result<usize, RefreshFailure> {
-        if !looks_like_stripe_id(customer, "cus_") {
+        // `acct_…`: an Accounts v2 customer account, listed the same way.
+        if !looks_like_stripe_id(customer, "cus_") && !looks_like_stripe_id(customer, "acct_") {
             return Err(RefreshFailure::NotAStripeId);
         }
         let this = self.clone();

@@ -22,6 +22,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::entitlements_server::EntitlementsServer;
 use crate::reconciler::Reconciler;
 use crate::refresh::Refresher;
+use crate::related::RelatedReader;
 use crate::reviews::Reviews;
 use crate::store::{self, StoreError};
 use crate::stripe::StripeClient;
@@ -46,6 +47,11 @@ const GRPC_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Largest gRPC request accepted: every request is a few ids, each at most
 /// 255 bytes; tonic's default of 4 MiB would let one call pin megabytes.
 const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// How long a thin event waits for its object from Stripe before the
+/// delivery is answered 503: well under the time Stripe waits for an
+/// answer, and enough for a retry or two of a slow read.
+const THIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Work that runs beside the servers until shutdown.
 struct Background {
@@ -112,21 +118,27 @@ impl Application {
             config.policy,
             config.hold_revocations,
         ));
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let client = StripeClient::new(&config.stripe).map(Arc::new);
+        if client.is_none() {
+            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, the reconciler is off, and thin events are recorded as failed (replay them once a key is set)");
+        }
+        let related = Arc::new(RelatedReader::new(
+            client.clone(),
+            clock.clone(),
+            THIN_READ_TIMEOUT,
+        ));
         let ledger = Arc::new(Ledger::new(
             store.clone(),
             clock.clone(),
             changes.clone(),
             config.user_id_metadata_key.clone(),
             config.livemode,
+            related.clone(),
         ));
         let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
-        for warning in config.warnings() {
-            tracing::warn!("{warning}");
-        }
-        let client = StripeClient::new(&config.stripe).map(Arc::new);
-        if client.is_none() {
-            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, and the reconciler is off");
-        }
         let stripe_configured = client.is_some();
         let refresher = Arc::new(Refresher::new(
             client.clone(),

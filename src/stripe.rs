@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// The API version Tollgate asks for. Both this (basil) shape and the older
-/// one are parsed, so events rendered at other versions still work.
-pub const STRIPE_VERSION: &str = "2025-03-31.basil";
+/// The API version Tollgate asks for: the newest whose shapes it reads
+/// (paused `status_details`, `customer_account`, `cancel_at`). Events
+/// rendered at older versions (back to acacia) are parsed too.
+pub const STRIPE_VERSION: &str = "2026-09-30.endive";
 
 /// The one "no API key" error: every service that needs Stripe's API and
 /// finds no client configured says exactly this.
@@ -32,6 +33,23 @@ pub enum StripeError {
     Transport(String),
     #[error("Stripe answered with an unexpected body: {0}")]
     Decode(String),
+    #[error("Tollgate does not read `{0}` objects")]
+    Unsupported(String),
+}
+
+impl StripeError {
+    /// Whether asking again later may succeed: unreachable, rate limited,
+    /// or a server error. Not found, a refused request (bad key, bad
+    /// parameters) and an object Tollgate can't read are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StripeError::Transport(_) => true,
+            StripeError::Status { status, .. } => {
+                *status == 429 || *status == 409 || *status >= 500
+            }
+            StripeError::NotFound | StripeError::Decode(_) | StripeError::Unsupported(_) => false,
+        }
+    }
 }
 
 /// Spaces requests so that no more than `max_rps` start in any second.
@@ -205,13 +223,37 @@ impl StripeClient {
         .await
     }
 
-    /// Every subscription of a customer, canceled ones included.
+    /// `GET` of one v1 object a thin event's `related_object` names, by
+    /// Stripe's object type. The path is built here from the type and id,
+    /// never taken from the event's `url`.
+    pub async fn object(&self, object_type: &str, id: &str) -> Result<Value, StripeError> {
+        let (endpoint, prefix) = match object_type {
+            "subscription" => ("/v1/subscriptions/{id}", "/v1/subscriptions/"),
+            "invoice" => ("/v1/invoices/{id}", "/v1/invoices/"),
+            "checkout.session" => ("/v1/checkout/sessions/{id}", "/v1/checkout/sessions/"),
+            "customer" => ("/v1/customers/{id}", "/v1/customers/"),
+            other => return Err(StripeError::Unsupported(other.to_owned())),
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StripeError::NotFound);
+        }
+        self.get(endpoint, &format!("{prefix}{id}"), &[]).await
+    }
+
+    /// Every subscription of a customer, canceled ones included. An
+    /// `acct_…` id is an Accounts v2 customer account, listed with
+    /// `customer_account=`.
     pub async fn customer_subscriptions(&self, customer: &str) -> Result<Vec<Value>, StripeError> {
+        let by = if customer.starts_with("acct_") {
+            "customer_account"
+        } else {
+            "customer"
+        };
         let mut out = Vec::new();
         let mut starting_after: Option<String> = None;
         loop {
             let mut query = vec![
-                ("customer", customer.to_owned()),
+                (by, customer.to_owned()),
                 ("status", "all".to_owned()),
                 ("limit", "100".to_owned()),
             ];

@@ -13,8 +13,10 @@
 //!
 //! compared left to right. `created` is Stripe's own second-resolution clock.
 //! For snapshots created in the same second the status rank decides (later in
-//! a subscription's life wins: `incomplete < trialing < paused < active <
-//! past_due < unpaid < canceled < incomplete_expired`), then the later period
+//! a subscription's life wins: `incomplete < trialing < active < past_due <
+//! paused < unpaid < canceled < incomplete_expired`; Stripe pauses a
+//! subscription after a failed payment, so a pause outranks the `past_due`
+//! of the same second), then the later period
 //! end, then the event id as text. Because it is a total order, the final
 //! state is the same whatever order the events arrive in. A same-second tie
 //! that changes the status is applied and also reported, so it can be flagged
@@ -83,9 +85,9 @@ impl Status {
         match self {
             Status::Incomplete => 0,
             Status::Trialing => 1,
-            Status::Paused => 2,
-            Status::Active => 3,
-            Status::PastDue => 4,
+            Status::Active => 2,
+            Status::PastDue => 3,
+            Status::Paused => 4,
             Status::Unpaid => 5,
             Status::Canceled => 6,
             Status::IncompleteExpired => 7,
@@ -112,6 +114,57 @@ impl Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why a `paused` subscription is paused
+/// (`status_details.paused.subscription.type`, from 2026-09-30.endive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PauseKind {
+    /// The first renewal payment failed: the invoice stays collectible and
+    /// paying it resumes the subscription, so this is dunning.
+    FirstPaymentFailure,
+    /// Payment retries are exhausted.
+    FinalPaymentFailure,
+    PauseRequested,
+    TrialEndWithoutPaymentMethod,
+    /// No type given, or one Tollgate does not know: denied like a pause
+    /// on request.
+    Other,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::FirstPaymentFailure => "first_payment_failure",
+            PauseKind::FinalPaymentFailure => "final_payment_failure",
+            PauseKind::PauseRequested => "pause_requested",
+            PauseKind::TrialEndWithoutPaymentMethod => "trial_end_without_payment_method",
+            PauseKind::Other => "other",
+        }
+    }
+
+    /// Reads Stripe's text; anything unknown is [`PauseKind::Other`].
+    pub fn parse(s: &str) -> PauseKind {
+        [
+            PauseKind::FirstPaymentFailure,
+            PauseKind::FinalPaymentFailure,
+            PauseKind::PauseRequested,
+            PauseKind::TrialEndWithoutPaymentMethod,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .unwrap_or(PauseKind::Other)
+    }
+}
+
+/// Whether a subscription in `status` (paused for `pause`) is in dunning:
+/// a renewal payment failed and Stripe is still trying to collect it.
+pub fn in_dunning(status: Status, pause: Option<PauseKind>) -> bool {
+    match status {
+        Status::PastDue => true,
+        Status::Paused => pause == Some(PauseKind::FirstPaymentFailure),
+        _ => false,
     }
 }
 
@@ -145,6 +198,11 @@ pub struct SubscriptionSnapshot {
     pub current_period_end: i64,
     pub trial_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// When a scheduled cancellation takes effect. In flexible billing
+    /// mode the portal sets this with `cancel_at_period_end` false.
+    pub cancel_at: Option<i64>,
+    /// Why it is paused; `None` unless the status is `paused`.
+    pub pause: Option<PauseKind>,
     pub items: Vec<Item>,
     /// The product's user id from the subscription's metadata, if any.
     pub user_id: Option<String>,
@@ -174,7 +232,14 @@ pub struct SubscriptionRecord {
     pub paid_through: Option<i64>,
     pub trial_end: Option<i64>,
     pub cancel_at_period_end: bool,
-    /// When the subscription was first seen `past_due` in its current run.
+    /// When a scheduled cancellation takes effect; access ends at the
+    /// earlier of this and the period end.
+    pub cancel_at: Option<i64>,
+    /// Why it is paused; `None` unless the status is `paused`.
+    pub pause: Option<PauseKind>,
+    /// When the subscription was first seen in dunning (`past_due`, or
+    /// paused after a first failed payment) in its current run: where the
+    /// payment-failure grace starts.
     pub past_due_since: Option<i64>,
     pub items: Vec<Item>,
     pub user_id: Option<String>,
@@ -200,6 +265,8 @@ impl SubscriptionRecord {
             paid_through: None,
             trial_end: None,
             cancel_at_period_end: false,
+            cancel_at: None,
+            pause: None,
             past_due_since: None,
             items: Vec::new(),
             user_id: None,
@@ -299,10 +366,13 @@ pub fn apply_snapshot(
     let base = current
         .cloned()
         .unwrap_or_else(|| SubscriptionRecord::placeholder(&snap.id, &snap.customer_id));
-    let past_due_since = match (snap.status, base.status, base.past_due_since) {
-        (Status::PastDue, Some(Status::PastDue), Some(since)) => Some(since),
-        (Status::PastDue, _, _) => Some(stamp.created),
-        _ => None,
+    // One dunning run may go past_due -> paused (first failure) and back;
+    // its grace counts from where the run began.
+    let was_dunning = base.status.is_some_and(|s| in_dunning(s, base.pause));
+    let past_due_since = match (in_dunning(snap.status, snap.pause), was_dunning) {
+        (true, true) => base.past_due_since.or(Some(stamp.created)),
+        (true, false) => Some(stamp.created),
+        (false, _) => None,
     };
     let record = SubscriptionRecord {
         id: snap.id.clone(),
@@ -312,6 +382,8 @@ pub fn apply_snapshot(
         paid_through: base.paid_through,
         trial_end: snap.trial_end,
         cancel_at_period_end: snap.cancel_at_period_end,
+        cancel_at: snap.cancel_at,
+        pause: snap.pause.filter(|_| snap.status == Status::Paused),
         past_due_since,
         items: snap.items.clone(),
         // A link, once made, survives snapshots that lack the metadata.
@@ -380,6 +452,8 @@ mod tests {
             current_period_end: period_end,
             trial_end: None,
             cancel_at_period_end: false,
+            cancel_at: None,
+            pause: None,
             items: vec![],
             user_id: None,
         }
@@ -540,6 +614,93 @@ mod tests {
         );
         assert_eq!(r1.status, r2.status);
         assert_eq!(r1.snapshot_event_id, r2.snapshot_event_id);
+    }
+
+    fn paused(kind: PauseKind) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            pause: Some(kind),
+            ..snap(Status::Paused, 200)
+        }
+    }
+
+    #[test]
+    fn a_pause_after_a_failed_payment_outranks_past_due_of_the_same_second() {
+        let pd = (snap(Status::PastDue, 200), stamp(100, "evt_z"));
+        let pa = (paused(PauseKind::FirstPaymentFailure), stamp(100, "evt_a"));
+        for (first, second) in [(&pd, &pa), (&pa, &pd)] {
+            let r = applied(apply_snapshot(None, &first.0, &first.1, Authority::Event));
+            let r = match apply_snapshot(Some(&r), &second.0, &second.1, Authority::Event) {
+                Transition::Apply { record, .. } => *record,
+                Transition::Stale => r,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(r.status, Some(Status::Paused));
+            assert_eq!(r.pause, Some(PauseKind::FirstPaymentFailure));
+        }
+    }
+
+    #[test]
+    fn a_dunning_run_keeps_its_start_from_past_due_into_a_first_failure_pause() {
+        let r = applied(apply_snapshot(
+            None,
+            &snap(Status::Active, 200),
+            &stamp(100, "e1"),
+            Authority::Event,
+        ));
+        // Paused straight after the failure: the grace starts at the pause.
+        let p = applied(apply_snapshot(
+            Some(&r),
+            &paused(PauseKind::FirstPaymentFailure),
+            &stamp(110, "e2"),
+            Authority::Event,
+        ));
+        assert_eq!(p.past_due_since, Some(110));
+        // past_due first, then paused: one run, counted from its start.
+        let pd = applied(apply_snapshot(
+            Some(&r),
+            &snap(Status::PastDue, 200),
+            &stamp(105, "e2"),
+            Authority::Event,
+        ));
+        let p = applied(apply_snapshot(
+            Some(&pd),
+            &paused(PauseKind::FirstPaymentFailure),
+            &stamp(110, "e3"),
+            Authority::Event,
+        ));
+        assert_eq!(p.past_due_since, Some(105));
+        // Retries exhausted: no longer dunning, and the pause says why.
+        let f = applied(apply_snapshot(
+            Some(&p),
+            &paused(PauseKind::FinalPaymentFailure),
+            &stamp(120, "e4"),
+            Authority::Event,
+        ));
+        assert_eq!(
+            (f.past_due_since, f.pause),
+            (None, Some(PauseKind::FinalPaymentFailure))
+        );
+        // Resumed: the pause reason goes with the pause.
+        let a = applied(apply_snapshot(
+            Some(&f),
+            &snap(Status::Active, 300),
+            &stamp(130, "e5"),
+            Authority::Event,
+        ));
+        assert_eq!((a.past_due_since, a.pause), (None, None));
+    }
+
+    #[test]
+    fn pause_kinds_read_back_from_their_text() {
+        for kind in [
+            PauseKind::FirstPaymentFailure,
+            PauseKind::FinalPaymentFailure,
+            PauseKind::PauseRequested,
+            PauseKind::TrialEndWithoutPaymentMethod,
+        ] {
+            assert_eq!(PauseKind::parse(kind.as_str()), kind);
+        }
+        assert_eq!(PauseKind::parse("something_new"), PauseKind::Other);
     }
 
     #[test]
@@ -755,6 +916,8 @@ mod properties {
                         current_period_end: s.period_end,
                         trial_end: s.trial_end,
                         cancel_at_period_end: s.cancel_at_period_end,
+                        cancel_at: None,
+                        pause: (status == Status::Paused).then_some(PauseKind::FirstPaymentFailure),
                         items: s.items,
                         user_id: s.user_id.map(str::to_owned),
                     };
@@ -846,6 +1009,8 @@ mod properties {
                         current_period_end: period_end,
                         trial_end,
                         cancel_at_period_end: cancel,
+                        cancel_at: None,
+                        pause: (status == Status::Paused).then_some(PauseKind::PauseRequested),
                         items,
                         user_id: user.map(str::to_owned),
                     };
@@ -890,6 +1055,8 @@ mod properties {
                     paid_through,
                     trial_end,
                     cancel_at_period_end,
+                    cancel_at: None,
+                    pause: None,
                     past_due_since,
                     items,
                     user_id: user.map(str::to_owned),
@@ -1076,6 +1243,8 @@ mod counterexamples {
             current_period_end: 1_000_000,
             trial_end: None,
             cancel_at_period_end: false,
+            cancel_at: None,
+            pause: None,
             items: vec![],
             user_id: None,
         };

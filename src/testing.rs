@@ -54,6 +54,11 @@ pub(crate) async fn services() -> Services {
         changes.clone(),
         "user_id".to_owned(),
         crate::livemode::Livemode::Any,
+        Arc::new(crate::related::RelatedReader::new(
+            None,
+            dyn_clock.clone(),
+            Duration::from_secs(1),
+        )),
     ));
     let reviews = Arc::new(Reviews::new(store.clone(), dyn_clock, changes));
     Services {

@@ -18,7 +18,7 @@ use tollgate::clock::{SANE_MAX, SANE_MIN};
 use tollgate::policy::{
     decide, decide_with_stale_grace, judge, matches_product, needs_refresh, Policy, Reason,
 };
-use tollgate::subscription::{Item, Status, SubscriptionRecord};
+use tollgate::subscription::{Item, PauseKind, Status, SubscriptionRecord};
 
 fn now(u: &mut Unstructured) -> Result<i64> {
     Ok(match u.int_in_range(0..=3u8)? {
@@ -80,6 +80,13 @@ fn record(u: &mut Unstructured, i: usize, now: i64) -> Result<SubscriptionRecord
         paid_through: opt_time(u, now)?,
         trial_end: opt_time(u, now)?,
         cancel_at_period_end: u.arbitrary()?,
+        cancel_at: opt_time(u, now)?,
+        pause: *u.choose(&[
+            None,
+            Some(PauseKind::FirstPaymentFailure),
+            Some(PauseKind::FinalPaymentFailure),
+            Some(PauseKind::Other),
+        ])?,
         past_due_since: opt_time(u, now)?,
         items,
         snapshot_created: time(u, now)?,

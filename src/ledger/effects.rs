@@ -64,6 +64,7 @@ pub(super) fn new_event<'a>(
         content_sha256,
         source: source.as_str(),
         received_at_ms,
+        change_key: envelope.change_key(),
     }
 }
 
@@ -115,7 +116,7 @@ pub(super) async fn apply_event(
     now: i64,
     tx: &mut dyn Tx,
     envelope: &Envelope,
-    domain: DomainEvent,
+    (domain, authority): (DomainEvent, Authority),
     affected: &mut Affected,
     follow_up: &mut Vec<FollowUp>,
 ) -> Result<Effect, StoreError> {
@@ -128,7 +129,14 @@ pub(super) async fn apply_event(
             let current = tx
                 .lock_subscription(&snap.id, &snap.customer_id, now)
                 .await?;
-            match subscription::apply_snapshot(Some(&current), &snap, &stamp, Authority::Event) {
+            match subscription::apply_snapshot(Some(&current), &snap, &stamp, authority) {
+                Transition::Apply {
+                    record, corrected, ..
+                } if corrected.is_some() => {
+                    // Stripe's API overrode what events could not do.
+                    save(tx, now, &current, &record, affected).await?;
+                    Ok(Effect::applied())
+                }
                 Transition::Apply { record, tie, .. } => {
                     save(tx, now, &current, &record, affected).await?;
                     if let Some(previous) = tie {
@@ -271,11 +279,16 @@ async fn flag_and_recheck(
     Ok(())
 }
 
+/// Flags an object Tollgate can't read (an unknown status, a missing
+/// field). When it is a subscription, it is also re-read from Stripe once
+/// the event commits: the API may render it in a shape Tollgate reads, and
+/// the review keeps what it said.
 pub(super) async fn flag_unknown_shape(
     now: i64,
     tx: &mut dyn Tx,
     envelope: &Envelope,
     error: &str,
+    follow_up: &mut Vec<FollowUp>,
 ) -> Result<Effect, StoreError> {
     let subject = envelope
         .object
@@ -289,7 +302,7 @@ pub(super) async fn flag_unknown_shape(
         .and_then(|o| o.get("id"))
         .and_then(|id| id.as_str())
         .filter(|id| event::plausible_id(id));
-    flag(
+    let review_id = flag(
         now,
         tx,
         subject,
@@ -299,6 +312,12 @@ pub(super) async fn flag_unknown_shape(
         &details,
     )
     .await?;
+    if let Some(id) = subscription {
+        follow_up.push(FollowUp {
+            subscription_id: id.to_owned(),
+            review_id: Some(review_id),
+        });
+    }
     Ok(Effect::with(Outcome::Failed, details))
 }
 

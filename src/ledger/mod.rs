@@ -7,6 +7,11 @@
 //! product must hear about, commit, then invalidate the cache. If anything
 //! fails before the commit, nothing is stored and the caller must not
 //! acknowledge the event.
+//!
+//! A thin event carries no object: the one it points at is read from
+//! Stripe first ([`RelatedReader`]), outside the transaction, and applied
+//! like any API read. A read that may succeed later fails the delivery
+//! (nothing stored, Stripe retries); one that can't is recorded as failed.
 
 mod effects;
 #[cfg(test)]
@@ -22,13 +27,16 @@ use crate::clock::Clock;
 use crate::event::{self, content_hash, Envelope};
 use crate::livemode::Livemode;
 use crate::outcome::{Outcome, ReviewReason};
+use crate::related::{Read, ReadFailure, RelatedReader};
 use crate::store::{Recorded, Store, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::{self, Authority, Stamp, SubscriptionSnapshot, Transition};
 
 use effects::{Effect, MAX_TEXT_BYTES};
 
-pub use types::{ApiApplied, FollowUp, Ingested, ReadOrigin, ReplayError, Replayed, Source};
+pub use types::{
+    ApiApplied, FollowUp, IngestError, Ingested, ReadOrigin, ReplayError, Replayed, Source,
+};
 
 pub struct Ledger {
     store: Arc<dyn Store>,
@@ -38,6 +46,17 @@ pub struct Ledger {
     user_key: String,
     /// Events of the other mode are recorded `ignored`, never applied.
     livemode: Livemode,
+    /// Reads what thin events point at.
+    related: Arc<RelatedReader>,
+}
+
+/// What reading a thin event's object gave, before its transaction.
+enum Fetched {
+    /// Not a thin event Tollgate acts on: nothing to read.
+    Nothing,
+    Read(Read),
+    /// Can't be read until something changes; recorded as failed.
+    Unreadable(String),
 }
 
 /// A delivered event's text and hashes, as its ledger row keeps them.
@@ -90,6 +109,7 @@ impl Ledger {
         changes: Arc<Changes>,
         user_key: String,
         livemode: Livemode,
+        related: Arc<RelatedReader>,
     ) -> Self {
         Ledger {
             store,
@@ -97,6 +117,7 @@ impl Ledger {
             changes,
             user_key,
             livemode,
+            related,
         }
     }
 
@@ -110,18 +131,73 @@ impl Ledger {
     /// [`StoreError::Rejected`]), nothing of the attempt is kept and the
     /// event is recorded as `failed` with a review instead, so the sender
     /// gets a 200 rather than a 503 it would retry for days.
+    ///
+    /// A thin event already recorded (or whose twin is) answers
+    /// `Duplicate` before its object is read, so a redelivery never waits
+    /// on Stripe.
     pub async fn ingest(
         &self,
         envelope: &Envelope,
         raw: &[u8],
         source: Source,
-    ) -> Result<Ingested, StoreError> {
-        match self.record_and_apply(envelope, raw, source).await {
+    ) -> Result<Ingested, IngestError> {
+        if self.must_read(envelope)
+            && self
+                .store
+                .knows_change(&envelope.id, envelope.change_key())
+                .await?
+        {
+            return Ok(Ingested::Duplicate);
+        }
+        let fetched = self.fetch(envelope).await?;
+        match self.record_and_apply(envelope, raw, source, &fetched).await {
             Err(StoreError::Rejected(cause)) => {
                 tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
-                self.record_refused(envelope, raw, source, &cause).await
+                Ok(self.record_refused(envelope, raw, source, &cause).await?)
             }
-            other => other,
+            other => Ok(other?),
+        }
+    }
+
+    /// Whether `envelope` is a thin event whose object must be read from
+    /// Stripe: one Tollgate acts on, of the mode it serves, and dated
+    /// sanely (anything else is recorded without a read).
+    fn must_read(&self, envelope: &Envelope) -> bool {
+        envelope.thin.is_some()
+            && envelope.is_handled()
+            && self.livemode.accepts(envelope.livemode)
+            && event::check_created(envelope, self.clock.now_secs()).is_ok()
+    }
+
+    /// Reads a thin event's object, outside any transaction. A failure
+    /// that may pass is an error: nothing is recorded and the sender
+    /// retries.
+    async fn fetch(&self, envelope: &Envelope) -> Result<Fetched, IngestError> {
+        if !self.must_read(envelope) {
+            return Ok(Fetched::Nothing);
+        }
+        let thin = envelope.thin.as_ref().expect("BUG: must_read implies thin");
+        let expected = event::object_type_for(envelope.v1_type());
+        let related = match &thin.related {
+            None => {
+                return Ok(Fetched::Unreadable(
+                    "thin event has no related_object".to_owned(),
+                ))
+            }
+            Some(r) if Some(r.object_type.as_str()) != expected => {
+                return Ok(Fetched::Unreadable(format!(
+                    "thin event {} points at a {}, expected a {}",
+                    envelope.event_type,
+                    r.object_type,
+                    expected.unwrap_or("?")
+                )))
+            }
+            Some(r) => r,
+        };
+        match self.related.read(related).await {
+            Ok(read) => Ok(Fetched::Read(read)),
+            Err(ReadFailure::Permanent(why)) => Ok(Fetched::Unreadable(why)),
+            Err(ReadFailure::Transient(why)) => Err(IngestError::StripeUnavailable(why)),
         }
     }
 
@@ -130,30 +206,40 @@ impl Ledger {
         envelope: &Envelope,
         raw: &[u8],
         source: Source,
+        fetched: &Fetched,
     ) -> Result<Ingested, StoreError> {
         let now = self.clock.now_ms();
         let received = Received::of(envelope, raw);
         let new_event = received.row(envelope, source, now);
 
         let mut tx = self.store.begin().await?;
-        if let Recorded::Duplicate {
-            payload_sha256,
-            content_sha256,
-        } = tx.insert_event(&new_event).await?
-        {
-            let same = match content_sha256 {
-                Some(stored) => stored == received.content_sha256,
-                None => payload_sha256 == received.payload_sha256,
-            };
-            if same {
+        match tx.insert_event(&new_event).await? {
+            Recorded::New => {}
+            Recorded::Twin => {
+                tracing::info!(event_id = %envelope.id, change = envelope.change_key(), "the same change was recorded from its twin event");
                 tx.rollback().await?;
-            } else {
-                effects::flag_payload_mismatch(now, &mut *tx, envelope).await?;
-                tx.commit().await?;
+                return Ok(Ingested::Duplicate);
             }
-            return Ok(Ingested::Duplicate);
+            Recorded::Duplicate {
+                payload_sha256,
+                content_sha256,
+            } => {
+                let same = match content_sha256 {
+                    Some(stored) => stored == received.content_sha256,
+                    None => payload_sha256 == received.payload_sha256,
+                };
+                if same {
+                    tx.rollback().await?;
+                } else {
+                    effects::flag_payload_mismatch(now, &mut *tx, envelope).await?;
+                    tx.commit().await?;
+                }
+                return Ok(Ingested::Duplicate);
+            }
         }
-        let applied = self.apply_recorded(&mut *tx, envelope, source).await?;
+        let applied = self
+            .apply_recorded(&mut *tx, envelope, source, fetched)
+            .await?;
         let error = applied.effect.storable_error();
         tx.finish_event(&envelope.id, applied.effect.outcome, error.as_deref(), now)
             .await?;
@@ -172,6 +258,7 @@ impl Ledger {
         tx: &mut dyn Tx,
         envelope: &Envelope,
         source: Source,
+        fetched: &Fetched,
     ) -> Result<Applied, StoreError> {
         let now = self.clock.now_ms();
         let mut affected = Affected::default();
@@ -187,6 +274,32 @@ impl Ledger {
                 follow_up,
             });
         }
+        // A thin event is applied as what Stripe said when it was read.
+        let read_envelope;
+        let (envelope, authority) = match fetched {
+            Fetched::Nothing => (envelope, Authority::Event),
+            Fetched::Unreadable(why) => {
+                let details = format!("{} not applied: {why}", envelope.event_type);
+                let subject = thin_subject(envelope);
+                let reason = ReviewReason::ThinEventUnread;
+                effects::flag(now, tx, &subject, None, envelope, reason, &details).await?;
+                return Ok(Applied {
+                    effect: Effect::with(Outcome::Failed, details),
+                    affected,
+                    follow_up,
+                });
+            }
+            Fetched::Read(read) => {
+                read_envelope = Envelope {
+                    event_type: envelope.v1_type().to_owned(),
+                    created: read.read_at,
+                    object: (*read.object).clone(),
+                    thin: None,
+                    ..envelope.clone()
+                };
+                (&read_envelope, Authority::Api)
+            }
+        };
         let checked = event::check_created(envelope, self.clock.now_secs())
             .and_then(|()| event::classify(envelope, &self.user_key));
         let effect = match checked {
@@ -199,15 +312,23 @@ impl Ledger {
                     Some(c) => Some(self.changes.access(tx, c).await?),
                     None => None,
                 };
-                let effect =
-                    effects::apply_event(now, tx, envelope, domain, &mut affected, &mut follow_up)
-                        .await?;
+                let effect = effects::apply_event(
+                    now,
+                    tx,
+                    envelope,
+                    (domain, authority),
+                    &mut affected,
+                    &mut follow_up,
+                )
+                .await?;
                 if let (Some(customer), Some(before)) = (watched, before) {
                     self.changes.announce(tx, &customer, &before, true).await?;
                 }
                 effect
             }
-            Err(shape) => effects::flag_unknown_shape(now, tx, envelope, &shape.0).await?,
+            Err(shape) => {
+                effects::flag_unknown_shape(now, tx, envelope, &shape.0, &mut follow_up).await?
+            }
         };
         Ok(Applied {
             effect,
@@ -230,7 +351,7 @@ impl Ledger {
         let received = Received::of(envelope, raw);
         let new_event = received.row(envelope, source, now);
         let mut tx = self.store.begin().await?;
-        if let Recorded::Duplicate { .. } = tx.insert_event(&new_event).await? {
+        if !matches!(tx.insert_event(&new_event).await?, Recorded::New) {
             tx.rollback().await?;
             return Ok(Ingested::Duplicate);
         }
@@ -251,7 +372,17 @@ impl Ledger {
 
     /// Re-runs a `failed` event through the same pipeline as a first
     /// delivery, e.g. after a fix or once an API key is configured.
+    ///
+    /// A thin event's object is read from Stripe again first, outside the
+    /// transaction; if Stripe can't be reached, nothing changes.
     pub async fn replay(&self, event_id: &str) -> Result<Replayed, ReplayError> {
+        let fetched = match self.store.get_event(event_id).await? {
+            None => return Err(ReplayError::NotFound),
+            Some(row) if row.outcome != Outcome::Failed.as_str() => {
+                return Err(ReplayError::NotFailed(row.outcome))
+            }
+            Some(_) => self.fetch_for_replay(event_id).await?,
+        };
         let mut tx = self.store.begin().await?;
         let Some((payload, outcome)) = tx.load_event(event_id).await? else {
             tx.rollback().await?;
@@ -269,7 +400,8 @@ impl Ledger {
             },
             Ok(envelope) => {
                 let source = Source::Webhook;
-                self.apply_recorded(&mut *tx, &envelope, source).await?
+                self.apply_recorded(&mut *tx, &envelope, source, &fetched)
+                    .await?
             }
         };
         let error = applied.effect.storable_error();
@@ -282,6 +414,23 @@ impl Ledger {
         Ok(Replayed {
             outcome,
             follow_up: applied.follow_up,
+        })
+    }
+
+    /// Reads a stored thin event's object for a replay.
+    async fn fetch_for_replay(&self, event_id: &str) -> Result<Fetched, ReplayError> {
+        let mut tx = self.store.begin().await?;
+        let loaded = tx.load_event(event_id).await?;
+        tx.rollback().await?;
+        let Some((payload, _)) = loaded else {
+            return Err(ReplayError::NotFound);
+        };
+        let Ok(envelope) = event::parse_envelope(payload.as_bytes()) else {
+            return Ok(Fetched::Nothing);
+        };
+        self.fetch(&envelope).await.map_err(|e| match e {
+            IngestError::Store(e) => ReplayError::Store(e),
+            IngestError::StripeUnavailable(why) => ReplayError::StripeUnavailable(why),
         })
     }
 
@@ -336,4 +485,14 @@ impl Ledger {
             access_changed,
         })
     }
+}
+
+/// Whom a thin event's review is about: the object it points at, since the
+/// customer is not known before the object is read.
+fn thin_subject(envelope: &Envelope) -> String {
+    envelope
+        .thin
+        .as_ref()
+        .and_then(|t| t.related.as_ref())
+        .map_or_else(|| "unknown".to_owned(), |r| r.id.clone())
 }

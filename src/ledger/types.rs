@@ -80,6 +80,21 @@ pub enum ReplayError {
     NotFound,
     #[error("only failed events can be replayed; this one is {0}")]
     NotFailed(String),
+    /// A thin event's object could not be read from Stripe now.
+    #[error("stripe unavailable: {0}")]
+    StripeUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why an event was not recorded; the sender should retry it.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A thin event's object could not be read from Stripe now (unreachable,
+    /// rate limited, no answer in time). Nothing was stored, so a retry is
+    /// not a duplicate.
+    #[error("stripe unavailable: {0}")]
+    StripeUnavailable(String),
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::event::{self, HANDLED_TYPES};
-use crate::ledger::{Ingested, Ledger, ReadOrigin, Source};
+use crate::ledger::{IngestError, Ingested, Ledger, ReadOrigin, Source};
 use crate::outcome::Outcome;
 use crate::refresh::Refresher;
 use crate::reviews::Reviews;
@@ -47,6 +47,19 @@ pub enum ReconcileError {
     NotLeader,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A listed thin event's object could not be read; the pass stops
+    /// before its cursor moves past the event, and the next pass retries.
+    #[error("reading a listed event's object failed: {0}")]
+    Related(String),
+}
+
+impl From<IngestError> for ReconcileError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Store(e) => ReconcileError::Store(e),
+            IngestError::StripeUnavailable(why) => ReconcileError::Related(why),
+        }
+    }
 }
 
 /// What one pass did.
@@ -169,7 +182,7 @@ impl Reconciler {
         &self,
         value: &serde_json::Value,
         report: &mut PassReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ReconcileError> {
         report.events_seen += 1;
         let raw = serde_json::to_vec(value).expect("BUG: values serialize");
         let envelope = match event::parse_envelope(&raw) {

@@ -143,6 +143,9 @@ pub struct NewEvent<'a> {
     /// `webhook`, `reconciler` or `replay`: where the event came in.
     pub source: &'a str,
     pub received_at_ms: i64,
+    /// The change this event reports (see [`crate::event::Envelope::change_key`]):
+    /// unique, so a thin event and its snapshot twin are recorded once.
+    pub change_key: &'a str,
 }
 
 /// The result of trying to record an event.
@@ -154,6 +157,9 @@ pub enum Recorded {
         payload_sha256: String,
         content_sha256: Option<String>,
     },
+    /// Another event reporting the same change (a thin event's snapshot
+    /// twin, or the reverse) was recorded first.
+    Twin,
 }
 
 /// A stored event, as the admin side sees it.
@@ -344,6 +350,10 @@ pub trait Store: Send + Sync + 'static {
     /// customer no product user is linked to.
     async fn unlinked_customers(&self) -> Result<Vec<(String, String)>, StoreError>;
     async fn get_event(&self, id: &str) -> Result<Option<EventRow>, StoreError>;
+    /// Whether an event with this id, or one reporting the same change
+    /// (`change_key`), is recorded: a cheap check before a thin event is
+    /// read from Stripe. The insert still decides.
+    async fn knows_change(&self, id: &str, change_key: &str) -> Result<bool, StoreError>;
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError>;
     /// Review records, newest first.
     async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError>;

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use crate::store::{StoreError, StoreEvent};
 use crate::subject::Affected;
-use crate::subscription::{Item, Status, SubscriptionRecord};
+use crate::subscription::{Item, PauseKind, Status, SubscriptionRecord};
 
 /// A `subscriptions` row as stored: read with `FromRow`, written by each
 /// backend's `bind_subscription`, in the order of [`SUBSCRIPTION_COLUMNS`].
@@ -31,6 +31,9 @@ pub(crate) struct SubscriptionRow {
     pub trial_end: Option<i64>,
     pub cancel_at_period_end: bool,
     pub past_due_since: Option<i64>,
+    pub cancel_at: Option<i64>,
+    /// [`PauseKind::as_str`], set only while paused.
+    pub pause_reason: Option<String>,
     /// JSON list of [`Item`]s.
     pub items: String,
     pub user_id: Option<String>,
@@ -43,8 +46,8 @@ pub(crate) struct SubscriptionRow {
 /// The columns of [`SubscriptionRow`], in its order. `id` comes first: the
 /// key that `SAVE_SUBSCRIPTION` binds as `$1`.
 pub(crate) const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, status, current_period_end, \
-     paid_through, trial_end, cancel_at_period_end, past_due_since, items, user_id, \
-     snapshot_created, snapshot_event_id, verified_at, hold_review_id";
+     paid_through, trial_end, cancel_at_period_end, past_due_since, cancel_at, pause_reason, \
+     items, user_id, snapshot_created, snapshot_event_id, verified_at, hold_review_id";
 
 impl TryFrom<SubscriptionRow> for SubscriptionRecord {
     type Error = StoreError;
@@ -66,6 +69,8 @@ impl TryFrom<SubscriptionRow> for SubscriptionRecord {
             paid_through: row.paid_through,
             trial_end: row.trial_end,
             cancel_at_period_end: row.cancel_at_period_end,
+            cancel_at: row.cancel_at,
+            pause: row.pause_reason.as_deref().map(PauseKind::parse),
             past_due_since: row.past_due_since,
             items,
             user_id: row.user_id,
@@ -88,6 +93,8 @@ impl From<&SubscriptionRecord> for SubscriptionRow {
             trial_end: r.trial_end,
             cancel_at_period_end: r.cancel_at_period_end,
             past_due_since: r.past_due_since,
+            cancel_at: r.cancel_at,
+            pause_reason: r.pause.map(|p| p.as_str().to_owned()),
             items: serde_json::to_string(&r.items).expect("BUG: items always serialize"),
             user_id: r.user_id.clone(),
             snapshot_created: r.snapshot_created,
@@ -105,7 +112,7 @@ pub(crate) fn records(rows: Vec<SubscriptionRow>) -> Result<Vec<SubscriptionReco
 /// The columns of a [`NewEvent`](crate::store::NewEvent), in the order each backend's `bind_event`
 /// binds them.
 pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload, \
-     payload_sha256, content_sha256, source, received_at_ms";
+     payload_sha256, content_sha256, source, received_at_ms, change_key";
 
 /// The columns of an [`AccessChange`](crate::access_change::AccessChange) and its `created_at_ms`, in the order
 /// each backend's `bind_notification` binds them.
@@ -213,14 +220,19 @@ pub(crate) const USERS_OF_CUSTOMER: &str =
 pub(crate) static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO events ({EVENT_COLUMNS}, outcome) VALUES ({}, 'processing') \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+         ON CONFLICT DO NOTHING RETURNING id",
         placeholders(column_count(EVENT_COLUMNS))
     )
 });
 
-/// `$1` id: the hashes a duplicate is compared against.
+/// `$1` id: the hashes a duplicate is compared against. No row when the
+/// insert met a twin's `change_key` instead.
 pub(crate) const EVENT_HASHES: &str =
     "SELECT payload_sha256, content_sha256 FROM events WHERE id = $1";
+
+/// `$1` id, `$2` change key.
+pub(crate) const KNOWS_CHANGE: &str =
+    "SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 OR change_key = $2)";
 
 /// `$1` id.
 pub(crate) const LOAD_EVENT: &str = "SELECT payload, outcome FROM events WHERE id = $1";
@@ -365,15 +377,17 @@ mod tests {
             SAVE_SUBSCRIPTION.as_str(),
             "UPDATE subscriptions SET customer_id = $2, status = $3, current_period_end = $4, \
              paid_through = $5, trial_end = $6, cancel_at_period_end = $7, \
-             past_due_since = $8, items = $9, user_id = $10, snapshot_created = $11, \
-             snapshot_event_id = $12, verified_at = $13, hold_review_id = $14, \
-             updated_at_ms = $15 WHERE id = $1"
+             past_due_since = $8, cancel_at = $9, pause_reason = $10, items = $11, \
+             user_id = $12, snapshot_created = $13, snapshot_event_id = $14, \
+             verified_at = $15, hold_review_id = $16, updated_at_ms = $17 WHERE id = $1"
         );
     }
 
     #[test]
     fn inserts_have_one_placeholder_per_column() {
-        assert!(INSERT_EVENT.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'processing')"));
+        assert!(
+            INSERT_EVENT.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'processing')")
+        );
         assert!(INSERT_NOTIFICATION
             .contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"));
     }

@@ -204,6 +204,8 @@ fn expected_record(events: &[Generated], i: usize) -> SubscriptionRecord {
             current_period_end: e.period_end,
             trial_end: (e.status == Status::Trialing).then_some(e.period_end),
             cancel_at_period_end: false,
+            cancel_at: None,
+            pause: None,
             items: vec![Item {
                 price_id: "price_prod_basic".into(),
                 product_id: Some("prod_basic".into()),

@@ -23,6 +23,9 @@ pub enum Behavior {
     Normal,
     /// Sleep this long, then answer normally.
     Delay(Duration),
+    /// Answer from the state at arrival, but only after this long: a read
+    /// that is on its way while the object changes.
+    SlowAnswer(Duration),
     /// 500 with an `api_error`.
     Fail500,
     /// 429 with a `rate_limit_error`; with `Some`, also the header
@@ -48,6 +51,9 @@ pub struct Request {
 struct Inner {
     /// Subscriptions in insertion order; a replacement keeps its position.
     subscriptions: Mutex<Vec<Value>>,
+    /// Invoices, checkout sessions and customers, by (object type, id): what
+    /// thin events point at.
+    objects: Mutex<std::collections::HashMap<(String, String), Value>>,
     /// Events in insertion order.
     events: Mutex<Vec<Value>>,
     behavior: Mutex<BehaviorState>,
@@ -76,6 +82,7 @@ impl FakeStripe {
     pub async fn start() -> FakeStripe {
         let inner = Arc::new(Inner {
             subscriptions: Mutex::new(Vec::new()),
+            objects: Mutex::new(std::collections::HashMap::new()),
             events: Mutex::new(Vec::new()),
             behavior: Mutex::new(BehaviorState {
                 behavior: Behavior::Normal,
@@ -112,14 +119,29 @@ impl FakeStripe {
             .expect("fake stripe: subscription needs a string \"id\"")
             .to_owned();
         assert!(
-            sub["customer"].is_string(),
-            "fake stripe: subscription {id} needs a string \"customer\""
+            sub["customer"].is_string() || sub["customer_account"].is_string(),
+            "fake stripe: subscription {id} needs a string \"customer\" or \"customer_account\""
         );
         let mut subs = lock(&self.inner.subscriptions);
         match subs.iter_mut().find(|s| s["id"] == id.as_str()) {
             Some(existing) => *existing = sub,
             None => subs.push(sub),
         }
+    }
+
+    /// Stores an invoice, checkout session or customer under its `object`
+    /// and `id`, served at `/v1/invoices/{id}`, `/v1/checkout/sessions/{id}`
+    /// and `/v1/customers/{id}`.
+    pub fn put_object(&self, object: Value) {
+        let kind = object["object"]
+            .as_str()
+            .expect("fake stripe: object needs a string \"object\"")
+            .to_owned();
+        let id = object["id"]
+            .as_str()
+            .expect("fake stripe: object needs a string \"id\"")
+            .to_owned();
+        lock(&self.inner.objects).insert((kind, id), object);
     }
 
     pub fn remove_subscription(&self, id: &str) {
@@ -218,6 +240,11 @@ async fn handle(
             route(&inner, &request)
         }
         Planned::Answer => route(&inner, &request),
+        Planned::SlowAnswer(d) => {
+            let response = route(&inner, &request);
+            tokio::time::sleep(d).await;
+            response
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&format!("req_fake_{request_number}")) {
         response.headers_mut().insert("request-id", v);
@@ -228,6 +255,7 @@ async fn handle(
 enum Planned {
     Answer,
     Delay(Duration),
+    SlowAnswer(Duration),
     Fail(Response),
 }
 
@@ -236,6 +264,7 @@ fn planned_failure(inner: &Inner) -> Planned {
     match state.behavior.clone() {
         Behavior::Normal => Planned::Answer,
         Behavior::Delay(d) => Planned::Delay(d),
+        Behavior::SlowAnswer(d) => Planned::SlowAnswer(d),
         Behavior::Fail500 => Planned::Fail(error_for_status(500)),
         Behavior::RateLimited { should_retry } => {
             let mut response = error_for_status(429);
@@ -328,6 +357,7 @@ fn route(inner: &Inner, request: &Request) -> Response {
         "/v1/subscriptions" => list_subscriptions(inner, &query),
         "/v1/events" => list_events(inner, &query),
         path => match path.strip_prefix("/v1/subscriptions/") {
+            None => get_object(inner, request, path),
             Some(id) if !id.is_empty() && !id.contains('/') => {
                 let id = percent_decode(id);
                 let found = lock(&inner.subscriptions)
@@ -342,6 +372,28 @@ fn route(inner: &Inner, request: &Request) -> Response {
             _ => unrecognized(request),
         },
     }
+}
+
+/// `GET /v1/invoices/{id}`, `/v1/checkout/sessions/{id}`, `/v1/customers/{id}`.
+fn get_object(inner: &Inner, request: &Request, path: &str) -> Response {
+    let routes = [
+        ("/v1/invoices/", "invoice"),
+        ("/v1/checkout/sessions/", "checkout.session"),
+        ("/v1/customers/", "customer"),
+    ];
+    for (prefix, kind) in routes {
+        if let Some(id) = path.strip_prefix(prefix).filter(|id| !id.contains('/')) {
+            let id = percent_decode(id);
+            let found = lock(&inner.objects)
+                .get(&(kind.to_owned(), id.clone()))
+                .cloned();
+            return match found {
+                Some(object) => Json(object).into_response(),
+                None => not_found(format!("No such {kind}: '{id}'"), Some("id")),
+            };
+        }
+    }
+    unrecognized(request)
 }
 
 /// Query parameters in order, keys and values percent-decoded; repeated keys
@@ -468,9 +520,13 @@ fn page(
 fn list_subscriptions(inner: &Inner, query: &Query) -> Response {
     let ordered: Vec<Value> = lock(&inner.subscriptions).iter().rev().cloned().collect();
     let customer = first(query, "customer").map(str::to_owned);
+    let account = first(query, "customer_account").map(str::to_owned);
     let status = first(query, "status").map(str::to_owned);
     page(ordered, query, "/v1/subscriptions", "subscription", |s| {
-        let customer_ok = customer.as_deref().is_none_or(|c| s["customer"] == c);
+        let customer_ok = customer.as_deref().is_none_or(|c| s["customer"] == c)
+            && account
+                .as_deref()
+                .is_none_or(|a| s["customer_account"] == a);
         let status_ok = match status.as_deref() {
             None => s["status"] != "canceled",
             Some("all") => true,

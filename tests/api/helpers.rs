@@ -462,6 +462,26 @@ impl TestApp {
         self.store.list_notifications(0, 1000, true).await.unwrap()
     }
 
+    /// Waits (up to 10 s) for the review `event_id` raised for `reason` to
+    /// note what the re-read from Stripe said, and returns the note.
+    pub async fn review_note(&self, event_id: &str, reason: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let reviews = self.store.list_reviews(false).await.unwrap();
+            let review = reviews
+                .iter()
+                .find(|r| r.event_id.as_deref() == Some(event_id) && r.reason == reason);
+            if let Some(note) = review.and_then(|r| r.refresh_outcome.clone()) {
+                return note;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no re-read noted on a {reason} review of {event_id}: {reviews:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn event_count(&self, id: &str) -> usize {
         usize::from(self.store.get_event(id).await.unwrap().is_some())
     }
@@ -469,11 +489,18 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database, as a
     /// process restart would (new ports, empty cache).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Like [`TestApp::restart`], with the configuration changed first (a
+    /// key added, an option turned on), as an operator would.
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Config)) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let server = self.server.take().expect("running");
         server.await.expect("server task").expect("clean stop");
+        configure(&mut self.config);
         let mut config = self.config.clone();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();

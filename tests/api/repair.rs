@@ -431,6 +431,9 @@ async fn every_admin_call_works_with_the_token() {
         serde_json::json!({"object": "subscription", "id": "sub_adm", "customer": "cus_adm", "status": "active"}),
     );
     assert_eq!(app.deliver(&bad).await, "failed");
+    // The object is re-read from Stripe at once; Stripe has none yet.
+    let note = app.review_note("evt_adm_bad", "unknown_shape").await;
+    assert!(note.contains("refresh failed"), "{note}");
     let sub = Sub::new("sub_adm", "cus_adm", "active", now() + DAY);
     app.stripe
         .put_subscription(subscription_object(&sub, Shape::Basil));
@@ -477,6 +480,16 @@ async fn every_admin_call_works_with_the_token() {
         "the same code fails the same way"
     );
     assert!(replayed.processed_at_ms >= event.processed_at_ms);
+    // The replay's failure re-reads the subscription too; Stripe has it
+    // now, so that read links it (and queues a notification).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.access_for_customer("cus_adm").await.has_access {
+        assert!(
+            Instant::now() < deadline,
+            "the replay's re-read never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let ok = subscription_event(
         "evt_adm_ok",
         "customer.subscription.created",
@@ -544,6 +557,26 @@ async fn every_admin_call_works_with_the_token() {
         .into_inner();
     assert!(report.swept);
 
+    // Acknowledge what the re-reads above queued, then queue one more.
+    let earlier = admin
+        .list_notifications(proto::ListNotificationsRequest {
+            cursor: 0,
+            limit: 10,
+            include_acked: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(earlier
+        .notifications
+        .iter()
+        .all(|n| n.customer_id == "cus_adm"));
+    admin
+        .ack_notifications(proto::AckNotificationsRequest {
+            ids: earlier.notifications.iter().map(|n| n.id).collect(),
+        })
+        .await
+        .unwrap();
     queue_one_notification(&app).await;
     let listed = admin
         .list_notifications(proto::ListNotificationsRequest {
@@ -681,6 +714,9 @@ async fn replaying_an_anomaly_rechecks_it_with_stripe(backend: Backend) {
     let mut early = subscription_event("evt_rp_3", created, t + 2 * DAY, &sub, Shape::Basil);
     early["livemode"] = serde_json::json!(true);
     assert_eq!(app.deliver(&early).await, "failed");
+    // It is re-read from Stripe at once, which has nothing to say yet.
+    let note = app.review_note("evt_rp_3", "unknown_shape").await;
+    assert!(note.contains("refresh failed"), "{note}");
     app.stripe
         .put_subscription(subscription_object(&canceled, Shape::Basil));
 
@@ -712,7 +748,11 @@ async fn replaying_an_anomaly_rechecks_it_with_stripe(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(outcome.contains("stripe says canceled"), "{outcome}");
-    assert_eq!(app.stripe.request_count("/v1/subscriptions/sub_replay"), 1);
+    assert_eq!(
+        app.stripe.request_count("/v1/subscriptions/sub_replay"),
+        2,
+        "once after the first failure, once after the replay"
+    );
 }
 
 /// A row Tollgate can't read back is a bug, not an outage: the webhook gets

@@ -27,7 +27,7 @@ use tollgate::store::{
     StoreOptions,
 };
 use tollgate::subject::Affected;
-use tollgate::subscription::{Item, Status, SubscriptionRecord};
+use tollgate::subscription::{Item, PauseKind, Status, SubscriptionRecord};
 
 use crate::helpers::{Backend, TestDatabase};
 use crate::on_both_backends;
@@ -42,6 +42,7 @@ const COVERED: &[&str] = &[
     "non_terminal_subscriptions",
     "unlinked_customers",
     "get_event",
+    "knows_change",
     "get_review",
     "find_reviews",
     "list_reviews",
@@ -126,6 +127,8 @@ struct Event {
     id: String,
     payload: String,
     sha: String,
+    /// The change it reports: its own id, or for a thin event its twin's.
+    change_key: String,
 }
 
 impl Event {
@@ -134,6 +137,15 @@ impl Event {
             id: id.to_owned(),
             payload: payload.to_owned(),
             sha: format!("sha-of-{payload}"),
+            change_key: id.to_owned(),
+        }
+    }
+
+    /// A thin event whose snapshot twin is `twin`.
+    fn thin(id: &str, twin: &str) -> Event {
+        Event {
+            change_key: twin.to_owned(),
+            ..Event::new(id, "thin")
         }
     }
 
@@ -149,6 +161,7 @@ impl Event {
             content_sha256: &self.sha,
             source: "webhook",
             received_at_ms: 1_700_000_000_123,
+            change_key: &self.change_key,
         }
     }
 }

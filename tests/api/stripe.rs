@@ -195,3 +195,36 @@ pub fn invoice_event(
     obj["lines"]["data"] = json!([line]);
     envelope(id, event_type, created, shape, obj)
 }
+
+/// A thin event (`v2.core.event`) as an event destination delivers it to a
+/// webhook endpoint: an RFC 3339 `created`, a `v1.` type, and only a
+/// reference to the object; `twin` is its `snapshot_event`.
+pub fn thin_event(
+    id: &str,
+    v1_type: &str,
+    created: i64,
+    (object_type, object_id): (&str, &str),
+    twin: Option<&str>,
+) -> Value {
+    let path = match object_type {
+        "subscription" => "subscriptions",
+        "invoice" => "invoices",
+        "checkout.session" => "checkout/sessions",
+        "customer" => "customers",
+        other => other,
+    };
+    json!({
+        "id": id,
+        "object": "v2.core.event",
+        "type": format!("v1.{v1_type}"),
+        "created": tollgate::clock::rfc3339(created),
+        "livemode": false,
+        "context": null,
+        "related_object": {
+            "id": object_id,
+            "type": object_type,
+            "url": format!("/v1/{path}/{object_id}"),
+        },
+        "snapshot_event": twin,
+    })
+}

@@ -44,6 +44,8 @@ fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q
         .bind(row.trial_end)
         .bind(row.cancel_at_period_end)
         .bind(row.past_due_since)
+        .bind(row.cancel_at)
+        .bind(row.pause_reason.as_deref())
         .bind(&row.items)
         .bind(row.user_id.as_deref())
         .bind(row.snapshot_created)
@@ -65,6 +67,7 @@ fn bind_event<'q>(query: Query<'q>, event: &NewEvent<'q>) -> Query<'q> {
         .bind(event.content_sha256)
         .bind(event.source)
         .bind(event.received_at_ms)
+        .bind(event.change_key)
 }
 
 /// Binds `change` and its creation time in the order of
@@ -99,14 +102,16 @@ impl Tx for PgTx {
         if inserted.is_some() {
             return Ok(Recorded::New);
         }
-        let (payload_sha256, content_sha256): (String, Option<String>) =
-            sqlx::query_as(rows::EVENT_HASHES)
-                .bind(event.id)
-                .fetch_one(self.tx.conn())
-                .await?;
-        Ok(Recorded::Duplicate {
-            payload_sha256,
-            content_sha256,
+        let hashes: Option<(String, Option<String>)> = sqlx::query_as(rows::EVENT_HASHES)
+            .bind(event.id)
+            .fetch_optional(self.tx.conn())
+            .await?;
+        Ok(match hashes {
+            Some((payload_sha256, content_sha256)) => Recorded::Duplicate {
+                payload_sha256,
+                content_sha256,
+            },
+            None => Recorded::Twin,
         })
     }
 
@@ -356,6 +361,7 @@ mod tests {
             content_sha256: "",
             source: "webhook",
             received_at_ms: 1,
+            change_key: "evt_1",
         };
         assert_eq!(
             bound(bind_event(sqlx::query(""), &event)),

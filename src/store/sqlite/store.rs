@@ -66,6 +66,16 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn knows_change(&self, id: &str, change_key: &str) -> Result<bool, StoreError> {
+        let (known,): (bool,) = sqlx::query_as(rows::KNOWS_CHANGE)
+            .bind(id)
+            .bind(change_key)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(known)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::GET_REVIEW)
             .bind(id)

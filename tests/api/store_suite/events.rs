@@ -7,6 +7,9 @@ on_both_backends!(
     insert_event_racing_the_same_id_gives_one_new_and_duplicates,
     an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new,
     load_event_and_finish_event_read_and_set_the_outcome,
+    an_event_reporting_a_recorded_change_is_a_twin_in_either_order,
+    twins_racing_give_one_new_and_twins,
+    knows_change_finds_an_event_by_id_or_by_the_change_it_reports,
 );
 
 async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backend) {
@@ -113,6 +116,7 @@ async fn insert_event_racing_the_same_id_gives_one_new_and_duplicates(backend: B
         match racer.await.unwrap().expect("no racer fails") {
             Recorded::New => new += 1,
             Recorded::Duplicate { payload_sha256, .. } => duplicate_hashes.push(payload_sha256),
+            Recorded::Twin => panic!("one id is never a twin of itself"),
         }
     }
     assert_eq!((new, duplicate_hashes.len()), (1, 7));
@@ -194,4 +198,91 @@ async fn load_event_and_finish_event_read_and_set_the_outcome(backend: Backend) 
         ),
         ("applied", None, Some(44))
     );
+}
+
+async fn an_event_reporting_a_recorded_change_is_a_twin_in_either_order(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    // Snapshot first, then its thin twin.
+    let mut tx = store.begin().await.unwrap();
+    let snapshot = Event::new("evt_snap_1", "snapshot");
+    assert_eq!(
+        tx.insert_event(&snapshot.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    let thin = Event::thin("evt_thin_1", "evt_snap_1");
+    assert_eq!(
+        tx.insert_event(&thin.as_new()).await.unwrap(),
+        Recorded::Twin
+    );
+    // Thin first, then its snapshot twin.
+    let thin = Event::thin("evt_thin_2", "evt_snap_2");
+    assert_eq!(
+        tx.insert_event(&thin.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    let snapshot = Event::new("evt_snap_2", "snapshot");
+    assert_eq!(
+        tx.insert_event(&snapshot.as_new()).await.unwrap(),
+        Recorded::Twin
+    );
+    // The thin one again is a duplicate of itself, not a twin.
+    assert!(matches!(
+        tx.insert_event(&thin.as_new()).await.unwrap(),
+        Recorded::Duplicate { .. }
+    ));
+    tx.commit().await.unwrap();
+    assert!(store.get_event("evt_snap_1").await.unwrap().is_some());
+    assert_eq!(store.get_event("evt_thin_1").await.unwrap(), None);
+    assert!(store.get_event("evt_thin_2").await.unwrap().is_some());
+    assert_eq!(store.get_event("evt_snap_2").await.unwrap(), None);
+}
+
+async fn twins_racing_give_one_new_and_twins(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let event = if i % 2 == 0 {
+                    Event::new("evt_snap_race", "snapshot")
+                } else {
+                    Event::thin(&format!("evt_thin_race_{i}"), "evt_snap_race")
+                };
+                let mut tx = store.begin().await?;
+                let recorded = tx.insert_event(&event.as_new()).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(recorded)
+            })
+        })
+        .collect();
+    let mut new = 0;
+    for racer in racers {
+        if racer.await.unwrap().expect("no racer fails") == Recorded::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1, "one change, recorded once");
+}
+
+async fn knows_change_finds_an_event_by_id_or_by_the_change_it_reports(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert!(!store
+        .knows_change("evt_thin_3", "evt_snap_3")
+        .await
+        .unwrap());
+    let mut tx = store.begin().await.unwrap();
+    let thin = Event::thin("evt_thin_3", "evt_snap_3");
+    tx.insert_event(&thin.as_new()).await.unwrap();
+    tx.commit().await.unwrap();
+    // By its own id, and as the twin of the snapshot event it names.
+    assert!(store
+        .knows_change("evt_thin_3", "evt_thin_3")
+        .await
+        .unwrap());
+    assert!(store
+        .knows_change("evt_snap_3", "evt_snap_3")
+        .await
+        .unwrap());
+    assert!(store.knows_change("evt_other", "evt_snap_3").await.unwrap());
+    assert!(!store.knows_change("evt_other", "evt_other").await.unwrap());
 }

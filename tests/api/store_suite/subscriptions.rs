@@ -25,6 +25,8 @@ fn full_record(id: &str, customer: &str) -> SubscriptionRecord {
         paid_through: Some(12),
         trial_end: Some(13),
         cancel_at_period_end: true,
+        cancel_at: Some(15),
+        pause: Some(PauseKind::FirstPaymentFailure),
         past_due_since: Some(14),
         items: vec![
             Item {
