@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Records, SubjectCache};
+use crate::catalog::{self, Catalog};
 use crate::clock::Clock;
-use crate::policy::{self, Decision, Policy};
+use crate::features::Features;
+use crate::policy::{self, Decision, FeatureQuery, Policy};
 use crate::refresh::Refresher;
 use crate::store::{Store, StoreError};
 use crate::subject::{Subject, SubjectError};
@@ -38,8 +40,18 @@ pub struct Access {
     clock: Arc<dyn Clock>,
     cache: Arc<SubjectCache>,
     refresher: Arc<Refresher>,
+    features: Arc<Features>,
     policy: Policy,
     staleness: Staleness,
+}
+
+/// What a check asks beyond the subject.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    /// A product id or price lookup key the subscription must have.
+    pub product: Option<&'a str>,
+    /// An Entitlements feature lookup key one of its products must carry.
+    pub feature: Option<&'a str>,
 }
 
 impl Access {
@@ -48,6 +60,7 @@ impl Access {
         clock: Arc<dyn Clock>,
         cache: Arc<SubjectCache>,
         refresher: Arc<Refresher>,
+        features: Arc<Features>,
         policy: Policy,
         staleness: Staleness,
     ) -> Self {
@@ -56,6 +69,7 @@ impl Access {
             clock,
             cache,
             refresher,
+            features,
             policy,
             staleness,
         }
@@ -81,12 +95,12 @@ impl Access {
     pub async fn has_access(
         &self,
         subject: &Subject,
-        product: Option<&str>,
+        query: Query<'_>,
     ) -> Result<Decision, AccessError> {
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("has_access", ?subject, reason = tracing::field::Empty);
         let decision =
-            tracing::Instrument::instrument(self.decide(subject, product), span.clone()).await?;
+            tracing::Instrument::instrument(self.decide(subject, query), span.clone()).await?;
         span.record("reason", decision.reason.as_str());
         metrics::histogram!(crate::metrics::HAS_ACCESS_SECONDS)
             .record(started.elapsed().as_secs_f64());
@@ -95,24 +109,88 @@ impl Access {
         Ok(decision)
     }
 
-    async fn decide(
+    /// Every feature known for the subject's subscriptions' products, each
+    /// decided exactly as [`Access::has_access`] decides it, sorted by
+    /// feature.
+    pub async fn entitlements(
         &self,
         subject: &Subject,
-        product: Option<&str>,
-    ) -> Result<Decision, AccessError> {
+    ) -> Result<Vec<(String, Decision)>, AccessError> {
         let records = self.records(subject).await?;
-        let decision = policy::decide(&records, self.clock.now_secs(), &self.policy, product);
+        let catalog = self.catalog(&records, true).await?;
+        let features: std::collections::BTreeSet<String> = records
+            .iter()
+            .flat_map(|r| catalog.features_for(r))
+            .map(str::to_owned)
+            .collect();
+        let mut out = Vec::with_capacity(features.len());
+        for feature in features {
+            let query = Query {
+                product: None,
+                feature: Some(&feature),
+            };
+            let decision = self.decide(subject, query).await?;
+            out.push((feature, decision));
+        }
+        Ok(out)
+    }
+
+    /// The feature maps a check of `records` needs (none without a feature).
+    async fn catalog(&self, records: &Records, wanted: bool) -> Result<Catalog, StoreError> {
+        if !wanted {
+            return Ok(Catalog::new());
+        }
+        self.features
+            .clone()
+            .catalog(catalog::products_of(records))
+            .await
+    }
+
+    /// The pure decision for `query`, under stale grace when Stripe could
+    /// not be asked (`why`).
+    fn judge(
+        &self,
+        records: &[crate::subscription::SubscriptionRecord],
+        query: Query<'_>,
+        catalog: &Catalog,
+        why: Option<&str>,
+    ) -> Decision {
+        let now = self.clock.now_secs();
+        let grace = self.staleness.stale_grace;
+        let (p, product) = (&self.policy, query.product);
+        match (query.feature, why) {
+            (None, None) => policy::decide(records, now, p, product),
+            (None, Some(why)) => {
+                policy::decide_with_stale_grace(records, now, p, product, grace, why)
+            }
+            (Some(feature), why) => {
+                let fq = FeatureQuery { feature, catalog };
+                match why {
+                    None => policy::decide_feature(records, now, p, product, fq),
+                    Some(why) => policy::decide_feature_with_stale_grace(
+                        records, now, p, product, fq, grace, why,
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn decide(&self, subject: &Subject, query: Query<'_>) -> Result<Decision, AccessError> {
+        let wants_features = query.feature.is_some();
+        let records = self.records(subject).await?;
+        let catalog = self.catalog(&records, wants_features).await?;
+        let decision = self.judge(&records, query, &catalog, None);
         if decision.has_access {
             return Ok(decision);
         }
         if records.iter().all(|r| r.status.is_none()) {
-            return self.discover(subject, product, decision).await;
+            return self.discover(subject, query, decision).await;
         }
 
         let now = self.clock.now_secs();
         let stale: Vec<&str> = records
             .iter()
-            .filter(|r| policy::matches_product(r, product))
+            .filter(|r| policy::matches_product(r, query.product))
             .filter(|r| policy::needs_refresh(r, now, &self.policy, self.staleness.stale_after))
             .map(|r| r.id.as_str())
             .collect();
@@ -121,19 +199,13 @@ impl Access {
         }
         let results =
             futures::future::join_all(stale.iter().map(|id| self.refresher.subscription(id))).await;
-        let failure = results.into_iter().find_map(Result::err);
+        let failure = results
+            .into_iter()
+            .find_map(Result::err)
+            .map(|e| e.to_string());
         let records = self.records(subject).await?;
-        Ok(match failure {
-            None => policy::decide(&records, self.clock.now_secs(), &self.policy, product),
-            Some(why) => policy::decide_with_stale_grace(
-                &records,
-                self.clock.now_secs(),
-                &self.policy,
-                product,
-                self.staleness.stale_grace,
-                &why.to_string(),
-            ),
-        })
+        let catalog = self.catalog(&records, wants_features).await?;
+        Ok(self.judge(&records, query, &catalog, failure.as_deref()))
     }
 
     /// A customer with no local subscriptions: a missed
@@ -142,7 +214,7 @@ impl Access {
     async fn discover(
         &self,
         subject: &Subject,
-        product: Option<&str>,
+        query: Query<'_>,
         local: Decision,
     ) -> Result<Decision, AccessError> {
         let Subject::Customer(customer) = subject else {
@@ -158,12 +230,8 @@ impl Access {
             }
             Ok(_) => {
                 let records = self.records(subject).await?;
-                Ok(policy::decide(
-                    &records,
-                    self.clock.now_secs(),
-                    &self.policy,
-                    product,
-                ))
+                let catalog = self.catalog(&records, query.feature.is_some()).await?;
+                Ok(self.judge(&records, query, &catalog, None))
             }
             Err(why) => Ok(Decision {
                 detail: format!("{}; {why}", local.detail),

@@ -208,7 +208,10 @@ impl Admin {
                 })?;
             refreshed += 1;
         }
-        let decision = self.access.has_access(&subject, None).await?;
+        let decision = self
+            .access
+            .has_access(&subject, crate::access::Query::default())
+            .await?;
         Ok((refreshed, decision))
     }
 

@@ -35,7 +35,17 @@ pub struct SubjectCache {
     /// Customers Stripe said have no subscriptions, so HasAccess does not
     /// ask again for `stale_after`.
     absent_customers: Cache<String, ()>,
+    /// Known feature maps by product. Few (a product catalog), invalidated
+    /// like subjects when a `product.updated` commits anywhere.
+    products: Cache<String, Arc<[String]>>,
+    /// Bumped by every product invalidation: a map read from Stripe before
+    /// it is not cached (it may predate the change).
+    product_epoch: AtomicU64,
 }
+
+/// Products whose feature maps are kept in memory; far more than any
+/// catalog has.
+const PRODUCT_CAPACITY: u64 = 100_000;
 
 /// A snapshot of a subject's epoch, taken before reading the store.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +106,34 @@ impl SubjectCache {
                 .max_capacity(ABSENT_CAPACITY)
                 .time_to_live(absent_ttl.max(Duration::from_millis(1)))
                 .build(),
+            products: Cache::builder()
+                .max_capacity(PRODUCT_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            product_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// `product`'s feature map, when known here.
+    pub fn product_features(&self, product: &str) -> Option<Arc<[String]>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.products.get(product)
+    }
+
+    /// The product epoch to pass to [`SubjectCache::insert_product`],
+    /// taken before the map is read.
+    pub fn product_ticket(&self) -> u64 {
+        self.product_epoch.load(Ordering::Acquire)
+    }
+
+    /// Keeps `product`'s map unless a product changed since `ticket`.
+    pub fn insert_product(&self, product: &str, features: Arc<[String]>, ticket: u64) {
+        if self.enabled.load(Ordering::Acquire)
+            && self.product_epoch.load(Ordering::Acquire) == ticket
+        {
+            self.products.insert(product.to_owned(), features);
         }
     }
 
@@ -176,6 +214,12 @@ impl SubjectCache {
         for u in &affected.users {
             self.invalidate_subject(&Subject::User(u.clone()));
         }
+        if !affected.products.is_empty() {
+            self.product_epoch.fetch_add(1, Ordering::AcqRel);
+            for p in &affected.products {
+                self.products.invalidate(p);
+            }
+        }
     }
 
     /// Forgets everything; used when invalidations may have been missed.
@@ -185,6 +229,8 @@ impl SubjectCache {
         }
         self.records.invalidate_all();
         self.absent_customers.invalidate_all();
+        self.product_epoch.fetch_add(1, Ordering::AcqRel);
+        self.products.invalidate_all();
     }
 
     pub fn is_known_absent(&self, customer: &str) -> bool {

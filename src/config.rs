@@ -220,6 +220,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Bearer token for the HTTP/JSON API (GET /v1/access, /v1/entitlements
+    /// on the HTTP port, served only when this is set); gRPC Entitlements
+    /// then needs it too.
+    #[arg(long, env = "TOLLGATE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
     /// A client on the HTTP port must send a request's headers within this
     /// long (also how long an idle kept-alive connection stays open).
     #[arg(long, env = "TOLLGATE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -299,6 +305,8 @@ pub struct Config {
     pub hold_revocations: bool,
     pub push: Option<PushOptions>,
     pub admin_token: Option<String>,
+    /// Serves the HTTP/JSON API and guards gRPC Entitlements when set.
+    pub api_token: Option<String>,
     pub limits: ConnectionLimits,
 }
 
@@ -431,6 +439,10 @@ impl ServeArgs {
             push,
             admin_token: self
                 .admin_token
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+            api_token: self
+                .api_token
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty()),
             limits: ConnectionLimits {

@@ -338,6 +338,9 @@ pub enum DomainEvent {
     InvoicePaid(InvoicePaid),
     InvoiceFailed(InvoiceFailed),
     Customer(CustomerLink),
+    /// A product changed (`product.updated`): its feature map may have.
+    /// Carries the product id.
+    ProductChanged(String),
     /// A type Tollgate does not act on; recorded as ignored.
     Unhandled,
 }
@@ -350,11 +353,12 @@ enum Kind {
     InvoicePaid,
     InvoiceFailed,
     Customer,
+    Product,
 }
 
 /// The one table of event types Tollgate acts on: [`classify`] dispatches
 /// on it and [`HANDLED_TYPES`] is derived from it, so the two cannot drift.
-const KINDS: [(&str, Kind); 12] = [
+const KINDS: [(&str, Kind); 13] = [
     ("checkout.session.completed", Kind::Checkout),
     ("customer.subscription.created", Kind::Subscription),
     ("customer.subscription.updated", Kind::Subscription),
@@ -367,6 +371,7 @@ const KINDS: [(&str, Kind); 12] = [
     ("invoice.payment_failed", Kind::InvoiceFailed),
     ("customer.created", Kind::Customer),
     ("customer.updated", Kind::Customer),
+    ("product.updated", Kind::Product),
 ];
 
 const fn type_names() -> [&'static str; KINDS.len()] {
@@ -414,6 +419,7 @@ fn check_ids(domain: &DomainEvent) -> Result<(), ShapeError> {
             ("customer", Some(&c.customer_id)),
             ("user id", c.user_id.as_deref()),
         ],
+        DomainEvent::ProductChanged(id) => vec![("product", Some(id.as_str()))],
         DomainEvent::Unhandled => vec![],
     };
     check_fields(&fields)
@@ -462,6 +468,7 @@ pub fn object_type_for(v1_type: &str) -> Option<&'static str> {
         Kind::Subscription => "subscription",
         Kind::InvoicePaid | Kind::InvoiceFailed => "invoice",
         Kind::Customer => "customer",
+        Kind::Product => "product",
     })
 }
 
@@ -476,6 +483,12 @@ fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, S
             .map(|paid| paid.map_or(DomainEvent::Unhandled, DomainEvent::InvoicePaid)),
         Some(Kind::InvoiceFailed) => parse_invoice_failed(obj).map(DomainEvent::InvoiceFailed),
         Some(Kind::Customer) => parse_customer(obj, user_key).map(DomainEvent::Customer),
+        Some(Kind::Product) => {
+            let obj = expect_object(obj, "product")?;
+            non_empty_str(obj, "id")
+                .map(DomainEvent::ProductChanged)
+                .ok_or_else(|| shape("product has no id"))
+        }
         None => Ok(DomainEvent::Unhandled),
     }
 }

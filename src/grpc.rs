@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::access::Access;
+use crate::access::{Access, Query};
 use crate::policy::{Decision, Reason};
 use crate::proto;
 use crate::proto::entitlements_server::Entitlements;
@@ -25,11 +25,44 @@ impl Entitlements for EntitlementsService {
             let req = request.into_inner();
             let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
             crate::subject::check_field("product", &req.product)?;
-            let product = Some(req.product.trim()).filter(|p| !p.is_empty());
-            let decision = self.access.has_access(&subject, product).await?;
+            crate::subject::check_field("feature", &req.feature)?;
+            let query = Query {
+                product: Some(req.product.trim()).filter(|p| !p.is_empty()),
+                feature: Some(req.feature.trim()).filter(|f| !f.is_empty()),
+            };
+            let decision = self.access.has_access(&subject, query).await?;
             Ok(Response::new(to_proto(decision)))
         })
         .await
+    }
+
+    async fn list_entitlements(
+        &self,
+        request: Request<proto::ListEntitlementsRequest>,
+    ) -> Result<Response<proto::ListEntitlementsResponse>, Status> {
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let subject = Subject::from_parts(&req.user_id, &req.customer_id)?;
+            let listed = self.access.entitlements(&subject).await?;
+            Ok(Response::new(proto::ListEntitlementsResponse {
+                entitlements: listed
+                    .into_iter()
+                    .map(|(feature, d)| entitlement_to_proto(feature, d))
+                    .collect(),
+            }))
+        })
+        .await
+    }
+}
+
+pub fn entitlement_to_proto(feature: String, d: Decision) -> proto::Entitlement {
+    proto::Entitlement {
+        feature,
+        has_access: d.has_access,
+        reason: reason_to_proto(d.reason) as i32,
+        access_until: d.access_until,
+        subscription_id: d.subscription_id,
+        detail: d.detail,
     }
 }
 
@@ -60,6 +93,7 @@ fn reason_to_proto(r: Reason) -> proto::Reason {
         Reason::Incomplete => proto::Reason::Incomplete,
         Reason::Paused => proto::Reason::Paused,
         Reason::ReviewHold => proto::Reason::ReviewHold,
+        Reason::FeatureNotIncluded => proto::Reason::FeatureNotIncluded,
     }
 }
 
@@ -85,13 +119,40 @@ pub fn admin_auth(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        use subtle::ConstantTimeEq;
-        let ok = given.len() == expected.len()
-            && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
-        if ok {
+        if token_matches(given, expected) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong admin token"))
+        }
+    }
+}
+
+/// Whether `given` is `expected`, compared in constant time.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// With `TOLLGATE_API_TOKEN` set, `Entitlements` calls need
+/// `authorization: Bearer <token>`; without it they are open (the gRPC
+/// port binds to localhost by default).
+pub fn api_auth(
+    token: Option<Arc<str>>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let Some(expected) = token.as_deref() else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if token_matches(given, expected) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong API token"))
         }
     }
 }

@@ -51,16 +51,21 @@ pub struct HttpState {
     pub body_budget: Arc<Semaphore>,
 }
 
-pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+/// The HTTP port's routes; `api` adds the HTTP/JSON API when configured.
+pub fn router(state: Arc<HttpState>, api: Option<Router>) -> Router {
+    let routes = Router::new()
         .route("/webhooks/stripe", post(receive_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            crate::error::http_panic,
-        ))
+        .with_state(state);
+    let routes = match api {
+        Some(api) => routes.merge(api),
+        None => routes,
+    };
+    routes.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        crate::error::http_panic,
+    ))
 }
 
 fn refused(kind: &'static str) {

@@ -19,7 +19,8 @@
 //! - [`subscription`]: the subscription record, its ordering key and the
 //!   state machine (`apply_snapshot`).
 //! - [`policy`]: the access decision, a pure function of (records, now,
-//!   policy).
+//!   policy), and the feature decision over a [`catalog::Catalog`].
+//! - [`catalog`]: which Entitlements features each product carries.
 //! - [`subject`]: who access is asked about ([`subject::Subject`]) and what
 //!   a commit touched ([`subject::Affected`]).
 //! - [`outcome`]: how an event was handled and why a record needs review.
@@ -46,6 +47,8 @@
 //! - [`reviews`]: the manual-review workflow.
 //! - [`access`]: HasAccess: cached records, decide, refresh when stale, stale
 //!   grace when Stripe can't be asked.
+//! - [`features`]: product feature maps for feature checks: memory, store,
+//!   then one bounded, shared Stripe read per product.
 //! - [`refresh`]: on-demand, single-flight re-reads from Stripe, with a
 //!   separate budget for customers never seen.
 //! - [`reconciler`]: catch-up on missed events and the drift sweep, with
@@ -57,6 +60,8 @@
 //! - [`http`]: the webhook endpoint, health, readiness and metrics (axum);
 //!   [`serve`]: both ports' accept loops (connection caps, slow clients, the
 //!   shutdown deadline).
+//! - [`api`]: the HTTP/JSON API (`/v1/access`, `/v1/entitlements`): the
+//!   same answers as gRPC, behind `TOLLGATE_API_TOKEN`.
 //! - [`grpc`]: the `Entitlements` and `Admin` services (tonic); [`codec`]
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
@@ -70,7 +75,9 @@
 pub mod access;
 pub mod access_change;
 pub mod admin;
+pub mod api;
 pub mod cache;
+pub mod catalog;
 pub mod changes;
 pub mod cli;
 pub mod clock;
@@ -78,6 +85,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod features;
 pub mod grpc;
 pub mod http;
 pub mod ledger;

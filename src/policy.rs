@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::catalog::Catalog;
 use crate::subscription::{PauseKind, Status, SubscriptionRecord};
 
 /// Why access was granted or denied. Mirrors the gRPC `Reason` enum.
@@ -26,6 +27,8 @@ pub enum Reason {
     /// A revocation found only by the reconciler, held until an admin
     /// resolves its review.
     ReviewHold,
+    /// Access, but not to the feature asked about.
+    FeatureNotIncluded,
 }
 
 impl Reason {
@@ -54,6 +57,7 @@ impl Reason {
             Reason::Incomplete => "incomplete",
             Reason::Paused => "paused",
             Reason::ReviewHold => "review_hold",
+            Reason::FeatureNotIncluded => "feature_not_included",
         }
     }
 }
@@ -306,13 +310,25 @@ pub fn decide(
     policy: &Policy,
     product: Option<&str>,
 ) -> Decision {
+    decide_among(
+        records.iter().filter(|r| matches_product(r, product)),
+        now,
+        policy,
+    )
+    .unwrap_or_else(|| Decision::none(product))
+}
+
+/// The most favourable decision among `records`; `None` when none of them
+/// has a status.
+fn decide_among<'a>(
+    records: impl Iterator<Item = &'a SubscriptionRecord>,
+    now: i64,
+    policy: &Policy,
+) -> Option<Decision> {
     records
-        .iter()
-        .filter(|r| matches_product(r, product))
         .filter_map(|r| judge(r, now, policy).map(|d| (d, r.snapshot_created)))
         .max_by_key(|(d, snapshot)| (d.has_access, d.access_until, *snapshot))
         .map(|(d, _)| d)
-        .unwrap_or_else(|| Decision::none(product))
 }
 
 pub fn matches_product(record: &SubscriptionRecord, product: Option<&str>) -> bool {
@@ -346,13 +362,25 @@ pub fn decide_with_stale_grace(
     why: &str,
 ) -> Decision {
     let local = decide(records, now, policy, product);
+    let selected = records.iter().filter(|r| matches_product(r, product));
+    stale_grace_among(selected, local, now, policy, stale_grace, why)
+}
+
+/// Turns `local` (the decision among `records`) into `StaleGrace` when it
+/// is a refreshable denial still within `stale_grace`.
+fn stale_grace_among<'a>(
+    records: impl Iterator<Item = &'a SubscriptionRecord>,
+    local: Decision,
+    now: i64,
+    policy: &Policy,
+    stale_grace: Duration,
+    why: &str,
+) -> Decision {
     if local.has_access {
         return local;
     }
     let grace = secs(stale_grace);
     let best = records
-        .iter()
-        .filter(|r| matches_product(r, product))
         .filter_map(|r| judge(r, now, policy))
         .filter_map(|d| d.access_ended_at.map(|e| (e.saturating_add(grace), d)))
         .filter(|(until, _)| *until > now)
@@ -372,6 +400,120 @@ pub fn decide_with_stale_grace(
         None => Decision {
             detail: format!("{}; {why}", local.detail),
             ..local
+        },
+    }
+}
+
+/// What a feature check asks: the feature's lookup key, and the catalog
+/// that says which products carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureQuery<'a> {
+    pub feature: &'a str,
+    pub catalog: &'a Catalog,
+}
+
+/// HasAccess for a feature: granted exactly when a subscription that
+/// grants access (every grace and hold included) has an item whose product
+/// carries the feature. A subject with access only through products
+/// without it is denied with [`Reason::FeatureNotIncluded`].
+pub fn decide_feature(
+    records: &[SubscriptionRecord],
+    now: i64,
+    policy: &Policy,
+    product: Option<&str>,
+    query: FeatureQuery<'_>,
+) -> Decision {
+    let carriers = || carriers(records, product, query);
+    let with = decide_among(carriers(), now, policy);
+    feature_verdict(records, with, query, || {
+        decide(records, now, policy, product)
+    })
+}
+
+/// [`decide_feature`] when Stripe could not be asked: stale grace applies
+/// to the carrying subscriptions exactly as [`decide_with_stale_grace`]
+/// applies it to all.
+pub fn decide_feature_with_stale_grace(
+    records: &[SubscriptionRecord],
+    now: i64,
+    policy: &Policy,
+    product: Option<&str>,
+    query: FeatureQuery<'_>,
+    stale_grace: Duration,
+    why: &str,
+) -> Decision {
+    let carriers = || carriers(records, product, query);
+    let with = decide_among(carriers(), now, policy)
+        .map(|local| stale_grace_among(carriers(), local, now, policy, stale_grace, why));
+    feature_verdict(records, with, query, || {
+        decide_with_stale_grace(records, now, policy, product, stale_grace, why)
+    })
+}
+
+/// The records `product` selects whose products carry the feature.
+fn carriers<'a>(
+    records: &'a [SubscriptionRecord],
+    product: Option<&'a str>,
+    query: FeatureQuery<'a>,
+) -> impl Iterator<Item = &'a SubscriptionRecord> + 'a {
+    records
+        .iter()
+        .filter(move |r| matches_product(r, product))
+        .filter(move |r| query.catalog.carrier(r, query.feature).is_some())
+}
+
+/// The answer for a feature from the decision among its carriers
+/// (`with`), and, only when that does not grant, the decision among all.
+fn feature_verdict(
+    records: &[SubscriptionRecord],
+    with: Option<Decision>,
+    query: FeatureQuery<'_>,
+    overall: impl FnOnce() -> Decision,
+) -> Decision {
+    let feature = query.feature;
+    let carrier_of = |id: &str| {
+        records
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| query.catalog.carrier(r, feature))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    if let Some(d) = with.as_ref().filter(|d| d.has_access) {
+        let product = carrier_of(&d.subscription_id);
+        return Decision {
+            detail: format!("feature {feature} from product {product}: {}", d.detail),
+            ..d.clone()
+        };
+    }
+    let overall = overall();
+    if overall.has_access {
+        return Decision {
+            has_access: false,
+            reason: Reason::FeatureNotIncluded,
+            access_until: 0,
+            access_ended_at: None,
+            detail: format!(
+                "{}; but no product of a subscription granting access carries feature {feature}",
+                overall.detail
+            ),
+            ..overall
+        };
+    }
+    match with {
+        Some(d) => {
+            let product = carrier_of(&d.subscription_id);
+            Decision {
+                detail: format!("feature {feature} from product {product}: {}", d.detail),
+                ..d
+            }
+        }
+        None => Decision {
+            detail: format!(
+                "no subscription carries feature {feature}; {}",
+                overall.detail
+            ),
+            ..overall
         },
     }
 }
@@ -524,6 +666,151 @@ mod tests {
             "{}",
             d.detail
         );
+    }
+
+    fn with_product(mut r: SubscriptionRecord, product: &str) -> SubscriptionRecord {
+        r.items = vec![Item {
+            price_id: format!("price_{product}"),
+            product_id: Some(product.to_owned()),
+            lookup_key: None,
+        }];
+        r
+    }
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::new();
+        c.insert("prod_pro", std::sync::Arc::from(vec!["export".to_owned()]));
+        c.insert("prod_basic", std::sync::Arc::from(Vec::<String>::new()));
+        c
+    }
+
+    #[test]
+    fn a_feature_is_decided_by_the_subscriptions_whose_products_carry_it() {
+        let policy = Policy::default();
+        let grace = 7 * DAY;
+        let catalog = catalog();
+        let q = FeatureQuery {
+            feature: "export",
+            catalog: &catalog,
+        };
+        let pro = |r: SubscriptionRecord| with_product(r, "prod_pro");
+        let basic = |r: SubscriptionRecord| with_product(r, "prod_basic");
+        // (records, expected reason, expected access_until)
+        let table: Vec<(Vec<SubscriptionRecord>, Reason, i64)> = vec![
+            (
+                vec![pro(rec("a", Status::Active, NOW + 1))],
+                Reason::Active,
+                NOW + 1,
+            ),
+            (vec![pro(rec("a", Status::Active, NOW))], Reason::Expired, 0),
+            // Payment-failure grace, to the second.
+            (
+                vec![pro(past_due(NOW - grace + 1))],
+                Reason::PastDueGrace,
+                NOW + 1,
+            ),
+            (vec![pro(past_due(NOW - grace))], Reason::PastDue, 0),
+            // Access through a product without the feature.
+            (
+                vec![basic(rec("b", Status::Active, NOW + DAY))],
+                Reason::FeatureNotIncluded,
+                0,
+            ),
+            // ...even when the carrying subscription is over.
+            (
+                vec![
+                    basic(rec("b", Status::Active, NOW + DAY)),
+                    pro(rec("a", Status::Canceled, NOW - DAY)),
+                ],
+                Reason::FeatureNotIncluded,
+                0,
+            ),
+            // The carrying one decides, whatever the others say.
+            (
+                vec![
+                    basic(rec("b", Status::Active, NOW + 9 * DAY)),
+                    pro(rec("a", Status::Active, NOW + DAY)),
+                ],
+                Reason::Active,
+                NOW + DAY,
+            ),
+            // No access at all: the plain denial.
+            (
+                vec![basic(rec("b", Status::Canceled, NOW + DAY))],
+                Reason::Canceled,
+                0,
+            ),
+            (vec![], Reason::NoSubscription, 0),
+            // A held revocation keeps the feature like it keeps access.
+            (
+                vec![SubscriptionRecord {
+                    hold_review_id: Some(3),
+                    ..pro(rec("a", Status::Canceled, NOW + DAY))
+                }],
+                Reason::ReviewHold,
+                0,
+            ),
+            // An unknown product map carries nothing.
+            (
+                vec![with_product(
+                    rec("u", Status::Active, NOW + DAY),
+                    "prod_unknown",
+                )],
+                Reason::FeatureNotIncluded,
+                0,
+            ),
+        ];
+        for (records, reason, until) in table {
+            let d = decide_feature(&records, NOW, &policy, None, q);
+            assert_eq!((d.reason, d.access_until), (reason, until), "{records:?}");
+            assert_eq!(d.has_access, reason.grants(), "{records:?}");
+            assert!(
+                d.detail.contains("export")
+                    || reason == Reason::NoSubscription
+                    || reason == Reason::Canceled,
+                "{}",
+                d.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_feature_gets_stale_grace_exactly_as_access_does() {
+        let policy = Policy::default();
+        let catalog = catalog();
+        let q = FeatureQuery {
+            feature: "export",
+            catalog: &catalog,
+        };
+        let stale_grace = Duration::from_secs(DAY as u64);
+        for ended in [NOW - DAY + 1, NOW - DAY, NOW - 2 * DAY] {
+            let records = vec![with_product(rec("a", Status::Active, ended), "prod_pro")];
+            let plain = decide_with_stale_grace(&records, NOW, &policy, None, stale_grace, "down");
+            let feature = decide_feature_with_stale_grace(
+                &records,
+                NOW,
+                &policy,
+                None,
+                q,
+                stale_grace,
+                "down",
+            );
+            assert_eq!(
+                (feature.has_access, feature.reason, feature.access_until),
+                (plain.has_access, plain.reason, plain.access_until),
+                "period ended {ended}"
+            );
+        }
+        let d = decide_feature_with_stale_grace(
+            &[with_product(rec("a", Status::Active, NOW - 60), "prod_pro")],
+            NOW,
+            &policy,
+            None,
+            q,
+            stale_grace,
+            "down",
+        );
+        assert_eq!(d.reason, Reason::StaleGrace);
     }
 
     #[test]

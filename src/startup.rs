@@ -14,7 +14,8 @@ use crate::cache::SubjectCache;
 use crate::changes::Changes;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redacted_url, Config, ConnectionLimits};
-use crate::grpc::{admin_auth, AdminService, EntitlementsService};
+use crate::features::Features;
+use crate::grpc::{admin_auth, api_auth, AdminService, EntitlementsService};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
 use crate::notify::Dispatcher;
@@ -151,11 +152,19 @@ impl Application {
             // customers Tollgate has never seen.
             (f64::from(config.stripe.max_rps) / 10.0).max(1.0),
         ));
+        let features = Arc::new(Features::new(
+            store.clone(),
+            cache.clone(),
+            client.clone(),
+            clock.clone(),
+            config.refresh_timeout,
+        ));
         let access = Arc::new(Access::new(
             store.clone(),
             clock.clone(),
             cache.clone(),
             refresher.clone(),
+            features,
             config.policy,
             config.staleness,
         ));
@@ -181,16 +190,28 @@ impl Application {
             tracing::info!("TOLLGATE_ADMIN_TOKEN not set: the Admin gRPC service is disabled");
         }
 
-        let router = http::router(Arc::new(HttpState {
-            ledger,
-            clock: clock.clone(),
-            refresher: refresher.clone(),
-            store: store.clone(),
-            secrets: config.secrets.clone(),
-            tolerance_secs: config.signature_tolerance_secs,
-            body_timeout: config.limits.http_body_timeout,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(http::BODY_BUDGET_BYTES)),
-        }));
+        let api = config.api_token.as_deref().map(|token| {
+            crate::api::router(Arc::new(crate::api::ApiState {
+                access: access.clone(),
+                token: Arc::from(token),
+            }))
+        });
+        if api.is_none() {
+            tracing::info!("TOLLGATE_API_TOKEN not set: no HTTP/JSON API, and gRPC Entitlements is open to whoever reaches its port");
+        }
+        let router = http::router(
+            Arc::new(HttpState {
+                ledger,
+                clock: clock.clone(),
+                refresher: refresher.clone(),
+                store: store.clone(),
+                secrets: config.secrets.clone(),
+                tolerance_secs: config.signature_tolerance_secs,
+                body_timeout: config.limits.http_body_timeout,
+                body_budget: Arc::new(tokio::sync::Semaphore::new(http::BODY_BUDGET_BYTES)),
+            }),
+            api,
+        );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -210,10 +231,11 @@ impl Application {
         let grpc = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 EntitlementsServer::new(EntitlementsService { access })
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            )
+                api_auth(config.api_token.clone().map(Arc::from)),
+            ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 AdminServer::new(AdminService { admin })
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),

@@ -232,6 +232,7 @@ impl StripeClient {
             "invoice" => ("/v1/invoices/{id}", "/v1/invoices/"),
             "checkout.session" => ("/v1/checkout/sessions/{id}", "/v1/checkout/sessions/"),
             "customer" => ("/v1/customers/{id}", "/v1/customers/"),
+            "product" => ("/v1/products/{id}", "/v1/products/"),
             other => return Err(StripeError::Unsupported(other.to_owned())),
         };
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -271,6 +272,50 @@ impl StripeClient {
             out.extend(data);
             if !has_more || starting_after.is_none() {
                 return Ok(out);
+            }
+        }
+    }
+
+    /// The lookup keys of the active Entitlements features attached to
+    /// `product` (`GET /v1/products/{id}/features`, every page).
+    pub async fn product_features(&self, product: &str) -> Result<Vec<String>, StripeError> {
+        if product.is_empty()
+            || !product
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StripeError::NotFound);
+        }
+        let path = format!("/v1/products/{product}/features");
+        let mut keys = Vec::new();
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "100".to_owned())];
+            if let Some(after) = &starting_after {
+                query.push(("starting_after", after.clone()));
+            }
+            let page = self
+                .get("/v1/products/{id}/features", &path, &query)
+                .await?;
+            let (data, has_more) = list_page(&page)?;
+            starting_after = data
+                .last()
+                .and_then(|o| o["id"].as_str())
+                .map(str::to_owned);
+            for attached in &data {
+                let feature = &attached["entitlement_feature"];
+                // An archived feature grants nothing.
+                if feature["active"].as_bool() == Some(false) {
+                    continue;
+                }
+                if let Some(key) = feature["lookup_key"].as_str().filter(|k| !k.is_empty()) {
+                    keys.push(key.to_owned());
+                }
+            }
+            if !has_more || starting_after.is_none() {
+                keys.sort();
+                keys.dedup();
+                return Ok(keys);
             }
         }
     }

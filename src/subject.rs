@@ -78,6 +78,8 @@ impl Subject {
 pub struct Affected {
     pub customers: Vec<String>,
     pub users: Vec<String>,
+    /// Products whose feature maps changed.
+    pub products: Vec<String>,
 }
 
 impl Affected {
@@ -103,8 +105,14 @@ impl Affected {
         }
     }
 
+    pub fn add_product(&mut self, id: &str) {
+        if !self.products.iter().any(|p| p == id) {
+            self.products.push(id.to_owned());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty() && self.users.is_empty()
+        self.customers.is_empty() && self.users.is_empty() && self.products.is_empty()
     }
 }
 

@@ -36,6 +36,14 @@ pub struct CheckArgs {
     /// (prod_...) or a price lookup_key.
     #[arg(long)]
     pub product: Option<String>,
+    /// Only grant through a product that carries this Stripe Entitlements
+    /// feature (its lookup_key, e.g. export).
+    #[arg(long)]
+    pub feature: Option<String>,
+    /// The server's TOLLGATE_API_TOKEN, when it has one (sent as a bearer
+    /// token).
+    #[arg(long, env = "TOLLGATE_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Longest the whole call may take, connecting included (e.g. 500ms, 2s).
     #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -99,12 +107,20 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Answer> {
                 args.addr
             )
         })?;
+        let mut request = tonic::Request::new(proto::HasAccessRequest {
+            user_id: args.subject.user_id.clone().unwrap_or_default(),
+            customer_id: args.subject.customer_id.clone().unwrap_or_default(),
+            product: args.product.clone().unwrap_or_default(),
+            feature: args.feature.clone().unwrap_or_default(),
+        });
+        if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+            let value = format!("Bearer {token}")
+                .parse()
+                .context("--token is not a valid header value")?;
+            request.metadata_mut().insert("authorization", value);
+        }
         EntitlementsClient::new(channel)
-            .has_access(proto::HasAccessRequest {
-                user_id: args.subject.user_id.clone().unwrap_or_default(),
-                customer_id: args.subject.customer_id.clone().unwrap_or_default(),
-                product: args.product.clone().unwrap_or_default(),
-            })
+            .has_access(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))

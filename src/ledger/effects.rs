@@ -75,7 +75,9 @@ pub(super) fn customer_of(domain: &DomainEvent) -> Option<&str> {
         DomainEvent::InvoicePaid(p) => Some(&p.customer_id),
         DomainEvent::CheckoutCompleted(c) => c.customer_id.as_deref(),
         DomainEvent::Customer(c) => Some(&c.customer_id),
-        DomainEvent::InvoiceFailed(_) | DomainEvent::Unhandled => None,
+        DomainEvent::InvoiceFailed(_) | DomainEvent::ProductChanged(_) | DomainEvent::Unhandled => {
+            None
+        }
     }
 }
 
@@ -222,6 +224,14 @@ pub(super) async fn apply_event(
                 "customer has no user id metadata",
             )),
         },
+        DomainEvent::ProductChanged(product) => {
+            // The map is read again on the next feature check; one read
+            // begun before this event can't store an older map over it.
+            tx.forget_product_features(&product, envelope.created)
+                .await?;
+            affected.add_product(&product);
+            Ok(Effect::applied())
+        }
         DomainEvent::Unhandled => Ok(Effect {
             outcome: Outcome::Ignored,
             error: None,

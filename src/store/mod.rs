@@ -320,6 +320,22 @@ pub trait Tx: Send {
         created_at_ms: i64,
     ) -> Result<i64, StoreError>;
     /// Sets (or, with `None`, deletes) a piece of service state.
+    /// Stores `product`'s whole feature map as read at `read_at` (unix
+    /// seconds), unless a later read or forget is stored.
+    async fn save_product_features(
+        &mut self,
+        product: &str,
+        features: &[String],
+        read_at: i64,
+    ) -> Result<(), StoreError>;
+    /// Forgets `product`'s feature map as of `changed_at` (a
+    /// `product.updated` event's `created`), so the next feature check reads
+    /// it again; a read that began earlier can no longer be stored.
+    async fn forget_product_features(
+        &mut self,
+        product: &str,
+        changed_at: i64,
+    ) -> Result<(), StoreError>;
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
@@ -354,6 +370,12 @@ pub trait Store: Send + Sync + 'static {
     /// (`change_key`), is recorded: a cheap check before a thin event is
     /// read from Stripe. The insert still decides.
     async fn knows_change(&self, id: &str, change_key: &str) -> Result<bool, StoreError>;
+    /// The known feature maps of `products` (product id, feature lookup
+    /// keys); products never read are left out.
+    async fn product_features(
+        &self,
+        products: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError>;
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError>;
     /// Review records, newest first.
     async fn find_reviews(&self, filter: &ReviewFilter) -> Result<Vec<ReviewRow>, StoreError>;

@@ -234,6 +234,33 @@ pub(crate) const EVENT_HASHES: &str =
 pub(crate) const KNOWS_CHANGE: &str =
     "SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 OR change_key = $2)";
 
+/// `$1` product, `$2` features (JSON list, or NULL to forget), `$3` when
+/// read (or forgotten). Only a later read or forget replaces a row.
+pub(crate) const SAVE_PRODUCT_FEATURES: &str =
+    "INSERT INTO product_features (product_id, features, read_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (product_id) DO UPDATE SET features = EXCLUDED.features, read_at = EXCLUDED.read_at \
+     WHERE product_features.read_at < EXCLUDED.read_at";
+
+/// `$1` product, `$2` when it changed (the event's `created`). A read in
+/// that same second may predate the change, so it is forgotten too.
+pub(crate) const FORGET_PRODUCT_FEATURES: &str =
+    "INSERT INTO product_features (product_id, features, read_at) VALUES ($1, NULL, $2) \
+     ON CONFLICT (product_id) DO UPDATE SET features = NULL, read_at = EXCLUDED.read_at \
+     WHERE product_features.read_at <= EXCLUDED.read_at";
+
+/// Reads `(product, JSON features)` rows back into feature maps.
+pub(crate) fn feature_maps(
+    rows: Vec<(String, String)>,
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    rows.into_iter()
+        .map(|(product, json)| {
+            let features: Vec<String> = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("product {product} features: {e}")))?;
+            Ok((product, features))
+        })
+        .collect()
+}
+
 /// `$1` id.
 pub(crate) const LOAD_EVENT: &str = "SELECT payload, outcome FROM events WHERE id = $1";
 
@@ -341,7 +368,9 @@ pub(crate) const DELETE_STATE: &str = "DELETE FROM service_state WHERE key = $1"
 /// the ids, or `*` (forget everything) when it would not fit a
 /// notification (8000 bytes).
 pub(crate) fn publication(affected: &Affected) -> String {
-    let json = serde_json::json!({ "c": affected.customers, "u": affected.users }).to_string();
+    let json =
+        serde_json::json!({ "c": affected.customers, "u": affected.users, "p": affected.products })
+            .to_string();
     if json.len() > 7000 {
         "*".to_owned()
     } else {
@@ -361,8 +390,14 @@ pub(crate) fn published(payload: &str) -> StoreEvent {
             .map(|x| x.as_str().map(str::to_owned))
             .collect()
     };
-    match (ids("c"), ids("u")) {
-        (Some(customers), Some(users)) => StoreEvent::Changed(Affected { customers, users }),
+    // `p` is newer than `c` and `u`: a replica that doesn't send it changed
+    // no product.
+    match (ids("c"), ids("u"), ids("p")) {
+        (Some(customers), Some(users), products) => StoreEvent::Changed(Affected {
+            customers,
+            users,
+            products: products.unwrap_or_default(),
+        }),
         _ => StoreEvent::Unknown,
     }
 }
@@ -412,6 +447,7 @@ mod tests {
         let affected = Affected {
             customers: vec!["cus_1".to_owned()],
             users: vec!["user_1".to_owned()],
+            products: vec!["prod_1".to_owned()],
         };
         assert_eq!(
             published(&publication(&affected)),
@@ -419,7 +455,7 @@ mod tests {
         );
         let many = Affected {
             customers: (0..1000).map(|i| format!("cus_{i}")).collect(),
-            users: Vec::new(),
+            ..Affected::default()
         };
         assert_eq!(publication(&many), "*");
         assert_eq!(published("*"), StoreEvent::Unknown);

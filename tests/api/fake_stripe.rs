@@ -54,6 +54,8 @@ struct Inner {
     /// Invoices, checkout sessions and customers, by (object type, id): what
     /// thin events point at.
     objects: Mutex<std::collections::HashMap<(String, String), Value>>,
+    /// Entitlements features attached to each product, in order.
+    product_features: Mutex<std::collections::HashMap<String, Vec<Value>>>,
     /// Events in insertion order.
     events: Mutex<Vec<Value>>,
     behavior: Mutex<BehaviorState>,
@@ -83,6 +85,7 @@ impl FakeStripe {
         let inner = Arc::new(Inner {
             subscriptions: Mutex::new(Vec::new()),
             objects: Mutex::new(std::collections::HashMap::new()),
+            product_features: Mutex::new(std::collections::HashMap::new()),
             events: Mutex::new(Vec::new()),
             behavior: Mutex::new(BehaviorState {
                 behavior: Behavior::Normal,
@@ -142,6 +145,32 @@ impl FakeStripe {
             .expect("fake stripe: object needs a string \"id\"")
             .to_owned();
         lock(&self.inner.objects).insert((kind, id), object);
+    }
+
+    /// Attaches exactly these features (lookup keys) to `product`, as
+    /// `GET /v1/products/{id}/features` lists them; also serves the product.
+    pub fn set_product_features(&self, product: &str, lookup_keys: &[&str]) {
+        let attached = lookup_keys
+            .iter()
+            .map(|key| {
+                json!({
+                    "id": format!("prodft_{product}_{key}"),
+                    "object": "product_feature",
+                    "entitlement_feature": {
+                        "id": format!("feat_{key}"),
+                        "object": "entitlements.feature",
+                        "active": true,
+                        "livemode": false,
+                        "lookup_key": key,
+                        "metadata": {},
+                        "name": key,
+                    },
+                    "livemode": false,
+                })
+            })
+            .collect();
+        lock(&self.inner.product_features).insert(product.to_owned(), attached);
+        self.put_object(json!({ "id": product, "object": "product", "name": product }));
     }
 
     pub fn remove_subscription(&self, id: &str) {
@@ -374,9 +403,32 @@ fn route(inner: &Inner, request: &Request) -> Response {
     }
 }
 
-/// `GET /v1/invoices/{id}`, `/v1/checkout/sessions/{id}`, `/v1/customers/{id}`.
+/// `GET /v1/invoices/{id}`, `/v1/checkout/sessions/{id}`, `/v1/customers/{id}`,
+/// `/v1/products/{id}` and `/v1/products/{id}/features`.
 fn get_object(inner: &Inner, request: &Request, path: &str) -> Response {
+    if let Some(product) = path
+        .strip_prefix("/v1/products/")
+        .and_then(|rest| rest.strip_suffix("/features"))
+        .filter(|p| !p.contains('/'))
+    {
+        let product = percent_decode(product);
+        let features = lock(&inner.product_features).get(&product).cloned();
+        return match features {
+            Some(list) => {
+                let url = format!("/v1/products/{product}/features");
+                page(
+                    list,
+                    &parse_query(&request.query),
+                    &url,
+                    "product_feature",
+                    |_| true,
+                )
+            }
+            None => not_found(format!("No such product: '{product}'"), Some("id")),
+        };
+    }
     let routes = [
+        ("/v1/products/", "product"),
         ("/v1/invoices/", "invoice"),
         ("/v1/checkout/sessions/", "checkout.session"),
         ("/v1/customers/", "customer"),

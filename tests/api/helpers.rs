@@ -224,6 +224,7 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         hold_revocations: false,
         push: None,
         admin_token: Some(ADMIN_TOKEN.to_owned()),
+        api_token: None,
         limits: tollgate::config::ConnectionLimits::default(),
     }
 }
@@ -401,15 +402,43 @@ impl TestApp {
         customer_id: &str,
         product: &str,
     ) -> Result<HasAccessResponse, tonic::Status> {
+        self.ask(HasAccessRequest {
+            user_id: user_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            product: product.to_owned(),
+            feature: String::new(),
+        })
+        .await
+    }
+
+    /// HasAccess as sent, with the app's API token when it has one.
+    pub async fn ask(&self, request: HasAccessRequest) -> Result<HasAccessResponse, tonic::Status> {
+        let mut request = tonic::Request::new(request);
+        if let Some(token) = &self.config.api_token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
         self.grpc
             .clone()
-            .has_access(HasAccessRequest {
-                user_id: user_id.to_owned(),
-                customer_id: customer_id.to_owned(),
-                product: product.to_owned(),
-            })
+            .has_access(request)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// HasAccess for a feature of a customer.
+    pub async fn feature_for_customer(
+        &self,
+        customer_id: &str,
+        feature: &str,
+    ) -> HasAccessResponse {
+        self.ask(HasAccessRequest {
+            customer_id: customer_id.to_owned(),
+            feature: feature.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("has_access")
     }
 
     pub async fn access_for_user(&self, user_id: &str) -> HasAccessResponse {

@@ -14,6 +14,7 @@ mod durability;
 mod endive;
 mod examples;
 mod faults;
+mod features;
 mod fixtures;
 mod lifecycle;
 mod limits;

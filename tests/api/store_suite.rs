@@ -43,6 +43,7 @@ const COVERED: &[&str] = &[
     "unlinked_customers",
     "get_event",
     "knows_change",
+    "product_features",
     "get_review",
     "find_reviews",
     "list_reviews",
@@ -73,6 +74,8 @@ const COVERED: &[&str] = &[
     "resolve_review",
     "queue_notification",
     "set_state",
+    "save_product_features",
+    "forget_product_features",
     "publish_changes",
     "commit",
     "rollback",
@@ -80,6 +83,7 @@ const COVERED: &[&str] = &[
 
 mod events;
 mod notifications;
+mod products;
 mod reviews;
 mod state;
 mod subscriptions;

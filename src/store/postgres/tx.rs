@@ -299,6 +299,37 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_product_features(
+        &mut self,
+        product: &str,
+        features: &[String],
+        read_at: i64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(features).expect("BUG: strings serialize");
+        sqlx::query(rows::SAVE_PRODUCT_FEATURES)
+            .bind(product)
+            .bind(json)
+            .bind(read_at)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn forget_product_features(
+        &mut self,
+        product: &str,
+        changed_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::FORGET_PRODUCT_FEATURES)
+            .bind(product)
+            .bind(changed_at)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let query = match value {
             Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),

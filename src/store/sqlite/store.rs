@@ -76,6 +76,23 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn product_features(
+        &self,
+        products: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
+        .fetch_all(&self.reader)
+        .await?;
+        rows::feature_maps(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError> {
         Ok(sqlx::query_as(&rows::GET_REVIEW)
             .bind(id)

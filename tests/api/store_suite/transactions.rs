@@ -117,6 +117,7 @@ async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
     let affected = |customer: &str, user: &str| Affected {
         customers: vec![customer.to_owned()],
         users: vec![user.to_owned()],
+        products: Vec::new(),
     };
     let publish = |what: Affected, commit: bool| {
         let store = store.clone();
@@ -166,7 +167,7 @@ async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
             // Too many subjects for one notification: forget everything.
             let many = Affected {
                 customers: (0..1000).map(|i| format!("cus_{i}")).collect(),
-                users: Vec::new(),
+                ..Affected::default()
             };
             publish(many, true).await;
             assert_eq!(next(&mut heard).await, Some(StoreEvent::Unknown));

@@ -1,0 +1,153 @@
+//! Feature maps for feature checks: which Entitlements features each
+//! product carries, from memory, else the store, else one bounded read of
+//! Stripe's `GET /v1/products/{id}/features` per product, shared by every
+//! check waiting on that product.
+//!
+//! A map read from Stripe is stored (both in the database and in memory)
+//! unless a `product.updated` for that product committed meanwhile; the
+//! event forgets the map everywhere, and the next check reads it again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use crate::cache::SubjectCache;
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+use crate::stripe::StripeClient;
+
+type SharedRead = Shared<BoxFuture<'static, Result<Arc<[String]>, String>>>;
+
+pub struct Features {
+    store: Arc<dyn Store>,
+    cache: Arc<SubjectCache>,
+    client: Option<Arc<StripeClient>>,
+    clock: Arc<dyn Clock>,
+    /// The longest a check waits for maps it doesn't know; a map that
+    /// arrives later still lands for the next check.
+    timeout: Duration,
+    /// Reads under way, by product.
+    inflight: Mutex<HashMap<String, SharedRead>>,
+}
+
+impl Features {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<SubjectCache>,
+        client: Option<Arc<StripeClient>>,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+    ) -> Self {
+        Features {
+            store,
+            cache,
+            client,
+            clock,
+            timeout,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A catalog of `products`: every map known in memory or the store,
+    /// plus those Stripe gives within one bounded wait. A product whose map
+    /// can't be had now is left out (it carries nothing).
+    pub async fn catalog(
+        self: &Arc<Self>,
+        products: BTreeSet<&str>,
+    ) -> Result<Catalog, StoreError> {
+        let mut catalog = Catalog::new();
+        let mut missing = Vec::new();
+        for product in products {
+            match self.cache.product_features(product) {
+                Some(features) => catalog.insert(product, features),
+                None => missing.push(product.to_owned()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(catalog);
+        }
+        let ticket = self.cache.product_ticket();
+        for (product, features) in self.store.product_features(&missing).await? {
+            let features: Arc<[String]> = features.into();
+            self.cache
+                .insert_product(&product, features.clone(), ticket);
+            catalog.insert(product, features);
+        }
+        let unread: Vec<String> = missing.into_iter().filter(|p| !catalog.knows(p)).collect();
+        if unread.is_empty() || self.client.is_none() {
+            return Ok(catalog);
+        }
+        let reads = futures::future::join_all(unread.iter().map(|p| self.read(p)));
+        match tokio::time::timeout(self.timeout, reads).await {
+            Ok(results) => {
+                for (product, result) in unread.into_iter().zip(results) {
+                    match result {
+                        Ok(features) => catalog.insert(product, features),
+                        Err(e) => {
+                            tracing::warn!(product, error = %e, "product features unknown")
+                        }
+                    }
+                }
+            }
+            Err(_) => tracing::warn!(
+                products = unread.len(),
+                "product features not read from stripe within the refresh timeout"
+            ),
+        }
+        Ok(catalog)
+    }
+
+    /// Joins or starts the read of `product`'s map. The read runs as its
+    /// own task, so it finishes (and is stored) even when every check
+    /// waiting for it has given up.
+    fn read(self: &Arc<Self>, product: &str) -> SharedRead {
+        let mut inflight = self.inflight.lock().expect("BUG: features map poisoned");
+        if let Some(read) = inflight.get(product) {
+            return read.clone();
+        }
+        let this = self.clone();
+        let key = product.to_owned();
+        let task = tokio::spawn(async move {
+            let result = this.read_now(&key).await;
+            this.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            result
+        });
+        let read = async move {
+            task.await
+                .unwrap_or_else(|_| Err("product features read failed".to_owned()))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(product.to_owned(), read.clone());
+        read
+    }
+
+    async fn read_now(&self, product: &str) -> Result<Arc<[String]>, String> {
+        let client = self.client.as_ref().ok_or("no STRIPE_API_KEY")?;
+        let ticket = self.cache.product_ticket();
+        let read_at = self.clock.now_secs();
+        let features = client
+            .product_features(product)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
+        tx.save_product_features(product, &features, read_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            product,
+            features = features.len(),
+            "product features read from stripe"
+        );
+        let features: Arc<[String]> = features.into();
+        self.cache.insert_product(product, features.clone(), ticket);
+        Ok(features)
+    }
+}

@@ -1,0 +1,84 @@
+//! Product feature maps: stored whole, read back for many products at once,
+//! and forgotten by a product change so that no older read lands over it.
+
+use super::*;
+
+on_both_backends!(
+    feature_maps_are_stored_whole_and_read_back_for_the_products_asked,
+    a_forget_hides_the_map_and_only_a_later_read_stores_it_again,
+);
+
+async fn save(store: &Arc<dyn Store>, product: &str, features: &[&str], read_at: i64) {
+    let features: Vec<String> = features.iter().map(|f| (*f).to_owned()).collect();
+    let mut tx = store.begin().await.unwrap();
+    tx.save_product_features(product, &features, read_at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn maps(store: &Arc<dyn Store>, products: &[&str]) -> Vec<(String, Vec<String>)> {
+    let products: Vec<String> = products.iter().map(|p| (*p).to_owned()).collect();
+    let mut maps = store.product_features(&products).await.unwrap();
+    maps.sort();
+    maps
+}
+
+fn map(product: &str, features: &[&str]) -> (String, Vec<String>) {
+    (
+        product.to_owned(),
+        features.iter().map(|f| (*f).to_owned()).collect(),
+    )
+}
+
+async fn feature_maps_are_stored_whole_and_read_back_for_the_products_asked(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert!(maps(&store, &[]).await.is_empty());
+    save(&store, "prod_a", &["export", "sso"], 100).await;
+    save(&store, "prod_b", &[], 100).await;
+    save(&store, "prod_c", &["reports"], 100).await;
+    assert_eq!(
+        maps(&store, &["prod_a", "prod_b", "prod_unknown"]).await,
+        [map("prod_a", &["export", "sso"]), map("prod_b", &[])],
+        "an empty map is known; an unread product is left out"
+    );
+    // A later read replaces the whole map; an older one does not.
+    save(&store, "prod_a", &["export"], 200).await;
+    save(&store, "prod_a", &["export", "sso", "old"], 150).await;
+    assert_eq!(
+        maps(&store, &["prod_a"]).await,
+        [map("prod_a", &["export"])]
+    );
+}
+
+async fn a_forget_hides_the_map_and_only_a_later_read_stores_it_again(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&store, "prod_a", &["export"], 100).await;
+    let forget = |at: i64| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.forget_product_features("prod_a", at).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    // A change in the same second as the read may postdate it: forgotten.
+    forget(100).await;
+    assert!(maps(&store, &["prod_a"]).await.is_empty());
+    // A read begun before (or in the second of) the change can't land.
+    save(&store, "prod_a", &["export"], 100).await;
+    assert!(maps(&store, &["prod_a"]).await.is_empty());
+    save(&store, "prod_a", &["export", "sso"], 101).await;
+    assert_eq!(
+        maps(&store, &["prod_a"]).await,
+        [map("prod_a", &["export", "sso"])]
+    );
+    // A change older than the stored read is already in it.
+    forget(50).await;
+    assert_eq!(maps(&store, &["prod_a"]).await.len(), 1);
+    // Forgetting a product never read leaves it unknown.
+    let mut tx = store.begin().await.unwrap();
+    tx.forget_product_features("prod_new", 10).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(maps(&store, &["prod_new"]).await.is_empty());
+}
