@@ -157,9 +157,9 @@ async fn a_thin_event_of_a_type_tollgate_ignores_is_recorded_ignored_without_a_r
     let app = app(backend).await;
     let event = thin_event(
         "evt_thin_other",
-        "product.updated",
+        "charge.succeeded",
         now() - 5,
-        ("product", "prod_basic"),
+        ("charge", "ch_1"),
         None,
     );
     assert_eq!(app.deliver(&event).await, "ignored");
