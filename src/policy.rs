@@ -1096,3 +1096,110 @@ mod tests {
         }
     }
 }
+
+/// Properties of the feature decision against the plain one, over random
+/// subscription sets and catalogs.
+#[cfg(test)]
+mod feature_properties {
+    use super::*;
+    use crate::subscription::Item;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    const NOW: i64 = 1_800_000_000;
+    const FEATURES: [&str; 3] = ["export", "sso", "audit"];
+    const PRODUCTS: [&str; 3] = ["prod_a", "prod_b", "prod_c"];
+
+    fn record() -> impl Strategy<Value = SubscriptionRecord> {
+        (
+            0..1000u32,
+            select(Status::ALL.to_vec()),
+            -3i64..4,
+            proptest::collection::vec(select(PRODUCTS.to_vec()), 1..3),
+            proptest::option::of(-10i64..10),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(n, status, days, products, since, held)| SubscriptionRecord {
+                    status: Some(status),
+                    current_period_end: Some(NOW + days * 86_400),
+                    trial_end: Some(NOW + days * 3_600),
+                    past_due_since: since.map(|d| NOW + d * 86_400),
+                    items: products
+                        .into_iter()
+                        .map(|p| Item {
+                            price_id: format!("price_{p}"),
+                            product_id: Some(p.to_owned()),
+                            lookup_key: None,
+                        })
+                        .collect(),
+                    snapshot_created: NOW - 100 - i64::from(n % 50),
+                    verified_at: NOW - 100,
+                    hold_review_id: held.then_some(1),
+                    ..SubscriptionRecord::placeholder(&format!("sub_{n}"), "cus_1")
+                },
+            )
+    }
+
+    fn catalog() -> impl Strategy<Value = Catalog> {
+        proptest::collection::vec(
+            proptest::option::of(proptest::collection::vec(select(FEATURES.to_vec()), 0..3)),
+            PRODUCTS.len(),
+        )
+        .prop_map(|maps| {
+            let mut c = Catalog::new();
+            for (product, map) in PRODUCTS.iter().zip(maps) {
+                if let Some(features) = map {
+                    let owned: Vec<String> = features.into_iter().map(str::to_owned).collect();
+                    c.insert(*product, std::sync::Arc::from(owned));
+                }
+            }
+            c
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A feature is never granted where access is not, is granted only
+        /// through a subscription whose product carries it, and is "not
+        /// included" exactly when access is granted and the feature isn't.
+        #[test]
+        fn a_feature_grant_is_an_access_grant_through_a_carrier(
+            records in proptest::collection::vec(record(), 0..4).prop_map(|mut rs| {
+                // One subject's subscriptions have distinct ids.
+                for (i, r) in rs.iter_mut().enumerate() {
+                    r.id = format!("sub_{i}");
+                }
+                rs
+            }),
+            catalog in catalog(),
+            feature in select(FEATURES.to_vec()),
+        ) {
+            let policy = Policy::default();
+            let plain = decide(&records, NOW, &policy, None);
+            let query = FeatureQuery { feature, catalog: &catalog };
+            let d = decide_feature(&records, NOW, &policy, None, query);
+            if d.has_access {
+                prop_assert!(plain.has_access);
+                let deciding = records.iter().find(|r| r.id == d.subscription_id).unwrap();
+                prop_assert!(catalog.carrier(deciding, feature).is_some());
+                prop_assert!(d.access_until <= plain.access_until || plain.access_until == 0);
+            }
+            prop_assert_eq!(
+                d.reason == Reason::FeatureNotIncluded,
+                plain.has_access && !d.has_access
+            );
+            // With every product carrying the feature, it is plain access.
+            let mut all = Catalog::new();
+            for p in PRODUCTS {
+                all.insert(p, std::sync::Arc::from(vec![feature.to_owned()]));
+            }
+            let everywhere = decide_feature(&records, NOW, &policy, None, FeatureQuery { feature, catalog: &all });
+            prop_assert_eq!(
+                (everywhere.has_access, everywhere.reason, everywhere.access_until),
+                (plain.has_access, plain.reason, plain.access_until)
+            );
+        }
+    }
+}

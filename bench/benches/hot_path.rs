@@ -2,14 +2,16 @@
 //! - `signature::verify` on a 3 KB body,
 //! - `event::parse_envelope` + `event::classify` on a realistic
 //!   `customer.subscription.updated`,
-//! - `policy::decide` over 3 records.
+//! - `policy::decide` over 3 records, and `policy::decide_feature` over the
+//!   same records (a feature check on a cached subject).
 //!
 //! Run with `cargo bench -p tollgate-bench --bench hot_path`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate::policy::{decide, Policy};
+use tollgate::catalog::Catalog;
+use tollgate::policy::{decide, decide_feature, FeatureQuery, Policy};
 use tollgate::signature::{header_for, verify, Secrets};
 use tollgate::subscription::{Item, Status, SubscriptionRecord};
 use tollgate_bench::stripe::{subscription_updated, Shape, Sub};
@@ -97,6 +99,21 @@ fn benches(c: &mut Criterion) {
     let policy = Policy::default();
     c.bench_function("policy::decide 3 records", |b| {
         b.iter(|| decide(black_box(&records), now, &policy, None))
+    });
+
+    // The same records, asked for a feature their product carries: the
+    // extra work of a feature check on a cached subject.
+    let mut catalog = Catalog::new();
+    catalog.insert(
+        "prod_basic",
+        std::sync::Arc::from(vec!["export".to_owned(), "sso".to_owned()]),
+    );
+    let query = FeatureQuery {
+        feature: "sso",
+        catalog: &catalog,
+    };
+    c.bench_function("policy::decide_feature 3 records", |b| {
+        b.iter(|| decide_feature(black_box(&records), now, &policy, None, query))
     });
 }
 

@@ -58,6 +58,14 @@ impl Entitlements for MapService {
             });
         Ok(Response::new(answer))
     }
+
+    /// The baseline measures HasAccess only.
+    async fn list_entitlements(
+        &self,
+        _request: Request<tollgate::proto::ListEntitlementsRequest>,
+    ) -> Result<Response<tollgate::proto::ListEntitlementsResponse>, Status> {
+        Err(Status::unimplemented("the baseline serves HasAccess only"))
+    }
 }
 
 fn answer(i: u64, now: i64) -> HasAccessResponse {
