@@ -225,6 +225,10 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         push: None,
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: tollgate::config::ConnectionLimits::default(),
+        console: tollgate::config::ConsoleOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
     }
 }
 
