@@ -103,6 +103,8 @@ impl Admin {
             open,
             subject: Some(subject.trim().to_owned()).filter(|s| !s.is_empty()),
             limit: clamp_limit(limit),
+            reason: None,
+            before_id: None,
         };
         Ok(self.store.find_reviews(&filter).await?)
     }

@@ -74,6 +74,8 @@ impl Reviews {
                 open: Some(true),
                 subject: Some(customer.to_owned()),
                 limit: 100,
+                reason: None,
+                before_id: None,
             })
             .await?;
         if open

@@ -57,6 +57,12 @@ const COVERED: &[&str] = &[
     "backend",
     "try_lead",
     "watch",
+    "list_audit",
+    "events_for_subscription",
+    "event_payload",
+    "open_reviews_by_reason",
+    "failed_events_since",
+    "notifications_about",
     // Tx
     "insert_event",
     "load_event",
@@ -73,11 +79,13 @@ const COVERED: &[&str] = &[
     "resolve_review",
     "queue_notification",
     "set_state",
+    "record_audit",
     "publish_changes",
     "commit",
     "rollback",
 ];
 
+mod console;
 mod events;
 mod notifications;
 mod reviews;
