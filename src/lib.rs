@@ -51,11 +51,15 @@
 //!   its progress in [`reconciler::Progress`].
 //! - [`notify`]: the outbox dispatcher and its signed push payload.
 //! - [`admin`]: review, forensics and repair operations behind gRPC `Admin`.
+//! - [`oversight`]: what the admin console shows (pages composed from the
+//!   store, HasAccess and the reconciler's progress) and its audited actions.
 //!
 //! **Edges**: convert and wire, nothing more.
 //! - [`http`]: the webhook endpoint, health, readiness and metrics (axum);
 //!   [`serve`]: both ports' accept loops (connection caps, slow clients, the
 //!   shutdown deadline).
+//! - [`console`]: the admin console, HTML pages on their own port (login,
+//!   sessions, CSRF), served only with an admin token.
 //! - [`grpc`]: the `Entitlements` and `Admin` services (tonic); [`codec`]
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
@@ -73,6 +77,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod event;
 pub mod grpc;
@@ -82,6 +87,7 @@ pub mod livemode;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
+pub mod oversight;
 pub mod policy;
 pub mod reconciler;
 pub mod refresh;
