@@ -6,6 +6,7 @@ mod helpers;
 mod stripe;
 
 mod connections;
+mod console;
 mod crash;
 mod delivery;
 mod durability;
