@@ -12,7 +12,7 @@ use crate::reconciler::{PassReport, ReconcileError, Reconciler};
 use crate::refresh::Refresher;
 use crate::reviews::Reviews;
 use crate::store::{
-    EventRow, NewAudit, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError,
+    AuditRow, EventRow, NewAudit, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError,
 };
 use crate::stripe::NotConfigured;
 use crate::subject::{Subject, SubjectError};
@@ -265,6 +265,20 @@ impl Admin {
         Ok(self
             .store
             .list_notifications(cursor.max(0), clamp_limit(limit), include_acked)
+            .await?)
+    }
+
+    /// What was done through the admin console, newest first.
+    pub async fn list_audit(
+        &self,
+        target: &str,
+        before_id: i64,
+        limit: i32,
+    ) -> Result<Vec<AuditRow>, AdminError> {
+        let target = Some(target.trim()).filter(|t| !t.is_empty());
+        Ok(self
+            .store
+            .list_audit(target, before_id.max(0), clamp_limit(limit))
             .await?)
     }
 

@@ -226,20 +226,6 @@ impl Oversight {
         }
     }
 
-    /// Audit entries, newest first.
-    pub async fn audit(
-        &self,
-        target: Option<&str>,
-        before_id: i64,
-        limit: i64,
-    ) -> Result<Vec<AuditRow>, AdminError> {
-        Ok(self
-            .admin
-            .store
-            .list_audit(target, before_id, limit.clamp(1, 1000))
-            .await?)
-    }
-
     // Actions.
 
     /// Resolves a review, keeping the state as it is.

@@ -763,3 +763,63 @@ async fn the_overview_counts_open_reviews_by_reason_and_failed_events(backend: B
     assert!(filtered.body.contains("unknown_shape"));
     assert!(!filtered.body.contains("impossible_transition</td>"));
 }
+
+// The audit log outside the console.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_actions_are_listed_by_admin_list_audit_and_the_cli() {
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let review = impossible_transition(&app, "sub_au", "cus_au").await;
+    let mut browser = Browser::new(&app);
+    browser.log_in().await;
+    let path = format!("/admin/reviews/{}", review.id);
+    browser
+        .submit(&path, &format!("{path}/resolve"), &[("note", "seen")])
+        .await;
+
+    let listed = app
+        .admin()
+        .list_audit(tollgate::proto::ListAuditRequest {
+            target: format!("review:{}", review.id),
+            before_id: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    assert_eq!(
+        (
+            listed.entries[0].action.as_str(),
+            listed.entries[0].note.as_str()
+        ),
+        ("resolve", "seen")
+    );
+    assert_eq!(listed.next_before_id, 0, "one page");
+    let unauthorized = app
+        .admin_with_token(Some("nope"))
+        .list_audit(tollgate::proto::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(unauthorized.code(), tonic::Code::Unauthenticated);
+
+    let addr = format!("http://{}", app.grpc_addr);
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["admin", "--addr", &addr, "audit", "list"])
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(
+        text.contains("resolve") && text.contains(&format!("review:{}", review.id)),
+        "{text}"
+    );
+}
