@@ -8,6 +8,7 @@ use super::session::Session;
 use crate::oversight::{EventPage, Overview, ReviewPage, SubjectPage};
 use crate::policy::Decision;
 use crate::store::{AuditRow, EventRow, NotificationRow, ReviewRow};
+use crate::subject::Subject;
 use crate::subscription::SubscriptionRecord;
 
 const STYLE: &str = r#"
@@ -39,6 +40,7 @@ header button{background:transparent;border-color:#fff}
 .muted{color:#5d6577}
 .cards{display:grid;gap:.75rem;grid-template-columns:repeat(auto-fit,minmax(13rem,1fr))}
 .card{background:#fff;border:1px solid #e1e4ea;padding:.75rem}.card b{font-size:1.6rem;display:block}
+@media (max-width:40rem){dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.5rem}main{padding:.5rem}}
 "#;
 
 /// Milliseconds since the epoch, as a readable UTC time.
@@ -238,6 +240,14 @@ pub fn reviews(
     )
 }
 
+/// A subject in words: "customer cus_1", "user 42".
+fn who(subject: &Subject) -> String {
+    match subject {
+        Subject::User(u) => format!("user {u}"),
+        Subject::Customer(c) => format!("customer {c}"),
+    }
+}
+
 fn decision(d: &Result<Decision, String>) -> Markup {
     match d {
         Err(why) => html! { p.error { "HasAccess could not answer: " (why) } },
@@ -379,7 +389,7 @@ pub fn review(session: &Session, p: &ReviewPage) -> Markup {
                 }
             }
             h2 { "HasAccess now" }
-            @if let Some(subject) = &p.subject { p.muted { "Asked about " (format!("{subject:?}")) "." } }
+            @if let Some(subject) = &p.subject { p.muted { "Asked about " (who(subject)) "." } }
             (decision(&p.access))
             h2 { "Subscription" }
             @match &p.subscription {
@@ -458,7 +468,7 @@ pub fn subject(
             }
             @if let Some(p) = page {
                 h2 { "HasAccess now" }
-                p.muted { "Asked about " (format!("{:?}", p.subject)) "." }
+                p.muted { "Asked about " (who(&p.subject)) "." }
                 (decision(&p.access))
                 h2 { "Subscriptions" }
                 @if p.subscriptions.is_empty() { p { "None linked." } }

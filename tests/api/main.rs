@@ -7,6 +7,7 @@ mod stripe;
 
 mod connections;
 mod console;
+mod console_browser;
 mod crash;
 mod delivery;
 mod durability;
