@@ -593,6 +593,9 @@ impl ServerProcess {
             .env("STRIPE_API_BASE", stripe_base)
             .env("STRIPE_API_KEY", STRIPE_KEY)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            // The admin console's port, like the others, must not clash
+            // between processes run side by side.
+            .env("TOLLGATE_ADMIN_HTTP_ADDR", "127.0.0.1:0")
             .env("TOLLGATE_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
