@@ -22,6 +22,7 @@ on_both_backends!(
     a_post_without_the_sessions_csrf_token_is_refused_and_changes_nothing,
     refreshing_a_review_notes_what_stripe_says_and_audits_it,
     replaying_a_failed_event_from_its_page_audits_it,
+    replaying_a_failed_event_from_a_review_puts_the_entry_on_the_review,
     releasing_a_held_revocation_ends_access_and_audits_it,
     the_review_page_shows_has_access_the_record_and_the_event_timeline,
     the_subject_page_shows_has_access_subscriptions_and_queued_notifications,
@@ -581,6 +582,63 @@ async fn replaying_a_failed_event_from_its_page_audits_it(backend: Backend) {
         .submit("/admin/events/evt_rp", "/admin/events/evt_ok/replay", &[])
         .await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(app.store.list_audit(None, 0, 10).await.unwrap().len(), 1);
+}
+
+async fn replaying_a_failed_event_from_a_review_puts_the_entry_on_the_review(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let object = json!({"id": "sub_rr", "object": "subscription", "customer": "cus_rr", "status": "active",
+                        "items": {"data": [{"id": "si_1", "price": {"id": "price_1"}}]}});
+    let event = envelope(
+        "evt_rr",
+        "customer.subscription.updated",
+        now(),
+        Shape::Basil,
+        object,
+    );
+    assert_eq!(app.deliver(&event).await, "failed");
+    let review = app
+        .store
+        .list_reviews(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.reason == "unknown_shape")
+        .expect("the failure is flagged");
+    let mut browser = Browser::new(&app);
+    browser.log_in().await;
+    let path = format!("/admin/reviews/{}", review.id);
+    let page = browser.open(&path).await;
+    assert!(page.body.contains("Replay evt_rr"), "{}", page.body);
+    let done = browser
+        .submit(&path, &format!("{path}/replay"), &[("event_id", "evt_rr")])
+        .await;
+    assert_eq!(
+        (done.status, done.location()),
+        (StatusCode::SEE_OTHER, path.as_str())
+    );
+    let audit = app
+        .store
+        .list_audit(Some(&format!("review:{}", review.id)), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].action, "replay");
+    assert!(
+        audit[0].note.starts_with("replayed evt_rr: failed"),
+        "{}",
+        audit[0].note
+    );
+    assert!(browser.open(&path).await.body.contains(&audit[0].note));
+    // An unknown event is 404, and not audited.
+    let missing = browser
+        .submit(
+            &path,
+            &format!("{path}/replay"),
+            &[("event_id", "evt_none")],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(app.store.list_audit(None, 0, 10).await.unwrap().len(), 1);
 }
 
