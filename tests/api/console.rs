@@ -822,6 +822,59 @@ async fn the_overview_counts_open_reviews_by_reason_and_failed_events(backend: B
     assert!(!filtered.body.contains("impossible_transition</td>"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_and_session_ids_never_reach_the_logs_of_a_real_server() {
+    use crate::helpers::{ServerProcess, TestDatabase};
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let stripe = crate::fake_stripe::FakeStripe::start().await;
+    // A free port for the console (the server logs it before the line the
+    // harness waits for).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("TOLLGATE_ADMIN_HTTP_ADDR", addr.as_str()),
+    ];
+    let server = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: &'static str| {
+        http.post(format!("http://{addr}/admin/login"))
+            .form(&[("token", token)])
+            .send()
+    };
+    assert_eq!(login("wrong-token-value").await.unwrap().status(), 401);
+    let ok = login(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    let cookie = ok.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    let session = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("tollgate_admin=")
+        .to_owned();
+    let page = http
+        .get(format!("http://{addr}/admin"))
+        .header("cookie", format!("tollgate_admin={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("console login"), "{logs}");
+    for secret in [ADMIN_TOKEN, "wrong-token-value", session.as_str()] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+    server.terminate().await;
+}
+
 // The audit log outside the console.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
