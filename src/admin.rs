@@ -11,7 +11,9 @@ use crate::policy::Decision;
 use crate::reconciler::{PassReport, ReconcileError, Reconciler};
 use crate::refresh::Refresher;
 use crate::reviews::Reviews;
-use crate::store::{EventRow, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError};
+use crate::store::{
+    AuditRow, EventRow, NewAudit, NotificationRow, ReviewFilter, ReviewRow, Store, StoreError,
+};
 use crate::stripe::NotConfigured;
 use crate::subject::{Subject, SubjectError};
 
@@ -103,6 +105,8 @@ impl Admin {
             open,
             subject: Some(subject.trim().to_owned()).filter(|s| !s.is_empty()),
             limit: clamp_limit(limit),
+            reason: None,
+            before_id: None,
         };
         Ok(self.store.find_reviews(&filter).await?)
     }
@@ -112,6 +116,18 @@ impl Admin {
         id: i64,
         note: &str,
         action: Resolution,
+    ) -> Result<ReviewRow, AdminError> {
+        self.resolve_review_recorded(id, note, action, None).await
+    }
+
+    /// [`Admin::resolve_review`], with an audit entry committed together
+    /// with the resolution.
+    pub async fn resolve_review_recorded(
+        &self,
+        id: i64,
+        note: &str,
+        action: Resolution,
+        audit: Option<&NewAudit<'_>>,
     ) -> Result<ReviewRow, AdminError> {
         let store = &self.store;
         let review = store
@@ -141,7 +157,7 @@ impl Admin {
         };
         if !self
             .reviews
-            .resolve(id, resolution.trim_end_matches([':', ' ']))
+            .resolve_recorded(id, resolution.trim_end_matches([':', ' ']), audit)
             .await?
         {
             return Err(AdminError::FailedPrecondition(format!(
@@ -153,6 +169,30 @@ impl Admin {
             .get_review(id)
             .await?
             .ok_or_else(|| AdminError::NotFound(format!("no review {id}")))
+    }
+
+    /// Re-reads a review's subscription from Stripe and notes what Stripe
+    /// said on the review, which stays open; returns the note.
+    pub async fn refresh_review(&self, id: i64) -> Result<String, AdminError> {
+        let review = self
+            .store
+            .get_review(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no review {id}")))?;
+        let sub = review.subscription_id.as_deref().ok_or_else(|| {
+            AdminError::FailedPrecondition(format!("review {id} names no subscription to refresh"))
+        })?;
+        let note = match self
+            .refresher
+            .read_subscription(sub, ReadOrigin::Refresh)
+            .await
+        {
+            Ok(applied) => crate::refresh::describe(&applied),
+            Err(e) => format!("refresh failed: {e}"),
+        };
+        self.reviews.note_outcome(id, &note).await?;
+        tracing::info!(review_id = id, "review refreshed by admin");
+        Ok(note)
     }
 
     pub async fn get_event(&self, id: &str) -> Result<EventRow, AdminError> {
@@ -228,6 +268,20 @@ impl Admin {
         Ok(self
             .store
             .list_notifications(cursor.max(0), clamp_limit(limit), include_acked)
+            .await?)
+    }
+
+    /// What was done through the admin console, newest first.
+    pub async fn list_audit(
+        &self,
+        target: &str,
+        before_id: i64,
+        limit: i32,
+    ) -> Result<Vec<AuditRow>, AdminError> {
+        let target = Some(target.trim()).filter(|t| !t.is_empty());
+        Ok(self
+            .store
+            .list_audit(target, before_id.max(0), clamp_limit(limit))
             .await?)
     }
 

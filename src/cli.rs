@@ -56,6 +56,9 @@ pub enum AdminCommand {
     Notifications(NotificationsCommand),
     /// Run one reconcile pass (event catch-up and sweep) now.
     Reconcile,
+    /// What people did through the admin console (see `AuditCommand`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -451,6 +454,22 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 format!("acked {}", resp.acked),
             )
         }
+        AdminCommand::Audit(AuditCommand::List {
+            target,
+            before,
+            limit,
+        }) => {
+            let resp = client
+                .list_audit(proto::ListAuditRequest {
+                    target: target.unwrap_or_default(),
+                    before_id: before,
+                    limit,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            audit_output(&resp)
+        }
         AdminCommand::Reconcile => {
             let r = client
                 .reconcile(proto::ReconcileRequest {})
@@ -472,6 +491,44 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
     } else {
         text
     })
+}
+
+// `tollgate admin audit ...`: the admin console's audit log.
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List entries, newest first.
+    List {
+        /// Only entries about this target, e.g. review:12 or event:evt_1.
+        #[arg(long)]
+        target: Option<String>,
+        /// Entries older than this id (the next page).
+        #[arg(long, default_value_t = 0)]
+        before: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+}
+
+fn audit_output(resp: &proto::ListAuditResponse) -> (Value, String) {
+    let rows: Vec<Value> = resp
+        .entries
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id, "at": crate::clock::rfc3339(a.at_ms.div_euclid(1000)),
+                "actor": a.actor, "action": a.action, "target": a.target, "note": a.note,
+            })
+        })
+        .collect();
+    let mut text = table(&rows, &["id", "at", "actor", "action", "target", "note"]);
+    if resp.next_before_id > 0 {
+        text.push_str(&format!("\nnext page: --before {}", resp.next_before_id));
+    }
+    (
+        json!({ "entries": rows, "next_before_id": resp.next_before_id }),
+        text,
+    )
 }
 
 #[cfg(test)]

@@ -225,6 +225,8 @@ pub struct ServeArgs {
     /// then needs it too.
     #[arg(long, env = "TOLLGATE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 
     /// A client on the HTTP port must send a request's headers within this
     /// long (also how long an idle kept-alive connection stays open).
@@ -252,6 +254,46 @@ pub struct ServeArgs {
     /// the connections still open are closed.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// The admin console's options (see [`crate::console`]); it is served only
+/// when TOLLGATE_ADMIN_TOKEN is set.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address of the admin console (HTML, for people), as IP:PORT or
+    /// HOST:PORT; served only when TOLLGATE_ADMIN_TOKEN is set. Keep it off
+    /// the internet, or behind a TLS proxy with access control.
+    #[arg(long, env = "TOLLGATE_ADMIN_HTTP_ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
+    pub admin_http_addr: SocketAddr,
+
+    /// A console session ends after this long without a request.
+    #[arg(long, env = "TOLLGATE_ADMIN_SESSION_IDLE", default_value = "30m", value_parser = parse_duration)]
+    pub admin_session_idle: Duration,
+
+    /// Mark the console's session cookie Secure even when the request
+    /// carries no `X-Forwarded-Proto: https` (set it behind a TLS proxy).
+    #[arg(long, env = "TOLLGATE_ADMIN_SECURE_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub admin_secure_cookie: bool,
+}
+
+/// The admin console's listener and sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleOptions {
+    pub addr: SocketAddr,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// Always mark the session cookie Secure.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            session_idle: Duration::from_secs(30 * 60),
+            secure_cookie: false,
+        }
+    }
 }
 
 /// How many connections each port holds and how long a slow client may
@@ -308,6 +350,8 @@ pub struct Config {
     /// Serves the HTTP/JSON API and guards gRPC Entitlements when set.
     pub api_token: Option<String>,
     pub limits: ConnectionLimits,
+    /// The admin console (bound only with an admin token).
+    pub console: ConsoleOptions,
 }
 
 impl Config {
@@ -452,6 +496,11 @@ impl ServeArgs {
                 grpc_max_connections: self.grpc_max_connections as usize,
                 grpc_max_streams: self.grpc_max_streams,
                 shutdown_timeout: self.shutdown_timeout,
+            },
+            console: ConsoleOptions {
+                addr: self.console.admin_http_addr,
+                session_idle: self.console.admin_session_idle,
+                secure_cookie: self.console.admin_secure_cookie,
             },
         })
     }
@@ -639,6 +688,30 @@ mod tests {
             ];
             assert_eq!(quiet(&args), Vec::<String>::new(), "{url}");
         }
+    }
+
+    #[test]
+    fn console_options_default_to_loopback_and_half_an_hour() {
+        let console = |extra: &[&str]| {
+            let mut argv = vec!["tollgate", "serve", "--stripe-webhook-secret", "whsec_x"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(args) => args.into_config().unwrap().console,
+                _ => unreachable!(),
+            }
+        };
+        let default = console(&[]);
+        assert_eq!(default.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(default.session_idle, Duration::from_secs(1800));
+        assert!(!default.secure_cookie);
+        let set = console(&[
+            "--admin-session-idle",
+            "5m",
+            "--admin-secure-cookie",
+            "true",
+        ]);
+        assert_eq!(set.session_idle, Duration::from_secs(300));
+        assert!(set.secure_cookie);
     }
 
     #[test]

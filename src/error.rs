@@ -152,6 +152,33 @@ impl From<crate::admin::AdminError> for tonic::Status {
     }
 }
 
+/// An admin error on the console's port (HTML, for a person): the status
+/// and a message safe to show; a store failure's cause is logged, never
+/// shown.
+pub fn admin_http(e: &crate::admin::AdminError) -> (StatusCode, String) {
+    use crate::admin::AdminError;
+    match e {
+        AdminError::InvalidArgument(m) => (StatusCode::BAD_REQUEST, m.clone()),
+        AdminError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+        AdminError::FailedPrecondition(m) => (StatusCode::CONFLICT, m.clone()),
+        AdminError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+        AdminError::Store(inner) => {
+            tracing::error!(error = ?inner, "console store call failed");
+            if inner.is_transient() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable; try again".to_owned(),
+                )
+            } else {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
+            }
+        }
+    }
+}
+
 /// A store error on a gRPC call: UNAVAILABLE when a retry can work,
 /// INTERNAL otherwise; the cause is logged, never sent.
 fn store_status(e: &StoreError, what: &'static str) -> tonic::Status {

@@ -188,6 +188,17 @@ fn event_to_proto(e: crate::store::EventRow) -> proto::Event {
     }
 }
 
+fn audit_to_proto(a: crate::store::AuditRow) -> proto::AuditEntry {
+    proto::AuditEntry {
+        id: a.id,
+        at_ms: a.at_ms,
+        actor: a.actor,
+        action: a.action,
+        target: a.target,
+        note: a.note,
+    }
+}
+
 fn notification_to_proto(n: crate::store::NotificationRow) -> proto::Notification {
     proto::Notification {
         id: n.id,
@@ -327,6 +338,35 @@ impl proto::admin_server::Admin for AdminService {
             Ok(Response::new(proto::ListNotificationsResponse {
                 notifications: rows.into_iter().map(notification_to_proto).collect(),
                 next_cursor,
+            }))
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        crate::error::guarded(async move {
+            let req = request.into_inner();
+            let limit = if req.limit <= 0 {
+                100
+            } else {
+                req.limit.min(1000)
+            };
+            let rows = self
+                .admin
+                .list_audit(&req.target, req.before_id, limit)
+                .await?;
+            let full = i32::try_from(rows.len()).unwrap_or(i32::MAX) == limit;
+            let next_before_id = if full {
+                rows.last().map_or(0, |e| e.id)
+            } else {
+                0
+            };
+            Ok(Response::new(proto::ListAuditResponse {
+                entries: rows.into_iter().map(audit_to_proto).collect(),
+                next_before_id,
             }))
         })
         .await

@@ -55,6 +55,8 @@
 //!   its progress in [`reconciler::Progress`].
 //! - [`notify`]: the outbox dispatcher and its signed push payload.
 //! - [`admin`]: review, forensics and repair operations behind gRPC `Admin`.
+//! - [`oversight`]: what the admin console shows (pages composed from the
+//!   store, HasAccess and the reconciler's progress) and its audited actions.
 //!
 //! **Edges**: convert and wire, nothing more.
 //! - [`http`]: the webhook endpoint, health, readiness and metrics (axum);
@@ -62,6 +64,8 @@
 //!   shutdown deadline).
 //! - [`api`]: the HTTP/JSON API (`/v1/access`, `/v1/entitlements`): the
 //!   same answers as gRPC, behind `TOLLGATE_API_TOKEN`.
+//! - [`console`]: the admin console, HTML pages on their own port (login,
+//!   sessions, CSRF), served only with an admin token.
 //! - [`grpc`]: the `Entitlements` and `Admin` services (tonic); [`codec`]
 //!   answers undecodable requests with `INVALID_ARGUMENT`.
 //! - [`error`]: the one place errors become HTTP statuses and gRPC codes.
@@ -83,6 +87,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod event;
 pub mod features;
@@ -93,6 +98,7 @@ pub mod livemode;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
+pub mod oversight;
 pub mod policy;
 pub mod reconciler;
 pub mod refresh;

@@ -402,7 +402,8 @@ fn stripe_failure(id: &str, e: StripeError) -> RefreshFailure {
     }
 }
 
-fn describe(applied: &ApiApplied) -> String {
+/// What a re-read of Stripe found, as noted on a review.
+pub fn describe(applied: &ApiApplied) -> String {
     match applied.previous {
         Some(previous) => format!("stripe says {}; applied (was {previous})", applied.status),
         None => format!(

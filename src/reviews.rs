@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::changes::Changes;
 use crate::clock::Clock;
 use crate::outcome::ReviewReason;
-use crate::store::{NewReview, ReviewFilter, Store, StoreError};
+use crate::store::{NewAudit, NewReview, ReviewFilter, Store, StoreError};
 use crate::subject::Affected;
 
 pub struct Reviews {
@@ -34,6 +34,17 @@ impl Reviews {
     /// Resolves a review and lifts any hold it placed; false if it was not
     /// open. A lifted hold that ends access is announced like any change.
     pub async fn resolve(&self, review_id: i64, resolution: &str) -> Result<bool, StoreError> {
+        self.resolve_recorded(review_id, resolution, None).await
+    }
+
+    /// [`Reviews::resolve`], with the admin's audit entry written in the
+    /// same transaction: both commit, or neither.
+    pub async fn resolve_recorded(
+        &self,
+        review_id: i64,
+        resolution: &str,
+        audit: Option<&NewAudit<'_>>,
+    ) -> Result<bool, StoreError> {
         let customer = self.store.get_review(review_id).await?.map(|r| r.subject);
         let mut tx = self.store.begin().await?;
         let before = match &customer {
@@ -46,6 +57,9 @@ impl Reviews {
         {
             tx.rollback().await?;
             return Ok(false);
+        }
+        if let Some(entry) = audit {
+            tx.record_audit(entry).await?;
         }
         let mut affected = Affected::default();
         for released in tx.release_holds(review_id).await? {
@@ -74,6 +88,8 @@ impl Reviews {
                 open: Some(true),
                 subject: Some(customer.to_owned()),
                 limit: 100,
+                reason: None,
+                before_id: None,
             })
             .await?;
         if open

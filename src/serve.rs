@@ -1,7 +1,7 @@
-//! The accept loops of both ports, where slow and hostile clients are
+//! The accept loops of every port, where slow and hostile clients are
 //! bounded and shutdown has a deadline.
 //!
-//! - **HTTP (webhooks).** At most `max_connections` at once (further
+//! - **HTTP (webhooks, and the admin console on its own port).** At most `max_connections` at once (further
 //!   clients wait in the kernel's accept queue); a request's headers must
 //!   arrive within `header_timeout`, including the first request on a new
 //!   connection and the next one on a kept-alive connection; the body is
@@ -70,10 +70,10 @@ pub async fn serve_http(
             () = stop.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit.expect("BUG: the semaphore is never closed"),
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "http accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -84,7 +84,17 @@ pub async fn serve_http(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that need the client's address (the console's login
+        // rate limit) read it as axum's `ConnectInfo`.
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         connections.spawn(async move {
             let _permit = permit;

@@ -66,7 +66,15 @@ struct Background {
     refresher: Arc<Refresher>,
 }
 
+/// The admin console's port, bound only with an admin token.
+struct Console {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: axum::Router,
+}
+
 pub struct Application {
+    console: Option<Console>,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     http_addr: SocketAddr,
@@ -105,6 +113,10 @@ impl Application {
         // Bind first: a port clash is reported before anything is written.
         let (http_listener, http_addr) = bind(config.http_addr).await?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
+        let console_listener = match &config.admin_token {
+            Some(_) => Some(bind(config.console.addr).await?),
+            None => None,
+        };
         let store = store::connect(&config.store).await?;
         tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
 
@@ -187,8 +199,28 @@ impl Application {
             access: access.clone(),
         });
         if config.admin_token.is_none() {
-            tracing::info!("TOLLGATE_ADMIN_TOKEN not set: the Admin gRPC service is disabled");
+            tracing::info!("TOLLGATE_ADMIN_TOKEN not set: the Admin gRPC service is disabled and the admin console is not served");
         }
+        let console = match (console_listener, &config.admin_token) {
+            (Some((listener, addr)), Some(token)) => {
+                let state = crate::console::ConsoleState {
+                    oversight: Arc::new(crate::oversight::Oversight::new(admin.clone())),
+                    sessions: crate::console::session::Sessions::new(
+                        clock.clone(),
+                        config.console.session_idle,
+                    ),
+                    token: Arc::from(token.as_str()),
+                    secure_cookie: config.console.secure_cookie,
+                };
+                tracing::info!(console_addr = %addr, "admin console listening");
+                Some(Console {
+                    listener,
+                    addr,
+                    router: crate::console::router(Arc::new(state)),
+                })
+            }
+            _ => None,
+        };
 
         let api = config.api_token.as_deref().map(|token| {
             crate::api::router(Arc::new(crate::api::ApiState {
@@ -256,6 +288,7 @@ impl Application {
                 .map(|push| Arc::new(Dispatcher::new(store.clone(), clock.clone(), push))),
         };
         Ok(Application {
+            console,
             http_listener,
             grpc_listener,
             http_addr,
@@ -273,6 +306,11 @@ impl Application {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The admin console's address; `None` without an admin token.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(|c| c.addr)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting connections,
@@ -350,7 +388,24 @@ impl Application {
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
         let grpc = crate::serve::with_deadline(grpc, token.clone(), limits.shutdown_timeout);
 
-        let ((), grpc_result) = tokio::join!(http, grpc);
+        let console = async {
+            if let Some(console) = self.console {
+                crate::serve::serve_http(
+                    console.listener,
+                    console.router,
+                    crate::serve::HttpLimits {
+                        header_timeout: limits.http_header_timeout,
+                        // People, not Stripe: a few connections each.
+                        max_connections: 64,
+                    },
+                    token.clone(),
+                    limits.shutdown_timeout,
+                )
+                .await;
+            }
+        };
+
+        let ((), grpc_result, ()) = tokio::join!(http, grpc, console);
         token.cancel();
         while tasks.join_next().await.is_some() {}
         self.background

@@ -215,6 +215,10 @@ pub struct ReviewFilter {
     /// A customer, user or subscription id.
     pub subject: Option<String>,
     pub limit: i64,
+    /// One [`ReviewReason`] (as stored), or any.
+    pub reason: Option<String>,
+    /// Only reviews older than this id (the next page), or from the newest.
+    pub before_id: Option<i64>,
 }
 
 /// A queued notification, as stored. What is pushed is
@@ -240,6 +244,30 @@ pub struct NotificationRow {
     pub attempts: i64,
     pub dead: bool,
     pub last_error: Option<String>,
+}
+
+/// One action taken through the admin console, about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewAudit<'a> {
+    pub at_ms: i64,
+    /// Who: a short label of the console session (never a secret).
+    pub actor: &'a str,
+    /// What: `resolve`, `release_hold`, `refresh`, `replay`.
+    pub action: &'a str,
+    /// On what: `review:ID` or `event:ID`.
+    pub target: &'a str,
+    pub note: &'a str,
+}
+
+/// A recorded console action.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub note: String,
 }
 
 /// Sizes an operator watches.
@@ -337,6 +365,8 @@ pub trait Tx: Send {
         changed_at: i64,
     ) -> Result<(), StoreError>;
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// Records one admin console action in the audit log; returns its id.
+    async fn record_audit(&mut self, entry: &NewAudit<'_>) -> Result<i64, StoreError>;
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError>;
@@ -385,6 +415,8 @@ pub trait Store: Send + Sync + 'static {
             open: open_only.then_some(true),
             subject: None,
             limit: 1000,
+            reason: None,
+            before_id: None,
         })
         .await
     }
@@ -427,6 +459,34 @@ pub trait Store: Send + Sync + 'static {
             .await?;
         tx.commit().await
     }
+    /// Audit entries, newest first: of one target or all, before an id
+    /// (0 for the newest).
+    async fn list_audit(
+        &self,
+        target: Option<&str>,
+        before_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+    /// Events whose payload names `subscription_id`, newest first: the
+    /// subscription's timeline, thin events included.
+    async fn events_for_subscription(
+        &self,
+        subscription_id: &str,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError>;
+    /// A stored event's raw payload.
+    async fn event_payload(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// Open reviews per reason, most first.
+    async fn open_reviews_by_reason(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Events received since `since_ms` whose outcome is `failed`.
+    async fn failed_events_since(&self, since_ms: i64) -> Result<i64, StoreError>;
+    /// Unacknowledged notifications naming this user or customer id,
+    /// oldest first.
+    async fn notifications_about(
+        &self,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
     /// Whether this replica may run the reconciler now. Where one process

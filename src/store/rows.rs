@@ -293,14 +293,15 @@ pub(crate) const RESOLVE_REVIEW: &str = "UPDATE needs_manual_review SET resolved
 pub(crate) static GET_REVIEW: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {REVIEW_COLUMNS} FROM needs_manual_review WHERE id = $1"));
 
-/// `$1` [`review_state`], `$2` subject or `''` for any, `$3` limit; newest
-/// first.
+/// `$1` [`review_state`], `$2` subject or `''` for any, `$3` limit, `$4`
+/// reason or `''` for any, `$5` before this id or 0; newest first.
 pub(crate) static FIND_REVIEWS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {REVIEW_COLUMNS} FROM needs_manual_review \
          WHERE ($1 = 0 OR ($1 = 1 AND resolved_at_ms IS NULL) \
          OR ($1 = 2 AND resolved_at_ms IS NOT NULL)) \
-         AND ($2 = '' OR subject = $2 OR subscription_id = $2) ORDER BY id DESC LIMIT $3"
+         AND ($2 = '' OR subject = $2 OR subscription_id = $2) \
+         AND ($4 = '' OR reason = $4) AND ($5 = 0 OR id < $5) ORDER BY id DESC LIMIT $3"
     )
 });
 
@@ -402,6 +403,67 @@ pub(crate) fn published(payload: &str) -> StoreEvent {
     }
 }
 
+// The admin console's reads and its audit log.
+
+/// The columns of [`crate::store::AuditRow`], in its order.
+const AUDIT_COLUMNS: &str = "id, at_ms, actor, action, target, note";
+
+/// `$1` at, `$2` actor, `$3` action, `$4` target, `$5` note; returns the id.
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO admin_audit \
+     (at_ms, actor, action, target, note) VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+/// `$1` target or `''` for any, `$2` before this id or 0 for the newest,
+/// `$3` limit; newest first.
+pub(crate) static LIST_AUDIT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {AUDIT_COLUMNS} FROM admin_audit WHERE ($1 = '' OR target = $1) \
+         AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3"
+    )
+});
+
+/// `$1` a LIKE pattern made by [`payload_mentions`], `$2` limit; the
+/// columns of [`crate::store::EventRow`], newest first. A scan of the
+/// payloads: events carry no subscription column, and this is read by a
+/// person, one page at a time.
+pub(crate) const EVENTS_MENTIONING: &str = "SELECT id, type, created, livemode, api_version, \
+     payload_sha256, source, received_at_ms, processed_at_ms, outcome, error \
+     FROM events WHERE payload LIKE $1 ESCAPE '\\' \
+     ORDER BY created DESC, received_at_ms DESC LIMIT $2";
+
+/// The LIKE pattern of a payload that names `id` as a JSON string.
+pub(crate) fn payload_mentions(id: &str) -> String {
+    let mut pattern = String::from("%\"");
+    for c in id.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str("\"%");
+    pattern
+}
+
+/// `$1` id.
+pub(crate) const EVENT_PAYLOAD: &str = "SELECT payload FROM events WHERE id = $1";
+
+/// No binds: open reviews per reason, most first.
+pub(crate) const OPEN_REVIEWS_BY_REASON: &str = "SELECT reason, COUNT(*) \
+     FROM needs_manual_review WHERE resolved_at_ms IS NULL \
+     GROUP BY reason ORDER BY COUNT(*) DESC, reason";
+
+/// `$1` received since (ms).
+pub(crate) const FAILED_EVENTS_SINCE: &str =
+    "SELECT COUNT(*) FROM events WHERE outcome = 'failed' AND received_at_ms >= $1";
+
+/// `$1` a user or customer id, `$2` limit: unacknowledged notifications
+/// about it, oldest first.
+pub(crate) static NOTIFICATIONS_ABOUT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
+         WHERE acked_at_ms IS NULL AND (user_id = $1 OR customer_id = $1) ORDER BY id LIMIT $2"
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +502,12 @@ mod tests {
         let row = SubscriptionRow::from(&record);
         assert_eq!(row.status.as_deref(), Some("past_due"));
         assert_eq!(SubscriptionRecord::try_from(row).unwrap(), record);
+    }
+
+    #[test]
+    fn a_payload_pattern_matches_the_id_literally() {
+        assert_eq!(payload_mentions("sub_1"), "%\"sub\\_1\"%");
+        assert_eq!(payload_mentions("a%b\\"), "%\"a\\%b\\\\\"%");
     }
 
     #[test]

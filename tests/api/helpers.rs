@@ -173,6 +173,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The admin console's port; `None` when no admin token is set.
+    pub console_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub grpc: EntitlementsClient<Channel>,
     pub secret: String,
@@ -226,6 +228,10 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         api_token: None,
         limits: tollgate::config::ConnectionLimits::default(),
+        console: tollgate::config::ConsoleOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
     }
 }
 
@@ -285,6 +291,7 @@ async fn spawn(
     TestApp {
         http_addr: running.http_addr,
         grpc_addr: running.grpc_addr,
+        console_addr: running.console_addr,
         http: reqwest::Client::new(),
         grpc: running.grpc,
         secret,
@@ -301,6 +308,7 @@ async fn spawn(
 struct Running {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    console_addr: Option<SocketAddr>,
     grpc: EntitlementsClient<Channel>,
     shutdown: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -314,6 +322,7 @@ async fn start(config: Config, clock: Option<Arc<dyn tollgate::clock::Clock>>) -
     .expect("application builds");
     let http_addr = app.http_addr();
     let grpc_addr = app.grpc_addr();
+    let console_addr = app.console_addr();
     let (shutdown, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -324,6 +333,7 @@ async fn start(config: Config, clock: Option<Arc<dyn tollgate::clock::Clock>>) -
     Running {
         http_addr,
         grpc_addr,
+        console_addr,
         grpc,
         shutdown,
         server,
@@ -533,8 +543,10 @@ impl TestApp {
         let mut config = self.config.clone();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        config.console.addr = "127.0.0.1:0".parse().unwrap();
         let running = start(config, self.clock.clone()).await;
         self.http_addr = running.http_addr;
+        self.console_addr = running.console_addr;
         self.grpc_addr = running.grpc_addr;
         self.grpc = running.grpc;
         self.shutdown = Some(running.shutdown);
@@ -610,6 +622,9 @@ impl ServerProcess {
             .env("STRIPE_API_BASE", stripe_base)
             .env("STRIPE_API_KEY", STRIPE_KEY)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            // The admin console's port, like the others, must not clash
+            // between processes run side by side.
+            .env("TOLLGATE_ADMIN_HTTP_ADDR", "127.0.0.1:0")
             .env("TOLLGATE_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())

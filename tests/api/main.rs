@@ -8,6 +8,8 @@ mod stripe;
 mod cli_check;
 mod cli_demo;
 mod connections;
+mod console;
+mod console_browser;
 mod crash;
 mod delivery;
 mod durability;

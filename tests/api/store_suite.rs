@@ -58,6 +58,12 @@ const COVERED: &[&str] = &[
     "backend",
     "try_lead",
     "watch",
+    "list_audit",
+    "events_for_subscription",
+    "event_payload",
+    "open_reviews_by_reason",
+    "failed_events_since",
+    "notifications_about",
     // Tx
     "insert_event",
     "load_event",
@@ -76,11 +82,13 @@ const COVERED: &[&str] = &[
     "set_state",
     "save_product_features",
     "forget_product_features",
+    "record_audit",
     "publish_changes",
     "commit",
     "rollback",
 ];
 
+mod console;
 mod events;
 mod notifications;
 mod products;

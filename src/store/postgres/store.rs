@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::tx::PgTx;
 use super::{PgStore, INVALIDATION_CHANNEL, RECONCILER_LOCK};
 use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
-use crate::store::{Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
+use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
 use crate::store::{Store, StoreError, StoreEvent, Tx};
 use crate::subscription::SubscriptionRecord;
 
@@ -112,6 +112,8 @@ impl Store for PgStore {
             .bind(rows::review_state(filter.open))
             .bind(filter.subject.as_deref().unwrap_or(""))
             .bind(filter.limit)
+            .bind(filter.reason.as_deref().unwrap_or(""))
+            .bind(filter.before_id.unwrap_or(0))
             .fetch_all(&self.pool)
             .await?)
     }
@@ -215,6 +217,72 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_audit(
+        &self,
+        target: Option<&str>,
+        before_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::LIST_AUDIT)
+            .bind(target.unwrap_or(""))
+            .bind(before_id.max(0))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn events_for_subscription(
+        &self,
+        subscription_id: &str,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as(rows::EVENTS_MENTIONING)
+            .bind(rows::payload_mentions(subscription_id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn event_payload(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as(rows::EVENT_PAYLOAD)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(payload,)| payload))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn open_reviews_by_reason(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(rows::OPEN_REVIEWS_BY_REASON)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn failed_events_since(&self, since_ms: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(rows::FAILED_EVENTS_SINCE)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn notifications_about(
+        &self,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        Ok(sqlx::query_as(&rows::NOTIFICATIONS_ABOUT)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

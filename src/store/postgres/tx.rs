@@ -14,7 +14,7 @@ use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
 use crate::store::owned_tx::OwnedTx;
 use crate::store::rows::{self, SubscriptionRow, SUBSCRIPTION_COLUMNS};
-use crate::store::{NewEvent, NewReview, Recorded, StoreError, Tx};
+use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
 
@@ -341,6 +341,19 @@ impl Tx for PgTx {
 
     /// `pg_notify` is delivered at commit, and only if the transaction
     /// commits.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_audit(&mut self, entry: &NewAudit<'_>) -> Result<i64, StoreError> {
+        let (id,): (i64,) = sqlx::query_as(rows::INSERT_AUDIT)
+            .bind(entry.at_ms)
+            .bind(entry.actor)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(entry.note)
+            .fetch_one(self.tx.conn())
+            .await?;
+        Ok(id)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")

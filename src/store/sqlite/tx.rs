@@ -13,7 +13,7 @@ use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
 use crate::store::owned_tx::OwnedTx;
 use crate::store::rows::{self, SubscriptionRow, SUBSCRIPTION_COLUMNS};
-use crate::store::{NewEvent, NewReview, Recorded, StoreError, Tx};
+use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
 
@@ -340,6 +340,19 @@ impl Tx for SqliteTx {
 
     /// One process owns a SQLite file: its cache is invalidated in-process,
     /// and there is nobody else to tell.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_audit(&mut self, entry: &NewAudit<'_>) -> Result<i64, StoreError> {
+        let (id,): (i64,) = sqlx::query_as(rows::INSERT_AUDIT)
+            .bind(entry.at_ms)
+            .bind(entry.actor)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(entry.note)
+            .fetch_one(self.tx.conn())
+            .await?;
+        Ok(id)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_changes(&mut self, _affected: &Affected) -> Result<(), StoreError> {
         Ok(())

@@ -90,6 +90,8 @@ async fn find_reviews_and_list_reviews_filter_by_state_subject_and_limit(backend
         open,
         subject: subject.map(str::to_owned),
         limit,
+        reason: None,
+        before_id: None,
     };
     assert!(store
         .find_reviews(&filter(None, None, 10))
