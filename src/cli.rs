@@ -505,6 +505,7 @@ pub enum AuditCommand {
         /// Entries older than this id (the next page).
         #[arg(long, default_value_t = 0)]
         before: i64,
+        /// Most entries to list.
         #[arg(long, default_value_t = 100)]
         limit: i32,
     },
