@@ -480,7 +480,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 "events_seen": r.events_seen, "events_applied": r.events_applied,
                 "events_duplicate": r.events_duplicate, "events_other": r.events_other,
                 "pages": r.pages, "swept": r.swept, "subscriptions_swept": r.subscriptions_swept,
-                "access_corrections": r.access_corrections, "errors": r.errors,
+                "access_corrections": r.access_corrections, "product_maps_changed": r.product_maps_changed, "errors": r.errors,
             });
             let text = record(&human(&v));
             (v, text)

@@ -128,16 +128,62 @@ impl Features {
         read
     }
 
+    /// Re-reads every known map from Stripe (the reconciler's sweep), so a
+    /// feature attached or removed without a `product.updated` reaching
+    /// us is noticed; a map that changed is invalidated on every replica.
+    /// Returns how many maps changed.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let Some(client) = self.client.as_ref() else {
+            return Ok(0);
+        };
+        let products = self.store.known_products().await?;
+        let stored: HashMap<String, Vec<String>> = self
+            .store
+            .product_features(&products)
+            .await?
+            .into_iter()
+            .collect();
+        let mut changed = 0;
+        for product in products {
+            let read_at_ms = self.clock.now_ms();
+            let features = match client.product_features(&product).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(product, error = %e, "sweep could not re-read product features");
+                    continue;
+                }
+            };
+            if stored.get(&product) == Some(&features) {
+                continue;
+            }
+            let mut tx = self.store.begin().await?;
+            tx.save_product_features(&product, &features, read_at_ms)
+                .await?;
+            let mut affected = crate::subject::Affected::default();
+            affected.add_product(&product);
+            tx.publish_changes(&affected).await?;
+            tx.commit().await?;
+            self.cache.invalidate(&affected);
+            tracing::info!(
+                product,
+                features = features.len(),
+                "product features changed in stripe"
+            );
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     async fn read_now(&self, product: &str) -> Result<Arc<[String]>, String> {
         let client = self.client.as_ref().ok_or("no STRIPE_API_KEY")?;
         let ticket = self.cache.product_ticket();
-        let read_at = self.clock.now_secs();
+        let read_at_ms = self.clock.now_ms();
         let features = client
             .product_features(product)
             .await
             .map_err(|e| e.to_string())?;
         let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
-        tx.save_product_features(product, &features, read_at)
+        tx.save_product_features(product, &features, read_at_ms)
             .await
             .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())?;

@@ -319,6 +319,7 @@ impl proto::admin_server::Admin for AdminService {
                 access_corrections: r.access_corrections,
                 errors: r.errors,
                 swept: r.swept,
+                product_maps_changed: r.product_maps_changed,
             }))
         })
         .await

@@ -176,7 +176,7 @@ impl Application {
             clock.clone(),
             cache.clone(),
             refresher.clone(),
-            features,
+            features.clone(),
             config.policy,
             config.staleness,
         ));
@@ -184,6 +184,7 @@ impl Application {
             ledger.clone(),
             refresher.clone(),
             reviews.clone(),
+            features,
             store.clone(),
             client,
             clock.clone(),

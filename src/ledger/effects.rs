@@ -227,8 +227,10 @@ pub(super) async fn apply_event(
         DomainEvent::ProductChanged(product) => {
             // The map is read again on the next feature check; one read
             // begun before this event can't store an older map over it.
-            tx.forget_product_features(&product, envelope.created)
-                .await?;
+            // Stripe's `created` has whole seconds: the change may be
+            // anywhere in that second, so a read begun in it may predate it.
+            let changed_at_ms = envelope.created.saturating_mul(1000).saturating_add(999);
+            tx.forget_product_features(&product, changed_at_ms).await?;
             affected.add_product(&product);
             Ok(Effect::applied())
         }

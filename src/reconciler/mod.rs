@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::event::{self, HANDLED_TYPES};
+use crate::features::Features;
 use crate::ledger::{IngestError, Ingested, Ledger, ReadOrigin, Source};
 use crate::outcome::Outcome;
 use crate::refresh::Refresher;
@@ -73,6 +74,8 @@ pub struct PassReport {
     pub swept: bool,
     pub subscriptions_swept: i64,
     pub access_corrections: i64,
+    /// Product feature maps the sweep found changed in Stripe.
+    pub product_maps_changed: i64,
     pub errors: i64,
     /// `created` of the newest event seen, for the lag metric.
     pub newest_event: Option<i64>,
@@ -82,6 +85,8 @@ pub struct Reconciler {
     ledger: Arc<Ledger>,
     refresher: Arc<Refresher>,
     reviews: Arc<Reviews>,
+    /// Product feature maps, re-read by the sweep.
+    features: Arc<Features>,
     progress: Progress,
     /// Read directly for the sweep's list and for leadership.
     store: Arc<dyn Store>,
@@ -99,6 +104,7 @@ impl Reconciler {
         ledger: Arc<Ledger>,
         refresher: Arc<Refresher>,
         reviews: Arc<Reviews>,
+        features: Arc<Features>,
         store: Arc<dyn Store>,
         stripe: Option<Arc<StripeClient>>,
         clock: Arc<dyn Clock>,
@@ -108,6 +114,7 @@ impl Reconciler {
             ledger,
             refresher,
             reviews,
+            features,
             progress: Progress::new(store.clone()),
             store,
             stripe,
@@ -239,6 +246,9 @@ impl Reconciler {
                 }
             }
         }
+        // Features attached to or removed from a product without a
+        // product.updated reaching us.
+        report.product_maps_changed = self.features.sweep().await? as i64;
         // Customers no user is linked to cannot be answered by user id.
         for (customer, subscription) in store.unlinked_customers().await? {
             self.reviews

@@ -348,21 +348,21 @@ pub trait Tx: Send {
         created_at_ms: i64,
     ) -> Result<i64, StoreError>;
     /// Sets (or, with `None`, deletes) a piece of service state.
-    /// Stores `product`'s whole feature map as read at `read_at` (unix
-    /// seconds), unless a later read or forget is stored.
+    /// Stores `product`'s whole feature map from a read begun at
+    /// `read_at_ms`, unless a later read or forget is stored.
     async fn save_product_features(
         &mut self,
         product: &str,
         features: &[String],
-        read_at: i64,
+        read_at_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Forgets `product`'s feature map as of `changed_at` (a
-    /// `product.updated` event's `created`), so the next feature check reads
-    /// it again; a read that began earlier can no longer be stored.
+    /// Forgets `product`'s feature map as of `changed_at_ms`, so the next
+    /// feature check reads it again; a read begun by then can no longer be
+    /// stored.
     async fn forget_product_features(
         &mut self,
         product: &str,
-        changed_at: i64,
+        changed_at_ms: i64,
     ) -> Result<(), StoreError>;
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Records one admin console action in the audit log; returns its id.
@@ -400,6 +400,8 @@ pub trait Store: Send + Sync + 'static {
     /// (`change_key`), is recorded: a cheap check before a thin event is
     /// read from Stripe. The insert still decides.
     async fn knows_change(&self, id: &str, change_key: &str) -> Result<bool, StoreError>;
+    /// Products whose feature maps are stored (known), for the sweep.
+    async fn known_products(&self) -> Result<Vec<String>, StoreError>;
     /// The known feature maps of `products` (product id, feature lookup
     /// keys); products never read are left out.
     async fn product_features(

@@ -234,19 +234,23 @@ pub(crate) const EVENT_HASHES: &str =
 pub(crate) const KNOWS_CHANGE: &str =
     "SELECT EXISTS (SELECT 1 FROM events WHERE id = $1 OR change_key = $2)";
 
-/// `$1` product, `$2` features (JSON list, or NULL to forget), `$3` when
-/// read (or forgotten). Only a later read or forget replaces a row.
+/// `$1` product, `$2` features (JSON list), `$3` when the read began (unix
+/// ms). Only a read begun later than what is stored replaces it.
 pub(crate) const SAVE_PRODUCT_FEATURES: &str =
-    "INSERT INTO product_features (product_id, features, read_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (product_id) DO UPDATE SET features = EXCLUDED.features, read_at = EXCLUDED.read_at \
-     WHERE product_features.read_at < EXCLUDED.read_at";
+    "INSERT INTO product_features (product_id, features, read_at_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (product_id) DO UPDATE SET features = EXCLUDED.features, read_at_ms = EXCLUDED.read_at_ms \
+     WHERE product_features.read_at_ms < EXCLUDED.read_at_ms";
 
-/// `$1` product, `$2` when it changed (the event's `created`). A read in
-/// that same second may predate the change, so it is forgotten too.
+/// `$1` product, `$2` as of when it changed (unix ms). A map read up to
+/// then is forgotten, and no read begun by then can be stored.
 pub(crate) const FORGET_PRODUCT_FEATURES: &str =
-    "INSERT INTO product_features (product_id, features, read_at) VALUES ($1, NULL, $2) \
-     ON CONFLICT (product_id) DO UPDATE SET features = NULL, read_at = EXCLUDED.read_at \
-     WHERE product_features.read_at <= EXCLUDED.read_at";
+    "INSERT INTO product_features (product_id, features, read_at_ms) VALUES ($1, NULL, $2) \
+     ON CONFLICT (product_id) DO UPDATE SET features = NULL, read_at_ms = EXCLUDED.read_at_ms \
+     WHERE product_features.read_at_ms <= EXCLUDED.read_at_ms";
+
+/// Products with a known map, in id order.
+pub(crate) const KNOWN_PRODUCTS: &str =
+    "SELECT product_id FROM product_features WHERE features IS NOT NULL ORDER BY product_id";
 
 /// Reads `(product, JSON features)` rows back into feature maps.
 pub(crate) fn feature_maps(

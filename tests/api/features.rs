@@ -20,6 +20,7 @@ on_both_backends!(
     a_feature_keeps_stale_grace_when_stripe_is_down,
     a_product_map_is_read_once_for_a_thousand_concurrent_checks,
     a_feature_added_to_a_product_shows_after_product_updated,
+    a_feature_removed_from_a_product_is_noticed_by_the_sweep,
     list_entitlements_agrees_with_has_access_for_every_feature,
     the_http_api_answers_as_grpc_does,
 );
@@ -408,4 +409,35 @@ async fn the_http_api_answers_as_grpc_does(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
+}
+
+async fn a_feature_removed_from_a_product_is_noticed_by_the_sweep(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    app.stripe
+        .set_product_features("prod_pro", &["export", "sso"]);
+    let sub = subscribe(&app, "fw", "prod_pro", "active", now() + 30 * DAY).await;
+    assert!(
+        app.feature_for_customer(&sub.customer, "sso")
+            .await
+            .has_access
+    );
+
+    // Removed in Stripe, and no product.updated reached us.
+    app.stripe.set_product_features("prod_pro", &["export"]);
+    assert!(
+        app.feature_for_customer(&sub.customer, "sso")
+            .await
+            .has_access
+    );
+    let report = app.reconcile().await;
+    assert_eq!(report.product_maps_changed, 1, "{report:?}");
+    let sso = app.feature_for_customer(&sub.customer, "sso").await;
+    assert_eq!(sso.reason(), Reason::FeatureNotIncluded, "{sso:?}");
+    assert!(
+        app.feature_for_customer(&sub.customer, "export")
+            .await
+            .has_access
+    );
+    // Unchanged maps are left alone.
+    assert_eq!(app.reconcile().await.product_maps_changed, 0);
 }

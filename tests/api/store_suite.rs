@@ -44,6 +44,7 @@ const COVERED: &[&str] = &[
     "get_event",
     "knows_change",
     "product_features",
+    "known_products",
     "get_review",
     "find_reviews",
     "list_reviews",

@@ -82,6 +82,14 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn known_products(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(rows::KNOWN_PRODUCTS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn product_features(
         &self,
         products: &[String],

@@ -303,13 +303,13 @@ impl Tx for PgTx {
         &mut self,
         product: &str,
         features: &[String],
-        read_at: i64,
+        read_at_ms: i64,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(features).expect("BUG: strings serialize");
         sqlx::query(rows::SAVE_PRODUCT_FEATURES)
             .bind(product)
             .bind(json)
-            .bind(read_at)
+            .bind(read_at_ms)
             .execute(self.tx.conn())
             .await?;
         Ok(())
@@ -319,11 +319,11 @@ impl Tx for PgTx {
     async fn forget_product_features(
         &mut self,
         product: &str,
-        changed_at: i64,
+        changed_at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(rows::FORGET_PRODUCT_FEATURES)
             .bind(product)
-            .bind(changed_at)
+            .bind(changed_at_ms)
             .execute(self.tx.conn())
             .await?;
         Ok(())

@@ -76,6 +76,14 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn known_products(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(rows::KNOWN_PRODUCTS)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn product_features(
         &self,
         products: &[String],

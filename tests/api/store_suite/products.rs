@@ -6,6 +6,7 @@ use super::*;
 on_both_backends!(
     feature_maps_are_stored_whole_and_read_back_for_the_products_asked,
     a_forget_hides_the_map_and_only_a_later_read_stores_it_again,
+    known_products_are_those_with_a_map,
 );
 
 async fn save(store: &Arc<dyn Store>, product: &str, features: &[&str], read_at: i64) {
@@ -62,10 +63,10 @@ async fn a_forget_hides_the_map_and_only_a_later_read_stores_it_again(backend: B
             tx.commit().await.unwrap();
         }
     };
-    // A change in the same second as the read may postdate it: forgotten.
+    // A change as of the moment of the read: forgotten.
     forget(100).await;
     assert!(maps(&store, &["prod_a"]).await.is_empty());
-    // A read begun before (or in the second of) the change can't land.
+    // A read begun by then can't land.
     save(&store, "prod_a", &["export"], 100).await;
     assert!(maps(&store, &["prod_a"]).await.is_empty());
     save(&store, "prod_a", &["export", "sso"], 101).await;
@@ -81,4 +82,16 @@ async fn a_forget_hides_the_map_and_only_a_later_read_stores_it_again(backend: B
     tx.forget_product_features("prod_new", 10).await.unwrap();
     tx.commit().await.unwrap();
     assert!(maps(&store, &["prod_new"]).await.is_empty());
+}
+
+async fn known_products_are_those_with_a_map(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    assert!(store.known_products().await.unwrap().is_empty());
+    save(&store, "prod_b", &[], 100).await;
+    save(&store, "prod_a", &["export"], 100).await;
+    save(&store, "prod_c", &["sso"], 100).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.forget_product_features("prod_c", 200).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.known_products().await.unwrap(), ["prod_a", "prod_b"]);
 }
