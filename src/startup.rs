@@ -181,13 +181,15 @@ impl Application {
             config.staleness,
         ));
         let reconciler = Arc::new(Reconciler::new(
-            ledger.clone(),
-            refresher.clone(),
-            reviews.clone(),
-            features,
-            store.clone(),
-            client,
-            clock.clone(),
+            crate::reconciler::Parts {
+                ledger: ledger.clone(),
+                refresher: refresher.clone(),
+                reviews: reviews.clone(),
+                features,
+                store: store.clone(),
+                stripe: client,
+                clock: clock.clone(),
+            },
             config.sweep_interval,
         ));
         let admin = Arc::new(Admin {

@@ -99,17 +99,29 @@ pub struct Reconciler {
     running: tokio::sync::Mutex<()>,
 }
 
+/// What the reconciler works with.
+pub struct Parts {
+    pub ledger: Arc<Ledger>,
+    pub refresher: Arc<Refresher>,
+    pub reviews: Arc<Reviews>,
+    pub features: Arc<Features>,
+    pub store: Arc<dyn Store>,
+    /// Lists events; `None` without an API key.
+    pub stripe: Option<Arc<StripeClient>>,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Reconciler {
-    pub fn new(
-        ledger: Arc<Ledger>,
-        refresher: Arc<Refresher>,
-        reviews: Arc<Reviews>,
-        features: Arc<Features>,
-        store: Arc<dyn Store>,
-        stripe: Option<Arc<StripeClient>>,
-        clock: Arc<dyn Clock>,
-        sweep_interval: Duration,
-    ) -> Self {
+    pub fn new(parts: Parts, sweep_interval: Duration) -> Self {
+        let Parts {
+            ledger,
+            refresher,
+            reviews,
+            features,
+            store,
+            stripe,
+            clock,
+        } = parts;
         Reconciler {
             ledger,
             refresher,
