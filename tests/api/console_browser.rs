@@ -100,16 +100,25 @@ fn update_readme_screenshot(shot: &Path) {
     }
 }
 
-async fn text_of(client: &Client, css: &str) -> String {
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+/// The text of the first `css` element once it satisfies `ready` (or after
+/// 10 s, for the caller's assertion to show). A click that navigates may
+/// leave the old page in place for a moment, with an element of the same
+/// selector or a stale reference to one: the element is looked up again.
+async fn text_when(client: &Client, css: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let text = found.text().await.unwrap_or_default();
+        if ready(&text) || std::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +170,7 @@ async fn flow(c: Client) {
         .unwrap();
     form.set_by_name("token", ADMIN_TOKEN).await.unwrap();
     form.submit().await.unwrap();
-    assert_eq!(text_of(&c, "h1").await, "Overview");
+    assert_eq!(text_when(&c, "h1", |t| t == "Overview").await, "Overview");
     shoot(&c, "02-overview").await;
 
     // The open queue lists the review; open it.
@@ -174,7 +183,8 @@ async fn flow(c: Client) {
         .click()
         .await
         .unwrap();
-    assert!(text_of(&c, "h1").await.contains("impossible_transition"));
+    let h1 = text_when(&c, "h1", |t| t.contains("impossible_transition")).await;
+    assert!(h1.contains("impossible_transition"), "{h1}");
 
     // Refresh it from Stripe.
     c.find(Locator::Css("form[action$='/refresh'] button"))
@@ -183,7 +193,7 @@ async fn flow(c: Client) {
         .click()
         .await
         .unwrap();
-    let said = text_of(&c, "#refresh-outcome").await;
+    let said = text_when(&c, "#refresh-outcome", |t| t.starts_with("stripe says")).await;
     assert!(said.starts_with("stripe says canceled"), "{said}");
     let shot = shoot(&c, "04-review").await;
     update_readme_screenshot(&shot);
@@ -205,7 +215,7 @@ async fn flow(c: Client) {
         .click()
         .await
         .unwrap();
-    let state = text_of(&c, "dl dd").await;
+    let state = text_when(&c, "dl dd", |t| t.starts_with("resolved")).await;
     assert!(state.starts_with("resolved"), "{state}");
     let page = c.source().await.unwrap();
     assert!(page.contains("Stripe says canceled; the revival was a test clock"));
@@ -229,8 +239,12 @@ async fn flow(c: Client) {
         .unwrap();
     form.set_by_name("id", &event_id).await.unwrap();
     form.submit().await.unwrap();
-    assert_eq!(text_of(&c, "#outcome").await, "ignored");
-    assert!(text_of(&c, "h1").await.contains(&event_id));
+    assert_eq!(
+        text_when(&c, "#outcome", |t| t == "ignored").await,
+        "ignored"
+    );
+    let h1 = text_when(&c, "h1", |t| t.contains(event_id.as_str())).await;
+    assert!(h1.contains(&event_id), "{h1}");
     shoot(&c, "07-event").await;
 
     // And its customer.
