@@ -470,22 +470,11 @@ fn feature_verdict(
     query: FeatureQuery<'_>,
     overall: impl FnOnce() -> Decision,
 ) -> Decision {
-    let feature = query.feature;
-    let carrier_of = |id: &str| {
-        records
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| query.catalog.carrier(r, feature))
-            .unwrap_or("?")
-            .to_owned()
+    let with = match with {
+        Some(d) if d.has_access => return naming_the_feature(d, records, query),
+        other => other,
     };
-    if let Some(d) = with.as_ref().filter(|d| d.has_access) {
-        let product = carrier_of(&d.subscription_id);
-        return Decision {
-            detail: format!("feature {feature} from product {product}: {}", d.detail),
-            ..d.clone()
-        };
-    }
+    let feature = query.feature;
     let overall = overall();
     if overall.has_access {
         return Decision {
@@ -501,13 +490,7 @@ fn feature_verdict(
         };
     }
     match with {
-        Some(d) => {
-            let product = carrier_of(&d.subscription_id);
-            Decision {
-                detail: format!("feature {feature} from product {product}: {}", d.detail),
-                ..d
-            }
-        }
+        Some(d) => naming_the_feature(d, records, query),
         None => Decision {
             detail: format!(
                 "no subscription carries feature {feature}; {}",
@@ -516,6 +499,24 @@ fn feature_verdict(
             ..overall
         },
     }
+}
+
+/// `d` with a detail that names the feature and the product carrying it.
+fn naming_the_feature(
+    mut d: Decision,
+    records: &[SubscriptionRecord],
+    query: FeatureQuery<'_>,
+) -> Decision {
+    let product = records
+        .iter()
+        .find(|r| r.id == d.subscription_id)
+        .and_then(|r| query.catalog.carrier(r, query.feature))
+        .unwrap_or("?");
+    d.detail = format!(
+        "feature {} from product {product}: {}",
+        query.feature, d.detail
+    );
+    d
 }
 
 #[cfg(test)]
