@@ -74,6 +74,9 @@ pub struct EventPage {
 pub struct SubjectPage {
     pub subject: Subject,
     pub access: Result<Decision, String>,
+    /// ListEntitlements's answer: each feature known for the subject's
+    /// products, decided as HasAccess(feature) decides it.
+    pub entitlements: Result<Vec<(String, Decision)>, String>,
     pub subscriptions: Vec<SubscriptionRecord>,
     pub notifications: Vec<NotificationRow>,
 }
@@ -208,8 +211,14 @@ impl Oversight {
             Subject::User(u) => (store.subscriptions_for_user(u).await?, u),
             Subject::Customer(c) => (store.subscriptions_for_customer(c).await?, c),
         };
+        let entitlements = match self.admin.access.entitlements(&subject).await {
+            Ok(listed) => Ok(listed),
+            Err(crate::access::AccessError::Store(e)) => return Err(e.into()),
+            Err(e) => Err(e.to_string()),
+        };
         Ok(SubjectPage {
             access: self.access(&subject).await?,
+            entitlements,
             notifications: store.notifications_about(id, PAGE_SIZE).await?,
             subscriptions,
             subject,

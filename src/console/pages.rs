@@ -266,6 +266,33 @@ fn decision(d: &Result<Decision, String>) -> Markup {
     }
 }
 
+/// ListEntitlements as a table: one row per feature known for the
+/// subject's products.
+fn entitlements(listed: &Result<Vec<(String, Decision)>, String>) -> Markup {
+    match listed {
+        Err(why) => html! { p.error { "ListEntitlements could not answer: " (why) } },
+        Ok(rows) if rows.is_empty() => html! {
+            p.muted { "No features known for this subject's products (none attached in Stripe, or their maps could not be read)." }
+        },
+        Ok(rows) => html! {
+            table {
+                thead { tr { th { "Feature" } th { "Access" } th { "Reason" } th { "Until" } th { "Explanation" } } }
+                tbody {
+                    @for (feature, d) in rows {
+                        tr {
+                            td { (feature) }
+                            td { @if d.has_access { span.yes { "yes" } } @else { span.no { "no" } } }
+                            td { (d.reason.as_str()) }
+                            td { (opt_secs(Some(d.access_until))) }
+                            td { (d.detail) }
+                        }
+                    }
+                }
+            }
+        },
+    }
+}
+
 fn subscription(s: &SubscriptionRecord) -> Markup {
     html! {
         dl {
@@ -470,6 +497,8 @@ pub fn subject(
                 h2 { "HasAccess now" }
                 p.muted { "Asked about " (who(&p.subject)) "." }
                 (decision(&p.access))
+                h2 { "Features" }
+                (entitlements(&p.entitlements))
                 h2 { "Subscriptions" }
                 @if p.subscriptions.is_empty() { p { "None linked." } }
                 @for s in &p.subscriptions { (subscription(s)) br; }

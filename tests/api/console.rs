@@ -756,6 +756,7 @@ async fn the_subject_page_shows_has_access_subscriptions_and_queued_notification
     backend: Backend,
 ) {
     let app = spawn_app_on(backend).await;
+    app.stripe.set_product_features("prod_basic", &["export"]);
     let sub = Sub::new("sub_sj", "cus_sj", "active", now() + 86400);
     app.deliver(&subscription_event(
         "evt_sj",
@@ -777,6 +778,16 @@ async fn the_subject_page_shows_has_access_subscriptions_and_queued_notification
     );
     assert!(page.body.contains("sub_sj"));
     assert!(page.body.contains("None queued."));
+    // ListEntitlements: the product's feature, as HasAccess(feature) says.
+    let features = &page.body[page
+        .body
+        .find("<h2>Features</h2>")
+        .expect("a features section")..];
+    assert!(features.contains("<td>export</td>"), "{features}");
+    assert!(
+        features.contains("feature export from product prod_basic"),
+        "{features}"
+    );
     let both = browser
         .get("/admin/subjects?customer_id=cus_sj&user_id=u")
         .await;
