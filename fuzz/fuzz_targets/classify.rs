@@ -10,7 +10,7 @@
 //! invoices with `apply_payment`, and the resulting record is judged.
 //!
 //! Layout (what the seeds in `fuzz/seeds/classify/` encode): one byte picks
-//! the type (`b % 12`), 8 bytes `created` (i64 LE), then per edit: a byte
+//! the type (`b % 13`), 8 bytes `created` (i64 LE), then per edit: a byte
 //! whose low bit says whether another edit follows, a byte for the key, a
 //! byte for the operation and the value's own bytes. An empty input is the
 //! first type with its fixture unchanged.
@@ -33,6 +33,7 @@ enum Kind {
     Subscription,
     Invoice,
     Customer,
+    Product,
 }
 
 fn kind_of(event_type: &str) -> Kind {
@@ -42,13 +43,15 @@ fn kind_of(event_type: &str) -> Kind {
         Kind::Subscription
     } else if event_type.starts_with("invoice.") {
         Kind::Invoice
+    } else if event_type.starts_with("product.") {
+        Kind::Product
     } else {
         Kind::Customer
     }
 }
 
 fn template(kind: Kind) -> &'static Value {
-    static T: OnceLock<[Value; 4]> = OnceLock::new();
+    static T: OnceLock<[Value; 5]> = OnceLock::new();
     let all = T.get_or_init(|| {
         let parse = |s: &str| serde_json::from_str(s).expect("fixture is JSON");
         [
@@ -60,6 +63,8 @@ fn template(kind: Kind) -> &'static Value {
             )),
             parse(include_str!("../../tests/fixtures/stripe/invoice.json")),
             parse(include_str!("../../tests/fixtures/stripe/customer.json")),
+            // No product fixture is vendored; Tollgate reads only its id.
+            json!({"id": "prod_QXg1hqf4jFNsqG", "object": "product", "name": "Pro"}),
         ]
     });
     &all[kind as usize]
@@ -149,6 +154,7 @@ fn paths(kind: Kind) -> &'static [&'static [Seg]] {
             &[Key("lines"), Key("data"), At(1), Key("period"), Key("end")],
             &[Key("lines"), Key("data"), At(1), Key("subscription")],
         ],
+        Kind::Product => &[&[Key("object")], &[Key("id")], &[Key("name")]],
         Kind::Customer => &[
             &[Key("object")],
             &[Key("id")],
@@ -354,6 +360,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
         Kind::Checkout => matches!(domain, DomainEvent::CheckoutCompleted(_)),
         Kind::Subscription => matches!(domain, DomainEvent::Subscription(_)),
         Kind::Customer => matches!(domain, DomainEvent::Customer(_)),
+        Kind::Product => matches!(domain, DomainEvent::ProductChanged(_)),
         Kind::Invoice if event_type == "invoice.payment_failed" => {
             matches!(domain, DomainEvent::InvoiceFailed(_))
         }

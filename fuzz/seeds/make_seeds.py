@@ -169,6 +169,7 @@ TYPES = [
     "invoice.payment_failed",
     "customer.created",
     "customer.updated",
+    "product.updated",
 ]
 SUB_PATHS = [
     "object", "id", "customer", "customer.id", "status", "current_period_end",
