@@ -5,7 +5,7 @@
 // examples/python/has_access.py.
 //
 //   npm ci --prefix examples/node
-//   node examples/node/has_access.mjs --user-id alice [--addr 127.0.0.1:50051] [--deadline 0.3] [--on-error open|closed]
+//   node examples/node/has_access.mjs --user-id alice [--feature export] [--addr 127.0.0.1:50051] [--deadline 0.3] [--on-error open|closed]
 //
 // Prints `allow` or `deny` and exits 0 or 1 accordingly.
 
@@ -36,8 +36,12 @@ function call(client, request, deadlineSeconds) {
 }
 
 /** True when the user may use the product now; `failOpen` when no answer comes. */
-export async function mayUse(client, userId, { deadline = 0.3, failOpen = false, product = "" } = {}) {
-  const request = { user_id: userId, product };
+export async function mayUse(
+  client,
+  userId,
+  { deadline = 0.3, failOpen = false, product = "", feature = "" } = {},
+) {
+  const request = { user_id: userId, product, feature };
   for (const attempt of [1, 2]) {
     try {
       const answer = await call(client, request, deadline);
@@ -67,12 +71,13 @@ const { values } = parseArgs({
     addr: { type: "string", default: "127.0.0.1:50051" },
     "user-id": { type: "string" },
     product: { type: "string", default: "" },
+    feature: { type: "string", default: "" },
     deadline: { type: "string", default: "0.3" },
     "on-error": { type: "string", default: "closed" },
   },
 });
 if (!values["user-id"] || !["open", "closed"].includes(values["on-error"])) {
-  console.error("usage: has_access.mjs --user-id ID [--addr HOST:PORT] [--deadline SECONDS] [--on-error open|closed]");
+  console.error("usage: has_access.mjs --user-id ID [--addr HOST:PORT] [--product P] [--feature F] [--deadline SECONDS] [--on-error open|closed]");
   process.exit(2);
 }
 const client = new Entitlements(values.addr, grpc.credentials.createInsecure());
@@ -80,6 +85,7 @@ const allowed = await mayUse(client, values["user-id"], {
   deadline: Number(values.deadline),
   failOpen: values["on-error"] === "open",
   product: values.product,
+  feature: values.feature,
 });
 client.close();
 console.log(allowed ? "allow" : "deny");

@@ -66,13 +66,13 @@ pb, rpc = load_stubs()
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def may_use(stub, user_id, *, deadline=0.3, fail_open=False, product=""):
+def may_use(stub, user_id, *, deadline=0.3, fail_open=False, product="", feature=""):
     """True when the user may use the product now.
 
     When Tollgate gives no answer (after one retry), returns `fail_open`.
     Raises ValueError for a request Tollgate refuses (a caller bug).
     """
-    request = pb.HasAccessRequest(user_id=user_id, product=product)
+    request = pb.HasAccessRequest(user_id=user_id, product=product, feature=feature)
     for attempt in (1, 2):
         try:
             answer = stub.HasAccess(request, timeout=deadline)
@@ -108,6 +108,9 @@ def main():
     parser.add_argument("--user-id", required=True, help="the product's user id")
     parser.add_argument("--product", default="", help="a Stripe product id or price lookup_key")
     parser.add_argument(
+        "--feature", default="", help="a Stripe Entitlements feature lookup_key (e.g. export)"
+    )
+    parser.add_argument(
         "--deadline", type=float, default=0.3, help="seconds each attempt may take (default 0.3)"
     )
     parser.add_argument(
@@ -127,6 +130,7 @@ def main():
             deadline=args.deadline,
             fail_open=args.on_error == "open",
             product=args.product,
+            feature=args.feature,
         )
     print("allow" if allowed else "deny")
     return 0 if allowed else 1

@@ -43,6 +43,7 @@ macro_rules! in_both_languages {
 
 in_both_languages!(
     the_client_allows_a_subscriber_and_denies_anyone_else,
+    the_client_asks_about_a_feature,
     the_client_retries_once_then_fails_open_or_closed_as_told,
     the_receiver_verifies_and_applies_a_pushed_notification,
     the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate,
@@ -184,6 +185,42 @@ async fn the_client_allows_a_subscriber_and_denies_anyone_else(lang: Lang) {
     assert!(err.contains("REASON_ACTIVE"), "the detail is logged: {err}");
     assert_eq!((denied, no.as_str()), (Some(1), "deny"), "{no_err}");
     assert!(no_err.contains("REASON_NO_SUBSCRIPTION"), "{no_err}");
+}
+
+async fn the_client_asks_about_a_feature(lang: Lang) {
+    if !lang.ready("the_client_asks_about_a_feature") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.stripe.set_product_features("prod_basic", &["export"]);
+    subscribe(&app, "user_ft").await;
+    let addr = app.grpc_addr.to_string();
+    let ask = |feature: &'static str| {
+        let addr = addr.clone();
+        async move {
+            has_access_example(
+                lang,
+                &[
+                    "--addr",
+                    &addr,
+                    "--user-id",
+                    "user_ft",
+                    "--feature",
+                    feature,
+                ],
+            )
+            .await
+        }
+    };
+    let (granted, out, err) = ask("export").await;
+    assert_eq!((granted, out.as_str()), (Some(0), "allow"), "{err}");
+    assert!(
+        err.contains("feature export from product prod_basic"),
+        "{err}"
+    );
+    let (denied, no, no_err) = ask("sso").await;
+    assert_eq!((denied, no.as_str()), (Some(1), "deny"), "{no_err}");
+    assert!(no_err.contains("REASON_FEATURE_NOT_INCLUDED"), "{no_err}");
 }
 
 async fn the_client_retries_once_then_fails_open_or_closed_as_told(lang: Lang) {
