@@ -129,7 +129,15 @@ impl Access {
                 product: None,
                 feature: Some(&feature),
             };
-            let decision = self.decide(subject, query).await?;
+            // The records and maps in hand decide every grant, exactly as
+            // `decide` would first; only a denial goes on to `decide`'s
+            // refresh and stale-grace path.
+            let local = self.judge(&records, query, &catalog, None);
+            let decision = if local.has_access {
+                local
+            } else {
+                self.decide(subject, query).await?
+            };
             out.push((feature, decision));
         }
         Ok(out)

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::access::{self, Access, AccessError};
 use crate::grpc::{entitlement_to_proto, to_proto};
 use crate::proto;
-use crate::subject::{check_field, Subject};
+use crate::subject::{check_field, Subject, SubjectError};
 
 pub struct ApiState {
     pub access: Arc<Access>,
@@ -112,9 +112,23 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn params(query: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {
+impl From<SubjectError> for ApiError {
+    fn from(e: SubjectError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+/// What every call does first: the token, the query string, and exactly
+/// one subject.
+fn asked(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: Result<Query<Params>, QueryRejection>,
+) -> Result<(Params, Subject), ApiError> {
+    authorize(state, headers)?;
     let Query(p) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(p)
+    let subject = Subject::from_parts(&p.user_id, &p.customer_id)?;
+    Ok((p, subject))
 }
 
 fn optional(s: &str) -> Option<&str> {
@@ -126,11 +140,9 @@ async fn has_access(
     headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let p = params(query)?;
-    let subject = Subject::from_parts(&p.user_id, &p.customer_id).map_err(AccessError::from)?;
-    check_field("product", &p.product).map_err(AccessError::from)?;
-    check_field("feature", &p.feature).map_err(AccessError::from)?;
+    let (p, subject) = asked(&state, &headers, query)?;
+    check_field("product", &p.product)?;
+    check_field("feature", &p.feature)?;
     let query = access::Query {
         product: optional(&p.product),
         feature: optional(&p.feature),
@@ -144,14 +156,12 @@ async fn entitlements(
     headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let p = params(query)?;
+    let (p, subject) = asked(&state, &headers, query)?;
     if !p.product.is_empty() || !p.feature.is_empty() {
         return Err(ApiError::BadRequest(
             "entitlements take only user_id or customer_id".to_owned(),
         ));
     }
-    let subject = Subject::from_parts(&p.user_id, &p.customer_id).map_err(AccessError::from)?;
     let listed = state.access.entitlements(&subject).await?;
     let entitlements: Vec<Value> = listed
         .into_iter()

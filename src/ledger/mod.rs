@@ -141,15 +141,20 @@ impl Ledger {
         raw: &[u8],
         source: Source,
     ) -> Result<Ingested, IngestError> {
-        if self.must_read(envelope)
-            && self
+        // Decided once: the clock must not move an event across the line
+        // between "read first" and "record as is" halfway through.
+        let fetched = if self.must_read(envelope) {
+            if self
                 .store
                 .knows_change(&envelope.id, envelope.change_key())
                 .await?
-        {
-            return Ok(Ingested::Duplicate);
-        }
-        let fetched = self.fetch(envelope).await?;
+            {
+                return Ok(Ingested::Duplicate);
+            }
+            self.fetch(envelope).await?
+        } else {
+            Fetched::Nothing
+        };
         match self.record_and_apply(envelope, raw, source, &fetched).await {
             Err(StoreError::Rejected(cause)) => {
                 tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
@@ -169,14 +174,13 @@ impl Ledger {
             && event::check_created(envelope, self.clock.now_secs()).is_ok()
     }
 
-    /// Reads a thin event's object, outside any transaction. A failure
-    /// that may pass is an error: nothing is recorded and the sender
-    /// retries.
+    /// Reads the object of a thin event that [`Ledger::must_read`],
+    /// outside any transaction. A failure that may pass is an error:
+    /// nothing is recorded and the sender retries.
     async fn fetch(&self, envelope: &Envelope) -> Result<Fetched, IngestError> {
-        if !self.must_read(envelope) {
+        let Some(thin) = envelope.thin.as_ref() else {
             return Ok(Fetched::Nothing);
-        }
-        let thin = envelope.thin.as_ref().expect("BUG: must_read implies thin");
+        };
         let expected = event::object_type_for(envelope.v1_type());
         let related = match &thin.related {
             None => {
@@ -425,8 +429,9 @@ impl Ledger {
         let Some((payload, _)) = loaded else {
             return Err(ReplayError::NotFound);
         };
-        let Ok(envelope) = event::parse_envelope(payload.as_bytes()) else {
-            return Ok(Fetched::Nothing);
+        let envelope = match event::parse_envelope(payload.as_bytes()) {
+            Ok(envelope) if self.must_read(&envelope) => envelope,
+            _ => return Ok(Fetched::Nothing),
         };
         self.fetch(&envelope).await.map_err(|e| match e {
             IngestError::Store(e) => ReplayError::Store(e),
