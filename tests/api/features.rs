@@ -213,8 +213,9 @@ async fn a_product_map_is_read_once_for_a_thousand_concurrent_checks(backend: Ba
         app.stripe.request_count("/v1/products/prod_pro/features"),
         1
     );
-    // Known now: later checks don't ask again, even after a restart of the
-    // cache (the map is stored).
+    // Known now: later checks don't ask again. (That the stored map
+    // outlives a restart is checked in
+    // a_feature_added_to_a_product_shows_after_product_updated.)
     assert!(
         app.feature_for_customer(&sub.customer, "export")
             .await
