@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Records, SubjectCache};
-use crate::catalog::{self, Catalog};
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::features::Features;
 use crate::policy::{self, Decision, FeatureQuery, Policy};
@@ -148,10 +148,7 @@ impl Access {
         if !wanted {
             return Ok(Catalog::new());
         }
-        self.features
-            .clone()
-            .catalog(catalog::products_of(records))
-            .await
+        self.features.clone().catalog(records).await
     }
 
     /// The pure decision for `query`, under stale grace when Stripe could

@@ -41,6 +41,10 @@ pub struct SubjectCache {
     /// Bumped by every product invalidation: a map read from Stripe before
     /// it is not cached (it may predate the change).
     product_epoch: AtomicU64,
+    /// Active entitlement summaries by customer (`None`: none stored), for
+    /// feature checks whose product maps are unknown. Invalidated with the
+    /// customer, and ticketed by the customer's epoch.
+    summaries: Cache<String, Option<Arc<[String]>>>,
 }
 
 /// Products whose feature maps are kept in memory; far more than any
@@ -87,6 +91,10 @@ pub fn weigh(subject: &Subject, records: &Records) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// Summaries kept in memory: one per customer whose feature checks needed
+/// one, small lists of lookup keys.
+const SUMMARY_CAPACITY: u64 = 100_000;
+
 /// Remembered "no subscriptions in Stripe" answers are few and small; this
 /// many is plenty and bounds them whatever callers ask about.
 const ABSENT_CAPACITY: u64 = 100_000;
@@ -111,6 +119,30 @@ impl SubjectCache {
                 .time_to_live(ttl)
                 .build(),
             product_epoch: AtomicU64::new(0),
+            summaries: Cache::builder()
+                .max_capacity(SUMMARY_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// `customer`'s active entitlement summary as last read from the store
+    /// (`Some(None)`: it has none); `None` when not cached.
+    pub fn summary(&self, customer: &str) -> Option<Option<Arc<[String]>>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.summaries.get(customer)
+    }
+
+    /// Keeps what the store said of `customer`'s summary, unless the
+    /// customer was invalidated since `ticket` (taken with
+    /// [`SubjectCache::ticket`] for `Subject::Customer`).
+    pub fn insert_summary(&self, customer: &str, ticket: Ticket, summary: Option<Arc<[String]>>) {
+        if self.enabled.load(Ordering::Acquire)
+            && self.epochs[ticket.bucket].load(Ordering::Acquire) == ticket.epoch
+        {
+            self.summaries.insert(customer.to_owned(), summary);
         }
     }
 
@@ -210,6 +242,7 @@ impl SubjectCache {
         for c in &affected.customers {
             self.invalidate_subject(&Subject::Customer(c.clone()));
             self.absent_customers.invalidate(c);
+            self.summaries.invalidate(c);
         }
         for u in &affected.users {
             self.invalidate_subject(&Subject::User(u.clone()));
@@ -229,6 +262,7 @@ impl SubjectCache {
         }
         self.records.invalidate_all();
         self.absent_customers.invalidate_all();
+        self.summaries.invalidate_all();
         self.product_epoch.fetch_add(1, Ordering::AcqRel);
         self.products.invalidate_all();
     }

@@ -329,6 +329,21 @@ pub struct CustomerLink {
     pub user_id: Option<String>,
 }
 
+/// `entitlements.active_entitlement_summary.updated`: a customer's active
+/// Entitlements features as Stripe sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitlementSummary {
+    pub customer_id: String,
+    /// Feature lookup keys, sorted, each once.
+    pub features: Vec<String>,
+    /// The event's list had more pages than it carries (`has_more`).
+    pub truncated: bool,
+    /// What it is as of (unix ms), to order summaries: the end of the
+    /// second the event was created in (the change may lie anywhere in
+    /// it), or when a re-list through the API began.
+    pub as_of_ms: i64,
+}
+
 /// What an event means to Tollgate. Dispatch on event types happens here,
 /// once; everything downstream matches on this enum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +356,7 @@ pub enum DomainEvent {
     /// A product changed (`product.updated`): its feature map may have.
     /// Carries the product id.
     ProductChanged(String),
+    EntitlementSummary(EntitlementSummary),
     /// A type Tollgate does not act on; recorded as ignored.
     Unhandled,
 }
@@ -354,11 +370,12 @@ enum Kind {
     InvoiceFailed,
     Customer,
     Product,
+    EntitlementSummary,
 }
 
 /// The one table of event types Tollgate acts on: [`classify`] dispatches
 /// on it and [`HANDLED_TYPES`] is derived from it, so the two cannot drift.
-const KINDS: [(&str, Kind); 13] = [
+const KINDS: [(&str, Kind); 14] = [
     ("checkout.session.completed", Kind::Checkout),
     ("customer.subscription.created", Kind::Subscription),
     ("customer.subscription.updated", Kind::Subscription),
@@ -372,7 +389,11 @@ const KINDS: [(&str, Kind); 13] = [
     ("customer.created", Kind::Customer),
     ("customer.updated", Kind::Customer),
     ("product.updated", Kind::Product),
+    (SUMMARY_UPDATED, Kind::EntitlementSummary),
 ];
+
+/// The event type that carries a customer's active entitlement summary.
+pub const SUMMARY_UPDATED: &str = "entitlements.active_entitlement_summary.updated";
 
 const fn type_names() -> [&'static str; KINDS.len()] {
     let mut names = [""; KINDS.len()];
@@ -420,6 +441,10 @@ fn check_ids(domain: &DomainEvent) -> Result<(), ShapeError> {
             ("user id", c.user_id.as_deref()),
         ],
         DomainEvent::ProductChanged(id) => vec![("product", Some(id.as_str()))],
+        DomainEvent::EntitlementSummary(s) => std::iter::once(("customer", Some(&s.customer_id)))
+            .chain(s.features.iter().map(|f| ("feature lookup key", Some(f))))
+            .map(|(name, value)| (name, value.map(String::as_str)))
+            .collect(),
         DomainEvent::Unhandled => vec![],
     };
     check_fields(&fields)
@@ -461,15 +486,40 @@ fn kind_of(event_type: &str) -> Option<Kind> {
 }
 
 /// The Stripe object type a handled event type is about: what a thin
-/// event's `related_object` must be. `None` for types Tollgate ignores.
+/// event's `related_object` must be. `None` for types Tollgate ignores,
+/// and for the entitlement summary, which has no object to read back (a
+/// thin summary event is recorded as ignored; feature maps and the
+/// snapshot events carry what it would).
 pub fn object_type_for(v1_type: &str) -> Option<&'static str> {
-    kind_of(v1_type).map(|kind| match kind {
-        Kind::Checkout => "checkout.session",
-        Kind::Subscription => "subscription",
-        Kind::InvoicePaid | Kind::InvoiceFailed => "invoice",
-        Kind::Customer => "customer",
-        Kind::Product => "product",
+    kind_of(v1_type).and_then(|kind| match kind {
+        Kind::Checkout => Some("checkout.session"),
+        Kind::Subscription => Some("subscription"),
+        Kind::InvoicePaid | Kind::InvoiceFailed => Some("invoice"),
+        Kind::Customer => Some("customer"),
+        Kind::Product => Some("product"),
+        Kind::EntitlementSummary => None,
     })
+}
+
+/// The customer of a snapshot summary event whose embedded list was cut
+/// short (`has_more`), so it must be re-listed from Stripe before it is
+/// applied; `None` for anything else.
+pub fn summary_to_relist(envelope: &Envelope) -> Option<&str> {
+    if envelope.thin.is_some() || envelope.event_type != SUMMARY_UPDATED {
+        return None;
+    }
+    let obj = &envelope.object;
+    let has_more = obj
+        .get("entitlements")
+        .and_then(|l| l.get("has_more"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !has_more {
+        return None;
+    }
+    obj.get("customer")
+        .and_then(Value::as_str)
+        .filter(|c| plausible_id(c) && !c.is_empty())
 }
 
 fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
@@ -489,8 +539,53 @@ fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, S
                 .map(DomainEvent::ProductChanged)
                 .ok_or_else(|| shape("product has no id"))
         }
+        Some(Kind::EntitlementSummary) if envelope.thin.is_some() => Ok(DomainEvent::Unhandled),
+        Some(Kind::EntitlementSummary) => parse_entitlement_summary(obj).map(|mut summary| {
+            summary.as_of_ms = envelope.created.saturating_mul(1000).saturating_add(999);
+            DomainEvent::EntitlementSummary(summary)
+        }),
         None => Ok(DomainEvent::Unhandled),
     }
+}
+
+/// Reads an `entitlements.active_entitlement_summary`: its customer and the
+/// lookup keys of the entitlements its list carries (`as_of_ms` is left 0
+/// for the caller, who knows the event).
+pub fn parse_entitlement_summary(obj: &Value) -> Result<EntitlementSummary, ShapeError> {
+    let obj = expect_object(obj, "entitlements.active_entitlement_summary")?;
+    let customer_id =
+        customer_of(obj).ok_or_else(|| shape("entitlement summary has no customer"))?;
+    let list = obj
+        .get("entitlements")
+        .filter(|l| l.is_object())
+        .ok_or_else(|| shape("entitlement summary has no `entitlements` list"))?;
+    let data = list
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| shape("entitlement summary's `entitlements.data` is not a list"))?;
+    let mut features = data
+        .iter()
+        .map(active_entitlement_key)
+        .collect::<Result<Vec<_>, _>>()?;
+    features.sort();
+    features.dedup();
+    Ok(EntitlementSummary {
+        customer_id,
+        features,
+        truncated: list.get("has_more").and_then(Value::as_bool) == Some(true),
+        as_of_ms: 0,
+    })
+}
+
+/// The feature lookup key of one `entitlements.active_entitlement`.
+pub fn active_entitlement_key(entitlement: &Value) -> Result<String, ShapeError> {
+    non_empty_str(entitlement, "lookup_key")
+        .or_else(|| {
+            entitlement
+                .get("feature")
+                .and_then(|f| non_empty_str(f, "lookup_key"))
+        })
+        .ok_or_else(|| shape("an active entitlement has no lookup_key"))
 }
 
 fn non_empty_str(v: &Value, key: &str) -> Option<String> {
@@ -730,6 +825,70 @@ mod tests {
             object,
             thin: None,
         }
+    }
+
+    #[test]
+    fn an_entitlement_summary_reads_its_customer_and_sorted_lookup_keys() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/stripe/active_entitlement_summary.json"
+        ))
+        .unwrap();
+        let e = env(SUMMARY_UPDATED, fixture.clone());
+        let DomainEvent::EntitlementSummary(s) = classify(&e, "user_id").unwrap() else {
+            panic!("not a summary");
+        };
+        assert_eq!(s.customer_id, "customer");
+        assert_eq!(s.features, ["lookup_key"]);
+        assert!(s.truncated, "the fixture says has_more");
+        assert_eq!(s.as_of_ms, 100_999, "the end of the event's second");
+        assert_eq!(summary_to_relist(&e), Some("customer"));
+
+        let entry = |key: Value, feature_key: Value| json!({"object": "entitlements.active_entitlement", "lookup_key": key, "feature": {"lookup_key": feature_key}});
+        let mut obj = fixture;
+        obj["entitlements"] = json!({
+            "object": "list",
+            "has_more": false,
+            "data": [entry(json!("sso"), json!(null)), entry(json!(null), json!("export")), entry(json!("sso"), json!(null))],
+        });
+        let e = env(SUMMARY_UPDATED, obj.clone());
+        let DomainEvent::EntitlementSummary(s) = classify(&e, "user_id").unwrap() else {
+            panic!("not a summary");
+        };
+        assert_eq!(
+            s.features,
+            ["export", "sso"],
+            "sorted, once each, expanded features read"
+        );
+        assert!(!s.truncated);
+        assert_eq!(summary_to_relist(&e), None);
+
+        let broken: [(&str, Value); 4] = [
+            ("customer", json!(null)),
+            ("entitlements", json!([])),
+            ("entitlements", json!({"data": "x"})),
+            (
+                "entitlements",
+                json!({"data": [entry(json!(""), json!(null))]}),
+            ),
+        ];
+        for (key, value) in broken {
+            let mut bad = obj.clone();
+            bad[key] = value;
+            let e = env(SUMMARY_UPDATED, bad);
+            assert!(classify(&e, "user_id").is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_thin_summary_event_is_not_read_and_is_ignored() {
+        let mut e = env(&format!("v1.{SUMMARY_UPDATED}"), Value::Null);
+        e.thin = Some(Thin {
+            related: None,
+            snapshot_event: None,
+        });
+        assert_eq!(object_type_for(e.v1_type()), None);
+        assert_eq!(classify(&e, "user_id"), Ok(DomainEvent::Unhandled));
+        assert_eq!(summary_to_relist(&e), None);
     }
 
     #[test]

@@ -14,10 +14,12 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::cache::SubjectCache;
-use crate::catalog::Catalog;
+use crate::catalog::{self, Catalog};
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use crate::stripe::StripeClient;
+use crate::subject::Subject;
+use crate::subscription::SubscriptionRecord;
 
 type SharedRead = Shared<BoxFuture<'static, Result<Arc<[String]>, String>>>;
 
@@ -51,10 +53,65 @@ impl Features {
         }
     }
 
-    /// A catalog of `products`: every map known in memory or the store,
-    /// plus those Stripe gives within one bounded wait. A product whose map
-    /// can't be had now is left out (it carries nothing).
+    /// A catalog for `records`: every product map known in memory or the
+    /// store, plus those Stripe gives within one bounded wait; and, for the
+    /// customers of records with a product whose map can't be had now,
+    /// their active entitlement summaries.
     pub async fn catalog(
+        self: &Arc<Self>,
+        records: &[SubscriptionRecord],
+    ) -> Result<Catalog, StoreError> {
+        let mut catalog = self.product_maps(catalog::products_of(records)).await?;
+        let customers = catalog::needing_summaries(records, &catalog);
+        if !customers.is_empty() {
+            self.add_summaries(&mut catalog, customers).await?;
+        }
+        Ok(catalog)
+    }
+
+    /// The summaries of `customers`, from memory, else the store.
+    async fn add_summaries(
+        &self,
+        catalog: &mut Catalog,
+        customers: BTreeSet<&str>,
+    ) -> Result<(), StoreError> {
+        let mut missing = Vec::new();
+        for customer in customers {
+            match self.cache.summary(customer) {
+                Some(Some(features)) => catalog.insert_summary(customer, features),
+                Some(None) => {}
+                None => missing.push((
+                    customer.to_owned(),
+                    self.cache.ticket(&Subject::Customer(customer.to_owned())),
+                )),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = missing.iter().map(|(c, _)| c.clone()).collect();
+        let mut found: HashMap<String, Arc<[String]>> = self
+            .store
+            .entitlement_summaries(&ids)
+            .await?
+            .into_iter()
+            .map(|(customer, features)| (customer, features.into()))
+            .collect();
+        for (customer, ticket) in missing {
+            let summary = found.remove(&customer);
+            self.cache
+                .insert_summary(&customer, ticket, summary.clone());
+            if let Some(features) = summary {
+                catalog.insert_summary(customer, features);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every map of `products` known in memory or the store, plus those
+    /// Stripe gives within one bounded wait. A product whose map can't be
+    /// had now is left out (unknown).
+    async fn product_maps(
         self: &Arc<Self>,
         products: BTreeSet<&str>,
     ) -> Result<Catalog, StoreError> {

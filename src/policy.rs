@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Carrier, Catalog, Source};
 use crate::subscription::{PauseKind, Status, SubscriptionRecord};
 
 /// Why access was granted or denied. Mirrors the gRPC `Reason` enum.
@@ -507,15 +507,24 @@ fn naming_the_feature(
     records: &[SubscriptionRecord],
     query: FeatureQuery<'_>,
 ) -> Decision {
-    let product = records
+    let carrier = records
         .iter()
         .find(|r| r.id == d.subscription_id)
-        .and_then(|r| query.catalog.carrier(r, query.feature))
-        .unwrap_or("?");
-    d.detail = format!(
-        "feature {} from product {product}: {}",
-        query.feature, d.detail
-    );
+        .and_then(|r| query.catalog.carrier(r, query.feature));
+    let source = match carrier {
+        Some(Carrier {
+            product,
+            source: Source::ProductMap,
+        }) => format!("from product {product}"),
+        Some(Carrier {
+            product,
+            source: Source::Summary,
+        }) => format!(
+            "from the customer's active entitlement summary (product {product}'s feature map is unknown)"
+        ),
+        None => "from product ?".to_owned(),
+    };
+    d.detail = format!("feature {} {source}: {}", query.feature, d.detail);
     d
 }
 
@@ -769,6 +778,66 @@ mod tests {
                 d.detail.contains("export")
                     || reason == Reason::NoSubscription
                     || reason == Reason::Canceled,
+                "{}",
+                d.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_summary_decides_a_feature_only_where_a_product_map_is_unknown() {
+        let policy = Policy::default();
+        let grace = 7 * DAY;
+        let mut catalog = catalog();
+        catalog.insert_summary("cus_1", std::sync::Arc::from(vec!["export".to_owned()]));
+        let q = FeatureQuery {
+            feature: "export",
+            catalog: &catalog,
+        };
+        let unknown = |r: SubscriptionRecord| with_product(r, "prod_new");
+        let basic = |r: SubscriptionRecord| with_product(r, "prod_basic");
+        // (records, expected reason, expected access_until, carried by the summary)
+        let table: Vec<(Vec<SubscriptionRecord>, Reason, i64, bool)> = vec![
+            (
+                vec![unknown(rec("n", Status::Active, NOW + 1))],
+                Reason::Active,
+                NOW + 1,
+                true,
+            ),
+            // The summary carries the feature, Tollgate's policy still
+            // decides the access: the same edges as a known map.
+            (
+                vec![unknown(rec("n", Status::Active, NOW))],
+                Reason::Expired,
+                0,
+                true,
+            ),
+            (
+                vec![unknown(past_due(NOW - grace + 1))],
+                Reason::PastDueGrace,
+                NOW + 1,
+                true,
+            ),
+            (
+                vec![unknown(past_due(NOW - grace))],
+                Reason::PastDue,
+                0,
+                true,
+            ),
+            // A known map without the feature is not overruled.
+            (
+                vec![basic(rec("b", Status::Active, NOW + DAY))],
+                Reason::FeatureNotIncluded,
+                0,
+                false,
+            ),
+        ];
+        for (records, reason, until, by_summary) in table {
+            let d = decide_feature(&records, NOW, &policy, None, q);
+            assert_eq!((d.reason, d.access_until), (reason, until), "{records:?}");
+            assert_eq!(
+                d.detail.contains("active entitlement summary"),
+                by_summary,
                 "{}",
                 d.detail
             );
@@ -1142,21 +1211,28 @@ mod feature_properties {
             )
     }
 
+    /// Maps for some products (others unknown), and sometimes the
+    /// customer's active entitlement summary.
     fn catalog() -> impl Strategy<Value = Catalog> {
-        proptest::collection::vec(
-            proptest::option::of(proptest::collection::vec(select(FEATURES.to_vec()), 0..3)),
-            PRODUCTS.len(),
+        let features = || proptest::collection::vec(select(FEATURES.to_vec()), 0..3);
+        (
+            proptest::collection::vec(proptest::option::of(features()), PRODUCTS.len()),
+            proptest::option::of(features()),
         )
-        .prop_map(|maps| {
-            let mut c = Catalog::new();
-            for (product, map) in PRODUCTS.iter().zip(maps) {
-                if let Some(features) = map {
-                    let owned: Vec<String> = features.into_iter().map(str::to_owned).collect();
-                    c.insert(*product, std::sync::Arc::from(owned));
+            .prop_map(|(maps, summary)| {
+                let owned =
+                    |f: Vec<&str>| -> Vec<String> { f.into_iter().map(str::to_owned).collect() };
+                let mut c = Catalog::new();
+                for (product, map) in PRODUCTS.iter().zip(maps) {
+                    if let Some(features) = map {
+                        c.insert(*product, std::sync::Arc::from(owned(features)));
+                    }
                 }
-            }
-            c
-        })
+                if let Some(features) = summary {
+                    c.insert_summary("cus_1", std::sync::Arc::from(owned(features)));
+                }
+                c
+            })
     }
 
     proptest! {

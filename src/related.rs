@@ -99,6 +99,28 @@ impl RelatedReader {
         }
     }
 
+    /// Lists `customer`'s active entitlements (lookup keys), and when the
+    /// listing began (unix ms), within the same time bound as a read. Not
+    /// shared: only a summary event cut short needs it.
+    pub async fn active_entitlements(
+        &self,
+        customer: &str,
+    ) -> Result<(Vec<String>, i64), ReadFailure> {
+        let Some(client) = self.client.as_ref() else {
+            return Err(ReadFailure::Permanent(NotConfigured.to_string()));
+        };
+        let read_at_ms = self.clock.now_ms();
+        match tokio::time::timeout(self.timeout, client.active_entitlements(customer)).await {
+            Ok(Ok(keys)) => Ok((keys, read_at_ms)),
+            Ok(Err(e)) if e.is_transient() => Err(ReadFailure::Transient(e.to_string())),
+            Ok(Err(e)) => Err(ReadFailure::Permanent(e.to_string())),
+            Err(_) => Err(ReadFailure::Transient(format!(
+                "no answer from Stripe within {} s",
+                self.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
     fn join_or_queue(self: &Arc<Self>, client: Arc<StripeClient>, related: &Related) -> SharedRead {
         let key = format!("{}:{}", related.object_type, related.id);
         let mut flights = self.flights.lock().expect("BUG: flight map poisoned");

@@ -136,7 +136,7 @@ impl Application {
         }
         let client = StripeClient::new(&config.stripe).map(Arc::new);
         if client.is_none() {
-            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, the reconciler is off, thin events are recorded as failed (replay them once a key is set), and feature checks have no product feature maps (they answer REASON_FEATURE_NOT_INCLUDED)");
+            tracing::warn!("STRIPE_API_KEY not set: stale records get grace but are never refreshed, the reconciler is off, thin events are recorded as failed (replay them once a key is set), feature checks have no product feature maps and decide only from entitlements.active_entitlement_summary.updated events (a feature no summary names answers REASON_FEATURE_NOT_INCLUDED), and a summary cut short (has_more) is kept as it came");
         }
         let related = Arc::new(RelatedReader::new(
             client.clone(),

@@ -250,20 +250,28 @@ impl StripeClient {
         } else {
             "customer"
         };
+        let query = [(by, customer.to_owned()), ("status", "all".to_owned())];
+        self.list_all("/v1/subscriptions", "/v1/subscriptions", &query)
+            .await
+    }
+
+    /// Every object a list endpoint returns, page by page (100 a page,
+    /// `starting_after` the last id while `has_more`).
+    async fn list_all(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Value>, StripeError> {
         let mut out = Vec::new();
         let mut starting_after: Option<String> = None;
         loop {
-            let mut query = vec![
-                (by, customer.to_owned()),
-                ("status", "all".to_owned()),
-                ("limit", "100".to_owned()),
-            ];
+            let mut page_query = query.to_vec();
+            page_query.push(("limit", "100".to_owned()));
             if let Some(after) = &starting_after {
-                query.push(("starting_after", after.clone()));
+                page_query.push(("starting_after", after.clone()));
             }
-            let page = self
-                .get("/v1/subscriptions", "/v1/subscriptions", &query)
-                .await?;
+            let page = self.get(endpoint, path, &page_query).await?;
             let (data, has_more) = list_page(&page)?;
             starting_after = data
                 .last()
@@ -287,37 +295,36 @@ impl StripeClient {
             return Err(StripeError::NotFound);
         }
         let path = format!("/v1/products/{product}/features");
-        let mut keys = Vec::new();
-        let mut starting_after: Option<String> = None;
-        loop {
-            let mut query = vec![("limit", "100".to_owned())];
-            if let Some(after) = &starting_after {
-                query.push(("starting_after", after.clone()));
-            }
-            let page = self
-                .get("/v1/products/{id}/features", &path, &query)
-                .await?;
-            let (data, has_more) = list_page(&page)?;
-            starting_after = data
-                .last()
-                .and_then(|o| o["id"].as_str())
-                .map(str::to_owned);
-            for attached in &data {
-                let feature = &attached["entitlement_feature"];
-                // An archived feature grants nothing.
-                if feature["active"].as_bool() == Some(false) {
-                    continue;
-                }
-                if let Some(key) = feature["lookup_key"].as_str().filter(|k| !k.is_empty()) {
-                    keys.push(key.to_owned());
-                }
-            }
-            if !has_more || starting_after.is_none() {
-                keys.sort();
-                keys.dedup();
-                return Ok(keys);
-            }
-        }
+        let attached = self
+            .list_all("/v1/products/{id}/features", &path, &[])
+            .await?;
+        let mut keys: Vec<String> = attached
+            .iter()
+            .map(|a| &a["entitlement_feature"])
+            // An archived feature grants nothing.
+            .filter(|feature| feature["active"].as_bool() != Some(false))
+            .filter_map(|feature| feature["lookup_key"].as_str())
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The lookup keys of `customer`'s active entitlements (`GET
+    /// /v1/entitlements/active_entitlements?customer=`, every page).
+    pub async fn active_entitlements(&self, customer: &str) -> Result<Vec<String>, StripeError> {
+        let path = "/v1/entitlements/active_entitlements";
+        let query = [("customer", customer.to_owned())];
+        let listed = self.list_all(path, path, &query).await?;
+        let mut keys = listed
+            .iter()
+            .map(|e| crate::event::active_entitlement_key(e).map_err(|e| StripeError::Decode(e.0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// One page of `GET /v1/events`, newest first.

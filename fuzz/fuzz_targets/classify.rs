@@ -10,7 +10,7 @@
 //! invoices with `apply_payment`, and the resulting record is judged.
 //!
 //! Layout (what the seeds in `fuzz/seeds/classify/` encode): one byte picks
-//! the type (`b % 13`), 8 bytes `created` (i64 LE), then per edit: a byte
+//! the type (`b % 14`), 8 bytes `created` (i64 LE), then per edit: a byte
 //! whose low bit says whether another edit follows, a byte for the key, a
 //! byte for the operation and the value's own bytes. An empty input is the
 //! first type with its fixture unchanged.
@@ -34,6 +34,7 @@ enum Kind {
     Invoice,
     Customer,
     Product,
+    Summary,
 }
 
 fn kind_of(event_type: &str) -> Kind {
@@ -45,13 +46,15 @@ fn kind_of(event_type: &str) -> Kind {
         Kind::Invoice
     } else if event_type.starts_with("product.") {
         Kind::Product
+    } else if event_type.starts_with("entitlements.") {
+        Kind::Summary
     } else {
         Kind::Customer
     }
 }
 
 fn template(kind: Kind) -> &'static Value {
-    static T: OnceLock<[Value; 5]> = OnceLock::new();
+    static T: OnceLock<[Value; 6]> = OnceLock::new();
     let all = T.get_or_init(|| {
         let parse = |s: &str| serde_json::from_str(s).expect("fixture is JSON");
         [
@@ -65,6 +68,9 @@ fn template(kind: Kind) -> &'static Value {
             parse(include_str!("../../tests/fixtures/stripe/customer.json")),
             // No product fixture is vendored; Tollgate reads only its id.
             json!({"id": "prod_QXg1hqf4jFNsqG", "object": "product", "name": "Pro"}),
+            parse(include_str!(
+                "../../tests/fixtures/stripe/active_entitlement_summary.json"
+            )),
         ]
     });
     &all[kind as usize]
@@ -155,6 +161,25 @@ fn paths(kind: Kind) -> &'static [&'static [Seg]] {
             &[Key("lines"), Key("data"), At(1), Key("subscription")],
         ],
         Kind::Product => &[&[Key("object")], &[Key("id")], &[Key("name")]],
+        Kind::Summary => &[
+            &[Key("object")],
+            &[Key("customer")],
+            &[Key("customer_account")],
+            &[Key("entitlements")],
+            &[Key("entitlements"), Key("has_more")],
+            &[Key("entitlements"), Key("data")],
+            &[Key("entitlements"), Key("data"), At(0)],
+            &[Key("entitlements"), Key("data"), At(0), Key("lookup_key")],
+            &[Key("entitlements"), Key("data"), At(0), Key("feature")],
+            &[
+                Key("entitlements"),
+                Key("data"),
+                At(0),
+                Key("feature"),
+                Key("lookup_key"),
+            ],
+            &[Key("entitlements"), Key("data"), At(1)],
+        ],
         Kind::Customer => &[
             &[Key("object")],
             &[Key("id")],
@@ -361,6 +386,15 @@ fn run(u: &mut Unstructured) -> Result<()> {
         Kind::Subscription => matches!(domain, DomainEvent::Subscription(_)),
         Kind::Customer => matches!(domain, DomainEvent::Customer(_)),
         Kind::Product => matches!(domain, DomainEvent::ProductChanged(_)),
+        Kind::Summary => match &domain {
+            DomainEvent::EntitlementSummary(s) => {
+                assert!(!s.customer_id.is_empty());
+                assert!(s.features.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+                assert!(s.features.iter().all(|f| !f.is_empty()), "{s:?}");
+                true
+            }
+            _ => false,
+        },
         Kind::Invoice if event_type == "invoice.payment_failed" => {
             matches!(domain, DomainEvent::InvoiceFailed(_))
         }

@@ -75,6 +75,7 @@ pub(super) fn customer_of(domain: &DomainEvent) -> Option<&str> {
         DomainEvent::InvoicePaid(p) => Some(&p.customer_id),
         DomainEvent::CheckoutCompleted(c) => c.customer_id.as_deref(),
         DomainEvent::Customer(c) => Some(&c.customer_id),
+        DomainEvent::EntitlementSummary(s) => Some(&s.customer_id),
         DomainEvent::InvoiceFailed(_) | DomainEvent::ProductChanged(_) | DomainEvent::Unhandled => {
             None
         }
@@ -234,11 +235,70 @@ pub(super) async fn apply_event(
             affected.add_product(&product);
             Ok(Effect::applied())
         }
+        DomainEvent::EntitlementSummary(summary) => {
+            apply_summary(now, tx, &summary, affected).await
+        }
         DomainEvent::Unhandled => Ok(Effect {
             outcome: Outcome::Ignored,
             error: None,
         }),
     }
+}
+
+/// Stores a customer's active entitlement summary unless a later one is
+/// stored. When it names a feature that none of the known maps of the
+/// customer's products carry, a feature was attached since they were read:
+/// those maps are forgotten as of the summary, so the next check reads
+/// them again. (A summary that names fewer features proves nothing: Stripe
+/// leaves out what Tollgate's grace still grants.)
+async fn apply_summary(
+    now: i64,
+    tx: &mut dyn Tx,
+    summary: &event::EntitlementSummary,
+    affected: &mut Affected,
+) -> Result<Effect, StoreError> {
+    let customer = &summary.customer_id;
+    if !tx
+        .save_entitlement_summary(customer, &summary.features, summary.as_of_ms, now)
+        .await?
+    {
+        return Ok(Effect::with(
+            Outcome::Stale,
+            "a later entitlement summary of this customer is stored",
+        ));
+    }
+    affected.add_customer(customer);
+    let records = tx.customer_records(customer).await?;
+    let products: Vec<String> = crate::catalog::products_of(&records)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let maps = tx.product_features(&products).await?;
+    let carried: std::collections::BTreeSet<&str> = maps
+        .iter()
+        .flat_map(|(_, features)| features.iter().map(String::as_str))
+        .collect();
+    if let Some(feature) = summary
+        .features
+        .iter()
+        .find(|f| !carried.contains(f.as_str()))
+    {
+        for (product, _) in &maps {
+            tx.forget_product_features(product, summary.as_of_ms)
+                .await?;
+            affected.add_product(product);
+        }
+        if !maps.is_empty() {
+            tracing::info!(customer = %customer, feature = %feature, products = maps.len(), "entitlement summary names a feature no known product map carries; maps forgotten");
+        }
+    }
+    if summary.truncated {
+        return Ok(Effect::with(
+            Outcome::Applied,
+            "the summary's list had more pages than it carries and could not be re-listed from Stripe: stored as it came",
+        ));
+    }
+    Ok(Effect::applied())
 }
 
 pub(super) async fn flag(

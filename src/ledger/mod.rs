@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::changes::Changes;
 use crate::clock::Clock;
-use crate::event::{self, content_hash, Envelope};
+use crate::event::{self, content_hash, DomainEvent, Envelope};
 use crate::livemode::Livemode;
 use crate::outcome::{Outcome, ReviewReason};
 use crate::related::{Read, ReadFailure, RelatedReader};
@@ -50,13 +50,31 @@ pub struct Ledger {
     related: Arc<RelatedReader>,
 }
 
-/// What reading a thin event's object gave, before its transaction.
+/// What reading from Stripe before an event's transaction gave.
 enum Fetched {
-    /// Not a thin event Tollgate acts on: nothing to read.
+    /// Nothing needed reading (or, for a summary cut short, nothing could
+    /// be: it is stored as it came).
     Nothing,
+    /// A thin event's object.
     Read(Read),
     /// Can't be read until something changes; recorded as failed.
     Unreadable(String),
+    /// The whole list of a summary event whose embedded list was cut short,
+    /// and when the listing began (unix ms).
+    Relisted {
+        features: Vec<String>,
+        read_at_ms: i64,
+    },
+}
+
+/// What must be read from Stripe before an event's transaction.
+enum PreRead<'e> {
+    Nothing,
+    /// A thin event's object.
+    Thin,
+    /// The active entitlements of this customer: the event's summary has
+    /// more than it carries.
+    Relist(&'e str),
 }
 
 /// A delivered event's text and hashes, as its ledger row keeps them.
@@ -143,18 +161,16 @@ impl Ledger {
     ) -> Result<Ingested, IngestError> {
         // Decided once: the clock must not move an event across the line
         // between "read first" and "record as is" halfway through.
-        let fetched = if self.must_read(envelope) {
-            if self
+        let pre_read = self.pre_read(envelope);
+        if !matches!(pre_read, PreRead::Nothing)
+            && self
                 .store
                 .knows_change(&envelope.id, envelope.change_key())
                 .await?
-            {
-                return Ok(Ingested::Duplicate);
-            }
-            self.fetch(envelope).await?
-        } else {
-            Fetched::Nothing
-        };
+        {
+            return Ok(Ingested::Duplicate);
+        }
+        let fetched = self.read_first(envelope, pre_read).await?;
         match self.record_and_apply(envelope, raw, source, &fetched).await {
             Err(StoreError::Rejected(cause)) => {
                 tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
@@ -164,14 +180,53 @@ impl Ledger {
         }
     }
 
-    /// Whether `envelope` is a thin event whose object must be read from
-    /// Stripe: one Tollgate acts on, of the mode it serves, and dated
-    /// sanely (anything else is recorded without a read).
-    fn must_read(&self, envelope: &Envelope) -> bool {
-        envelope.thin.is_some()
-            && envelope.is_handled()
-            && self.livemode.accepts(envelope.livemode)
-            && event::check_created(envelope, self.clock.now_secs()).is_ok()
+    /// What of `envelope` must be read from Stripe first: a thin event's
+    /// object (for a type with one), or the whole list of a summary cut
+    /// short. Only for events of the mode Tollgate serves, dated sanely
+    /// (anything else is recorded without a read).
+    fn pre_read<'e>(&self, envelope: &'e Envelope) -> PreRead<'e> {
+        if !self.livemode.accepts(envelope.livemode)
+            || event::check_created(envelope, self.clock.now_secs()).is_err()
+        {
+            return PreRead::Nothing;
+        }
+        if envelope.thin.is_some() && event::object_type_for(envelope.v1_type()).is_some() {
+            return PreRead::Thin;
+        }
+        match event::summary_to_relist(envelope) {
+            Some(customer) => PreRead::Relist(customer),
+            None => PreRead::Nothing,
+        }
+    }
+
+    async fn read_first(
+        &self,
+        envelope: &Envelope,
+        pre_read: PreRead<'_>,
+    ) -> Result<Fetched, IngestError> {
+        match pre_read {
+            PreRead::Nothing => Ok(Fetched::Nothing),
+            PreRead::Thin => self.fetch(envelope).await,
+            PreRead::Relist(customer) => self.relist(envelope, customer).await,
+        }
+    }
+
+    /// Lists a customer's active entitlements for a summary event that
+    /// carries only their first page. When that can't succeed (no API key,
+    /// an unknown customer) the summary is stored as it came: what it
+    /// lists is active, the rest unknown.
+    async fn relist(&self, envelope: &Envelope, customer: &str) -> Result<Fetched, IngestError> {
+        match self.related.active_entitlements(customer).await {
+            Ok((features, read_at_ms)) => Ok(Fetched::Relisted {
+                features,
+                read_at_ms,
+            }),
+            Err(ReadFailure::Transient(why)) => Err(IngestError::StripeUnavailable(why)),
+            Err(ReadFailure::Permanent(why)) => {
+                tracing::warn!(event_id = %envelope.id, customer, error = %why, "entitlement summary cut short and not re-listed; stored as it came");
+                Ok(Fetched::Nothing)
+            }
+        }
     }
 
     /// Reads the object of a thin event that [`Ledger::must_read`],
@@ -281,7 +336,7 @@ impl Ledger {
         // A thin event is applied as what Stripe said when it was read.
         let read_envelope;
         let (envelope, authority) = match fetched {
-            Fetched::Nothing => (envelope, Authority::Event),
+            Fetched::Nothing | Fetched::Relisted { .. } => (envelope, Authority::Event),
             Fetched::Unreadable(why) => {
                 let details = format!("{} not applied: {why}", envelope.event_type);
                 let subject = thin_subject(envelope);
@@ -308,6 +363,7 @@ impl Ledger {
             .and_then(|()| event::classify(envelope, &self.user_key));
         let effect = match checked {
             Ok(domain) => {
+                let domain = with_relisted(domain, fetched);
                 // A change the reconciler finds is news to the product.
                 let watched = effects::customer_of(&domain)
                     .filter(|_| source == Source::Reconciler)
@@ -429,14 +485,16 @@ impl Ledger {
         let Some((payload, _)) = loaded else {
             return Err(ReplayError::NotFound);
         };
-        let envelope = match event::parse_envelope(payload.as_bytes()) {
-            Ok(envelope) if self.must_read(&envelope) => envelope,
-            _ => return Ok(Fetched::Nothing),
+        let Ok(envelope) = event::parse_envelope(payload.as_bytes()) else {
+            return Ok(Fetched::Nothing);
         };
-        self.fetch(&envelope).await.map_err(|e| match e {
-            IngestError::Store(e) => ReplayError::Store(e),
-            IngestError::StripeUnavailable(why) => ReplayError::StripeUnavailable(why),
-        })
+        let pre_read = self.pre_read(&envelope);
+        self.read_first(&envelope, pre_read)
+            .await
+            .map_err(|e| match e {
+                IngestError::Store(e) => ReplayError::Store(e),
+                IngestError::StripeUnavailable(why) => ReplayError::StripeUnavailable(why),
+            })
     }
 
     /// Applies a subscription read from Stripe's API at `read_at` (unix
@@ -489,6 +547,27 @@ impl Ledger {
             status: snap.status,
             access_changed,
         })
+    }
+}
+
+/// `domain` with the whole list in place of a summary's first page, when
+/// it was re-listed. The listing began after the event was created, so it
+/// is at least as new.
+fn with_relisted(domain: DomainEvent, fetched: &Fetched) -> DomainEvent {
+    match (domain, fetched) {
+        (
+            DomainEvent::EntitlementSummary(summary),
+            Fetched::Relisted {
+                features,
+                read_at_ms,
+            },
+        ) => DomainEvent::EntitlementSummary(event::EntitlementSummary {
+            features: features.clone(),
+            truncated: false,
+            as_of_ms: summary.as_of_ms.max(*read_at_ms),
+            ..summary
+        }),
+        (domain, _) => domain,
     }
 }
 

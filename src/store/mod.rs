@@ -364,6 +364,20 @@ pub trait Tx: Send {
         product: &str,
         changed_at_ms: i64,
     ) -> Result<(), StoreError>;
+    /// The known feature maps of `products`, read inside the transaction.
+    async fn product_features(
+        &mut self,
+        products: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError>;
+    /// Stores `customer`'s active entitlement summary as of `as_of_ms`;
+    /// false (and nothing written) when a summary as of later is stored.
+    async fn save_entitlement_summary(
+        &mut self,
+        customer: &str,
+        features: &[String],
+        as_of_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Records one admin console action in the audit log; returns its id.
     async fn record_audit(&mut self, entry: &NewAudit<'_>) -> Result<i64, StoreError>;
@@ -407,6 +421,12 @@ pub trait Store: Send + Sync + 'static {
     async fn product_features(
         &self,
         products: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError>;
+    /// The stored active entitlement summaries of `customers` (customer,
+    /// feature lookup keys); customers without one are left out.
+    async fn entitlement_summaries(
+        &self,
+        customers: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError>;
     async fn get_review(&self, id: i64) -> Result<Option<ReviewRow>, StoreError>;
     /// Review records, newest first.

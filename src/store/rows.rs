@@ -248,18 +248,28 @@ pub(crate) const FORGET_PRODUCT_FEATURES: &str =
      ON CONFLICT (product_id) DO UPDATE SET features = NULL, read_at_ms = EXCLUDED.read_at_ms \
      WHERE product_features.read_at_ms <= EXCLUDED.read_at_ms";
 
+/// `$1` customer, `$2` JSON feature lookup keys, `$3` as of (unix ms),
+/// `$4` now. Returns the customer when stored: an older summary than the
+/// one stored is not.
+pub(crate) const SAVE_ENTITLEMENT_SUMMARY: &str =
+    "INSERT INTO entitlement_summaries (customer_id, features, as_of_ms, updated_at_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (customer_id) DO UPDATE SET features = EXCLUDED.features, as_of_ms = EXCLUDED.as_of_ms, updated_at_ms = EXCLUDED.updated_at_ms \
+     WHERE entitlement_summaries.as_of_ms <= EXCLUDED.as_of_ms \
+     RETURNING customer_id";
+
 /// Products with a known map, in id order.
 pub(crate) const KNOWN_PRODUCTS: &str =
     "SELECT product_id FROM product_features WHERE features IS NOT NULL ORDER BY product_id";
 
-/// Reads `(product, JSON features)` rows back into feature maps.
+/// Reads `(product or customer, JSON features)` rows back into feature
+/// lists.
 pub(crate) fn feature_maps(
     rows: Vec<(String, String)>,
 ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
     rows.into_iter()
         .map(|(product, json)| {
             let features: Vec<String> = serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("product {product} features: {e}")))?;
+                .map_err(|e| StoreError::Corrupt(format!("{product} features: {e}")))?;
             Ok((product, features))
         })
         .collect()

@@ -104,3 +104,21 @@ fn open_error(path: &Path, error: sqlx::Error) -> StoreError {
         hint,
     }
 }
+
+/// The known feature maps of `products`, read through `executor`: the
+/// store's pool, or a transaction that may forget some of them.
+async fn product_features<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    products: &[String],
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    if products.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
+    .fetch_all(executor)
+    .await?;
+    super::rows::feature_maps(rows)
+}

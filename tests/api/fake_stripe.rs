@@ -56,6 +56,8 @@ struct Inner {
     objects: Mutex<std::collections::HashMap<(String, String), Value>>,
     /// Entitlements features attached to each product, in order.
     product_features: Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    /// Each customer's active entitlements, in order.
+    active_entitlements: Mutex<std::collections::HashMap<String, Vec<Value>>>,
     /// Events in insertion order.
     events: Mutex<Vec<Value>>,
     behavior: Mutex<BehaviorState>,
@@ -86,6 +88,7 @@ impl FakeStripe {
             subscriptions: Mutex::new(Vec::new()),
             objects: Mutex::new(std::collections::HashMap::new()),
             product_features: Mutex::new(std::collections::HashMap::new()),
+            active_entitlements: Mutex::new(std::collections::HashMap::new()),
             events: Mutex::new(Vec::new()),
             behavior: Mutex::new(BehaviorState {
                 behavior: Behavior::Normal,
@@ -171,6 +174,17 @@ impl FakeStripe {
             .collect();
         lock(&self.inner.product_features).insert(product.to_owned(), attached);
         self.put_object(json!({ "id": product, "object": "product", "name": product }));
+    }
+
+    /// Makes exactly these features (lookup keys) `customer`'s active
+    /// entitlements, as `GET /v1/entitlements/active_entitlements` lists
+    /// them.
+    pub fn set_active_entitlements(&self, customer: &str, lookup_keys: &[&str]) {
+        let listed = lookup_keys
+            .iter()
+            .map(|key| active_entitlement(key))
+            .collect();
+        lock(&self.inner.active_entitlements).insert(customer.to_owned(), listed);
     }
 
     pub fn remove_subscription(&self, id: &str) {
@@ -385,6 +399,7 @@ fn route(inner: &Inner, request: &Request) -> Response {
     match request.path.trim_end_matches('/') {
         "/v1/subscriptions" => list_subscriptions(inner, &query),
         "/v1/events" => list_events(inner, &query),
+        "/v1/entitlements/active_entitlements" => list_active_entitlements(inner, &query),
         path => match path.strip_prefix("/v1/subscriptions/") {
             None => get_object(inner, request, path),
             Some(id) if !id.is_empty() && !id.contains('/') => {
@@ -586,6 +601,31 @@ fn list_subscriptions(inner: &Inner, query: &Query) -> Response {
         };
         customer_ok && status_ok
     })
+}
+
+/// One `entitlements.active_entitlement` for the feature `key`.
+pub fn active_entitlement(key: &str) -> Value {
+    json!({
+        "id": format!("ent_{key}"),
+        "object": "entitlements.active_entitlement",
+        "feature": format!("feat_{key}"),
+        "livemode": false,
+        "lookup_key": key,
+    })
+}
+
+/// `GET /v1/entitlements/active_entitlements?customer=`: Stripe requires
+/// the customer; one without entitlements has an empty list.
+fn list_active_entitlements(inner: &Inner, query: &Query) -> Response {
+    let Some(customer) = first(query, "customer").filter(|c| !c.is_empty()) else {
+        return bad_param("customer", "Missing required param: customer.".to_owned());
+    };
+    let listed = lock(&inner.active_entitlements)
+        .get(customer)
+        .cloned()
+        .unwrap_or_default();
+    let url = "/v1/entitlements/active_entitlements";
+    page(listed, query, url, "active_entitlement", |_| true)
 }
 
 fn list_events(inner: &Inner, query: &Query) -> Response {

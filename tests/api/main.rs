@@ -31,5 +31,6 @@ mod reviews;
 mod startup_errors;
 mod store_suite;
 mod stripe_client;
+mod summaries;
 mod thin_events;
 mod webhook_signature;

@@ -94,13 +94,21 @@ impl Store for PgStore {
         &self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        if products.is_empty() {
+        super::product_features(&self.pool, products).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn entitlement_summaries(
+        &self,
+        customers: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        if customers.is_empty() {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id = ANY($1)",
+            "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id = ANY($1)",
         )
-        .bind(products)
+        .bind(customers)
         .fetch_all(&self.pool)
         .await?;
         rows::feature_maps(rows)

@@ -330,6 +330,33 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn product_features(
+        &mut self,
+        products: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        super::product_features(self.tx.conn(), products).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_entitlement_summary(
+        &mut self,
+        customer: &str,
+        features: &[String],
+        as_of_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(features).expect("BUG: strings serialize");
+        let stored: Option<(String,)> = sqlx::query_as(rows::SAVE_ENTITLEMENT_SUMMARY)
+            .bind(customer)
+            .bind(json)
+            .bind(as_of_ms)
+            .bind(now_ms)
+            .fetch_optional(self.tx.conn())
+            .await?;
+        Ok(stored.is_some())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_state(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let query = match value {
             Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),

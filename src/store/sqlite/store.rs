@@ -88,13 +88,21 @@ impl Store for SqliteStore {
         &self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        if products.is_empty() {
+        super::product_features(&self.reader, products).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn entitlement_summaries(
+        &self,
+        customers: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        if customers.is_empty() {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))",
+            "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id IN (SELECT value FROM json_each($1))",
         )
-        .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
+        .bind(serde_json::to_string(customers).expect("BUG: strings serialize"))
         .fetch_all(&self.reader)
         .await?;
         rows::feature_maps(rows)

@@ -1,5 +1,6 @@
 //! Product feature maps: stored whole, read back for many products at once,
 //! and forgotten by a product change so that no older read lands over it.
+//! Customers' active entitlement summaries: the newest one kept.
 
 use super::*;
 
@@ -7,6 +8,8 @@ on_both_backends!(
     feature_maps_are_stored_whole_and_read_back_for_the_products_asked,
     a_forget_hides_the_map_and_only_a_later_read_stores_it_again,
     known_products_are_those_with_a_map,
+    a_transaction_reads_the_maps_it_may_forget,
+    only_a_summary_as_of_the_same_time_or_later_replaces_the_stored_one,
 );
 
 async fn save(store: &Arc<dyn Store>, product: &str, features: &[&str], read_at: i64) {
@@ -94,4 +97,64 @@ async fn known_products_are_those_with_a_map(backend: Backend) {
     tx.forget_product_features("prod_c", 200).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.known_products().await.unwrap(), ["prod_a", "prod_b"]);
+}
+
+async fn a_transaction_reads_the_maps_it_may_forget(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&store, "prod_a", &["export"], 100).await;
+    save(&store, "prod_b", &["sso"], 100).await;
+    let mut tx = store.begin().await.unwrap();
+    let asked = ["prod_a".to_owned(), "prod_unknown".to_owned()];
+    assert_eq!(
+        tx.product_features(&asked).await.unwrap(),
+        [map("prod_a", &["export"])]
+    );
+    tx.forget_product_features("prod_a", 200).await.unwrap();
+    assert!(
+        tx.product_features(&asked).await.unwrap().is_empty(),
+        "the transaction sees its own forget"
+    );
+    assert!(tx.product_features(&[]).await.unwrap().is_empty());
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        maps(&store, &["prod_a"]).await,
+        [map("prod_a", &["export"])]
+    );
+}
+
+async fn only_a_summary_as_of_the_same_time_or_later_replaces_the_stored_one(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let put = |customer: &'static str, features: &'static [&'static str], as_of: i64| {
+        let store = store.clone();
+        async move {
+            let features: Vec<String> = features.iter().map(|f| (*f).to_owned()).collect();
+            let mut tx = store.begin().await.unwrap();
+            let stored = tx
+                .save_entitlement_summary(customer, &features, as_of, 1)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            stored
+        }
+    };
+    let summaries = |customers: &[&str]| {
+        let store = store.clone();
+        let customers: Vec<String> = customers.iter().map(|c| (*c).to_owned()).collect();
+        async move {
+            let mut s = store.entitlement_summaries(&customers).await.unwrap();
+            s.sort();
+            s
+        }
+    };
+    assert!(summaries(&[]).await.is_empty());
+    assert!(put("cus_a", &["export", "sso"], 1_000).await);
+    assert!(put("cus_b", &[], 1_000).await);
+    assert!(!put("cus_a", &["export"], 999).await, "older: not stored");
+    assert_eq!(
+        summaries(&["cus_a", "cus_b", "cus_none"]).await,
+        [map("cus_a", &["export", "sso"]), map("cus_b", &[])]
+    );
+    assert!(put("cus_a", &["audit"], 1_000).await, "as of the same time");
+    assert!(put("cus_a", &["export"], 2_000).await);
+    assert_eq!(summaries(&["cus_a"]).await, [map("cus_a", &["export"])]);
 }
