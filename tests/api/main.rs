@@ -23,6 +23,7 @@ mod limits;
 mod livemode;
 mod metrics;
 mod process;
+mod readme;
 mod receiver;
 mod refresh;
 mod repair;
