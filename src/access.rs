@@ -8,10 +8,14 @@
 //! `refresh_timeout`). If Stripe cannot answer, access continues as
 //! `STALE_GRACE` until `stale_grace` after local data says it ended.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{Records, SubjectCache};
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use crate::cache::{Records, SubjectCache, Ticket};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::features::Features;
@@ -43,6 +47,21 @@ pub struct Access {
     features: Arc<Features>,
     policy: Policy,
     staleness: Staleness,
+    /// Store reads under way, by subject.
+    loads: Arc<Mutex<HashMap<Subject, Load>>>,
+    next_load: AtomicU64,
+}
+
+/// One store read of a subject's records, shared by the misses that arrive
+/// while it runs, as long as no change to the subject has committed since
+/// it began (a joiner must see every write acknowledged before it asked).
+/// `None` when the read failed: each waiter then reads alone, for its own
+/// error.
+#[derive(Clone)]
+struct Load {
+    ticket: Ticket,
+    id: u64,
+    records: Shared<BoxFuture<'static, Option<Records>>>,
 }
 
 /// What a check asks beyond the subject.
@@ -72,6 +91,8 @@ impl Access {
             features,
             policy,
             staleness,
+            loads: Arc::new(Mutex::new(HashMap::new())),
+            next_load: AtomicU64::new(0),
         }
     }
 
@@ -82,13 +103,51 @@ impl Access {
             return Ok(records);
         }
         metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
+        if let Some(records) = self.shared_load(subject).records.await {
+            return Ok(records);
+        }
+        Ok(Arc::new(load(self.store.as_ref(), subject).await?))
+    }
+
+    /// Joins the read of `subject` under way, or starts one. The read runs
+    /// as its own task: it ends (and caches what it read) even when every
+    /// caller waiting for it has gone.
+    fn shared_load(&self, subject: &Subject) -> Load {
         let ticket = self.cache.ticket(subject);
-        let loaded = Arc::new(match subject {
-            Subject::User(id) => self.store.subscriptions_for_user(id).await?,
-            Subject::Customer(id) => self.store.subscriptions_for_customer(id).await?,
+        let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = loads.get(subject).filter(|l| l.ticket == ticket) {
+            return running.clone();
+        }
+        let id = self.next_load.fetch_add(1, Ordering::Relaxed);
+        let (store, cache, loads_map) =
+            (self.store.clone(), self.cache.clone(), self.loads.clone());
+        let key = subject.clone();
+        let task = tokio::spawn(async move {
+            let result = match load(store.as_ref(), &key).await {
+                Ok(records) => {
+                    let records = Arc::new(records);
+                    cache.insert(key.clone(), ticket, records.clone());
+                    Some(records)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "subject read failed");
+                    None
+                }
+            };
+            let mut loads = loads_map.lock().unwrap_or_else(|p| p.into_inner());
+            if loads.get(&key).is_some_and(|l| l.id == id) {
+                loads.remove(&key);
+            }
+            result
         });
-        self.cache.insert(subject.clone(), ticket, loaded.clone());
-        Ok(loaded)
+        let records = async move { task.await.ok().flatten() }.boxed().shared();
+        let started = Load {
+            ticket,
+            id,
+            records,
+        };
+        loads.insert(subject.clone(), started.clone());
+        started
     }
 
     /// Decides access for `subject`, refreshing stale denials from Stripe.
@@ -243,5 +302,17 @@ impl Access {
                 ..local
             }),
         }
+    }
+}
+
+/// Reads `subject`'s records from the store.
+async fn load(
+    store: &dyn Store,
+    subject: &Subject,
+) -> Result<Vec<crate::subscription::SubscriptionRecord>, StoreError> {
+    metrics::counter!(crate::metrics::SUBJECT_LOADS).increment(1);
+    match subject {
+        Subject::User(id) => store.subscriptions_for_user(id).await,
+        Subject::Customer(id) => store.subscriptions_for_customer(id).await,
     }
 }

@@ -52,7 +52,7 @@ pub struct SubjectCache {
 const PRODUCT_CAPACITY: u64 = 100_000;
 
 /// A snapshot of a subject's epoch, taken before reading the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     bucket: usize,
     epoch: u64,

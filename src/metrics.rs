@@ -17,6 +17,7 @@ pub const HAS_ACCESS: &str = "tollgate_has_access_total";
 pub const HAS_ACCESS_SECONDS: &str = "tollgate_has_access_duration_seconds";
 pub const CACHE_HITS: &str = "tollgate_cache_hits_total";
 pub const CACHE_MISSES: &str = "tollgate_cache_misses_total";
+pub const SUBJECT_LOADS: &str = "tollgate_subject_loads_total";
 pub const STRIPE_REQUESTS: &str = "tollgate_stripe_requests_total";
 pub const REFRESHES: &str = "tollgate_refreshes_total";
 pub const RECONCILER_LAG: &str = "tollgate_reconciler_lag_seconds";
@@ -90,7 +91,14 @@ fn describe() {
         CACHE_HITS,
         "HasAccess lookups answered from the in-memory cache."
     );
-    describe_counter!(CACHE_MISSES, "HasAccess lookups that read the store.");
+    describe_counter!(
+        CACHE_MISSES,
+        "HasAccess lookups not answered from the in-memory cache."
+    );
+    describe_counter!(
+        SUBJECT_LOADS,
+        "Store reads of a subject's records: concurrent misses of one subject share one."
+    );
     describe_counter!(
         STRIPE_REQUESTS,
         "Stripe API requests, by endpoint and HTTP status (error when none)."

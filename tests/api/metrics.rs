@@ -219,3 +219,89 @@ async fn metrics_count_webhooks_checks_and_stripe_calls() {
     assert!(m.contains_key(&("tollgate_notifications_queued".to_owned(), String::new())));
     assert_eq!(server.terminate().await, Some(0));
 }
+
+/// PostgreSQL, so that a test can hold every read of the subscriptions
+/// table (an exclusive lock from another connection) until all the misses
+/// are waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_subject_share_one_store_read() {
+    use sqlx::{Connection, Executor};
+    let test = "concurrent_misses_of_one_subject_share_one_store_read";
+    if !crate::helpers::backend_ready(Backend::Postgres, test).await {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let stripe = FakeStripe::start().await;
+    let server = ServerProcess::start(
+        &db.url,
+        &stripe.base_url(),
+        &[("TOLLGATE_RECONCILE_INTERVAL", "1h")],
+    )
+    .await;
+    let sub = Sub::new("sub_sf", "cus_sf", "active", now() + 86_400);
+    let body = serde_json::to_vec(&subscription_event(
+        "evt_sf",
+        "customer.subscription.created",
+        now() - 10,
+        &sub,
+        Shape::Basil,
+    ))
+    .unwrap();
+    let delivered = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/stripe", server.http_addr))
+        .header("Stripe-Signature", header_for(SECRET, now(), &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 200);
+    let scrape = || async {
+        parse(
+            &reqwest::get(format!("http://{}/metrics", server.http_addr))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    };
+
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let client = server.entitlements().await;
+    let asks: Vec<_> = (0..200)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .has_access(HasAccessRequest {
+                        customer_id: "cus_sf".to_owned(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+            })
+        })
+        .collect();
+    // Every ask has missed the cache and waits on the read (or on another's).
+    let started = std::time::Instant::now();
+    while get(&scrape().await, "tollgate_cache_misses_total", "") < 200.0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the asks never all arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    blocker.execute("COMMIT").await.unwrap();
+    for ask in asks {
+        assert!(ask.await.unwrap().has_access);
+    }
+    let m = scrape().await;
+    assert_eq!(get(&m, "tollgate_cache_misses_total", ""), 200.0);
+    assert_eq!(get(&m, "tollgate_subject_loads_total", ""), 1.0);
+}
