@@ -76,6 +76,7 @@ const COVERED: &[&str] = &[
     "save_subscription",
     "link_customer",
     "users_of_customer",
+    "users_of_customers",
     "flag_review",
     "note_review_outcome",
     "resolve_review",
@@ -85,6 +86,8 @@ const COVERED: &[&str] = &[
     "forget_product_features",
     "record_audit",
     "publish_changes",
+    "savepoint",
+    "rollback_to_savepoint",
     "commit",
     "rollback",
 ];
@@ -175,6 +178,9 @@ impl Event {
             source: "webhook",
             received_at_ms: 1_700_000_000_123,
             change_key: &self.change_key,
+            outcome: Outcome::Applied,
+            error: None,
+            processed_at_ms: 1_700_000_000_124,
         }
     }
 }
