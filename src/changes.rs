@@ -111,14 +111,15 @@ impl Changes {
     }
 
     /// Adds every user linked to the touched customers, publishes the
-    /// subjects to other replicas, commits, then invalidates them here.
+    /// subjects to other replicas, commits, then invalidates them here:
+    /// once per transaction, however many events it holds.
     pub async fn commit(
         &self,
         mut tx: Box<dyn Tx>,
         mut affected: Affected,
     ) -> Result<(), StoreError> {
-        for customer in affected.customers.clone() {
-            for user in tx.users_of_customer(&customer).await? {
+        if !affected.customers.is_empty() {
+            for user in tx.users_of_customers(&affected.customers).await? {
                 affected.add_user(&user);
             }
         }

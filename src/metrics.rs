@@ -30,6 +30,9 @@ pub const REQUEST_PANICS: &str = "tollgate_request_panics_total";
 pub const INPUTS_REFUSED: &str = "tollgate_inputs_refused_total";
 pub const CONNECTIONS_DROPPED: &str = "tollgate_connections_dropped_total";
 pub const LIVEMODE_MISMATCHES: &str = "tollgate_livemode_mismatches_total";
+pub const LEDGER_BATCH_SIZE: &str = "tollgate_ledger_batch_size";
+pub const LEDGER_QUEUED: &str = "tollgate_ledger_queued";
+pub const LEDGER_BATCHES_LOST: &str = "tollgate_ledger_batches_lost_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -40,9 +43,13 @@ pub fn handle() -> PrometheusHandle {
                 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
                 0.1, 0.25, 0.5, 1.0, 2.5,
             ];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HAS_ACCESS_SECONDS.to_owned()), &buckets)
-                .expect("BUG: bucket list is not empty");
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(LEDGER_BATCH_SIZE.to_owned()), &sizes)
+                })
+                .expect("BUG: bucket lists are not empty");
             let handle = match builder.install_recorder() {
                 Ok(h) => h,
                 // Another recorder is installed (an embedding program's):
@@ -138,6 +145,18 @@ fn describe() {
     describe_counter!(
         LIVEMODE_MISMATCHES,
         "Events of the mode this deployment does not serve (TOLLGATE_LIVEMODE), recorded as ignored; by the event's mode."
+    );
+    describe_histogram!(
+        LEDGER_BATCH_SIZE,
+        "Writes (events, API reads) per transaction of the ledger's writer; 1 when they come one at a time."
+    );
+    describe_gauge!(
+        LEDGER_QUEUED,
+        "Writes queued for the ledger's writer, not yet taken into a transaction."
+    );
+    describe_counter!(
+        LEDGER_BATCHES_LOST,
+        "Transactions of the ledger's writer that failed as a whole (commit failed, connection lost): every write in them was answered with an error and none was stored."
     );
     describe_counter!(
         CONNECTIONS_DROPPED,

@@ -143,14 +143,14 @@ impl Application {
             clock.clone(),
             THIN_READ_TIMEOUT,
         ));
-        let ledger = Arc::new(Ledger::new(
+        let ledger = Ledger::new(
             store.clone(),
             clock.clone(),
             changes.clone(),
             config.user_id_metadata_key.clone(),
             config.livemode,
             related.clone(),
-        ));
+        );
         let reviews = Arc::new(Reviews::new(store.clone(), clock.clone(), changes));
         let stripe_configured = client.is_some();
         let refresher = Arc::new(Refresher::new(

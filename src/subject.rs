@@ -114,6 +114,13 @@ impl Affected {
     pub fn is_empty(&self) -> bool {
         self.customers.is_empty() && self.users.is_empty() && self.products.is_empty()
     }
+
+    /// Adds everything `other` touched.
+    pub fn merge(&mut self, other: &Affected) {
+        other.customers.iter().for_each(|c| self.add_customer(c));
+        other.users.iter().for_each(|u| self.add_user(u));
+        other.products.iter().for_each(|p| self.add_product(p));
+    }
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub(crate) async fn services() -> Services {
         Policy::default(),
         false,
     ));
-    let ledger = Arc::new(Ledger::new(
+    let ledger = Ledger::new(
         store.clone(),
         dyn_clock.clone(),
         changes.clone(),
@@ -59,7 +59,7 @@ pub(crate) async fn services() -> Services {
             dyn_clock.clone(),
             Duration::from_secs(1),
         )),
-    ));
+    );
     let reviews = Arc::new(Reviews::new(store.clone(), dyn_clock, changes));
     Services {
         _dir: dir,

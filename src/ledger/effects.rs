@@ -44,14 +44,14 @@ impl Effect {
     }
 }
 
-/// The ledger row of a verified event.
+/// The ledger row of a verified event (its text and hashes), handled
+/// when it was received: (outcome, error).
 pub(super) fn new_event<'a>(
     envelope: &'a Envelope,
-    payload: &'a str,
-    payload_sha256: &'a str,
-    content_sha256: &'a str,
+    (payload, payload_sha256, content_sha256): (&'a str, &'a str, &'a str),
     source: Source,
     received_at_ms: i64,
+    (outcome, error): (Outcome, Option<&'a str>),
 ) -> NewEvent<'a> {
     NewEvent {
         id: &envelope.id,
@@ -65,6 +65,9 @@ pub(super) fn new_event<'a>(
         source: source.as_str(),
         received_at_ms,
         change_key: envelope.change_key(),
+        outcome,
+        error,
+        processed_at_ms: received_at_ms,
     }
 }
 

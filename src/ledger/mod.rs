@@ -2,11 +2,15 @@
 //! effect in the same transaction.
 //!
 //! Every write Tollgate makes from Stripe data goes through here, and reads
-//! top to bottom as what commits together: begin, record the event (a
-//! duplicate stops here), apply its effect, set the outcome, queue what the
-//! product must hear about, commit, then invalidate the cache. If anything
-//! fails before the commit, nothing is stored and the caller must not
-//! acknowledge the event.
+//! top to bottom as what commits together: apply the event's effect, queue
+//! what the product must hear about, record the event with its outcome (a
+//! duplicate undoes what it wrote and stops here), commit, then invalidate
+//! the cache. If anything fails before the commit, nothing is stored and
+//! the caller must not acknowledge the event.
+//!
+//! One task writes ([`writer`]): deliveries and API reads are queued to it,
+//! and it applies everything waiting in one transaction, each event inside
+//! its own savepoint, and commits once.
 //!
 //! A thin event carries no object: the one it points at is read from
 //! Stripe first ([`RelatedReader`]), outside the transaction, and applied
@@ -17,6 +21,7 @@ mod effects;
 #[cfg(test)]
 mod tests;
 mod types;
+mod writer;
 
 use std::sync::Arc;
 
@@ -48,6 +53,8 @@ pub struct Ledger {
     livemode: Livemode,
     /// Reads what thin events point at.
     related: Arc<RelatedReader>,
+    /// The queue of the one task that writes (see [`writer`]).
+    writer: writer::Queue,
 }
 
 /// What reading from Stripe before an event's transaction gave.
@@ -95,19 +102,20 @@ impl<'a> Received<'a> {
         }
     }
 
+    /// The event's row, handled as `handled` says (outcome, error).
     fn row<'r>(
         &'r self,
         envelope: &'r Envelope,
         source: Source,
         now: i64,
+        handled: (Outcome, Option<&'r str>),
     ) -> crate::store::NewEvent<'r> {
         effects::new_event(
             envelope,
-            &self.payload,
-            &self.payload_sha256,
-            &self.content_sha256,
+            (&self.payload, &self.payload_sha256, &self.content_sha256),
             source,
             now,
+            handled,
         )
     }
 }
@@ -120,7 +128,18 @@ struct Applied {
     follow_up: Vec<FollowUp>,
 }
 
+/// What recording an event whose effect is written found.
+enum Recording {
+    /// Recorded: keep its writes.
+    New(Applied),
+    /// Recorded before (or its twin was): undo its writes. `mismatch`
+    /// when the stored payload differs from this one.
+    Duplicate { mismatch: bool },
+}
+
 impl Ledger {
+    /// The ledger, and its writer task, which ends once the ledger is
+    /// dropped.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -128,22 +147,24 @@ impl Ledger {
         user_key: String,
         livemode: Livemode,
         related: Arc<RelatedReader>,
-    ) -> Self {
-        Ledger {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|ledger| Ledger {
             store,
             clock,
             changes,
             user_key,
             livemode,
             related,
-        }
+            writer: writer::start(ledger.clone()),
+        })
     }
 
     pub fn user_key(&self) -> &str {
         &self.user_key
     }
 
-    /// Records `envelope` (whose raw bytes are `raw`) once and applies it.
+    /// Records `envelope` (whose raw bytes are `raw`) once and applies it,
+    /// answering once the batch it was written in has committed.
     ///
     /// When the database refuses a value of the event for good (see
     /// [`StoreError::Rejected`]), nothing of the attempt is kept and the
@@ -171,13 +192,7 @@ impl Ledger {
             return Ok(Ingested::Duplicate);
         }
         let fetched = self.read_first(envelope, pre_read).await?;
-        match self.record_and_apply(envelope, raw, source, &fetched).await {
-            Err(StoreError::Rejected(cause)) => {
-                tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
-                Ok(self.record_refused(envelope, raw, source, &cause).await?)
-            }
-            other => Ok(other?),
-        }
+        Ok(self.writer.ingest(envelope, raw, source, fetched).await?)
     }
 
     /// What of `envelope` must be read from Stripe first: a thin event's
@@ -229,7 +244,7 @@ impl Ledger {
         }
     }
 
-    /// Reads the object of a thin event that [`Ledger::must_read`],
+    /// Reads the object of a thin event (see [`Ledger::pre_read`]),
     /// outside any transaction. A failure that may pass is an error:
     /// nothing is recorded and the sender retries.
     async fn fetch(&self, envelope: &Envelope) -> Result<Fetched, IngestError> {
@@ -260,53 +275,38 @@ impl Ledger {
         }
     }
 
+    /// Applies `envelope` inside `tx`, then records it with its outcome:
+    /// one row written once. The insert is what finds a duplicate, so the
+    /// caller undoes the effect of one (see [`writer`]).
     async fn record_and_apply(
         &self,
+        tx: &mut dyn Tx,
         envelope: &Envelope,
         raw: &[u8],
         source: Source,
         fetched: &Fetched,
-    ) -> Result<Ingested, StoreError> {
+    ) -> Result<Recording, StoreError> {
         let now = self.clock.now_ms();
         let received = Received::of(envelope, raw);
-        let new_event = received.row(envelope, source, now);
-
-        let mut tx = self.store.begin().await?;
-        match tx.insert_event(&new_event).await? {
-            Recorded::New => {}
+        let applied = self.apply_recorded(tx, envelope, source, fetched).await?;
+        let error = applied.effect.storable_error();
+        let handled = (applied.effect.outcome, error.as_deref());
+        let new_event = received.row(envelope, source, now, handled);
+        let mismatch = match tx.insert_event(&new_event).await? {
+            Recorded::New => return Ok(Recording::New(applied)),
             Recorded::Twin => {
                 tracing::info!(event_id = %envelope.id, change = envelope.change_key(), "the same change was recorded from its twin event");
-                tx.rollback().await?;
-                return Ok(Ingested::Duplicate);
+                false
             }
             Recorded::Duplicate {
                 payload_sha256,
                 content_sha256,
-            } => {
-                let same = match content_sha256 {
-                    Some(stored) => stored == received.content_sha256,
-                    None => payload_sha256 == received.payload_sha256,
-                };
-                if same {
-                    tx.rollback().await?;
-                } else {
-                    effects::flag_payload_mismatch(now, &mut *tx, envelope).await?;
-                    tx.commit().await?;
-                }
-                return Ok(Ingested::Duplicate);
-            }
-        }
-        let applied = self
-            .apply_recorded(&mut *tx, envelope, source, fetched)
-            .await?;
-        let error = applied.effect.storable_error();
-        tx.finish_event(&envelope.id, applied.effect.outcome, error.as_deref(), now)
-            .await?;
-        self.changes.commit(tx, applied.affected).await?;
-        Ok(Ingested::Recorded {
-            outcome: applied.effect.outcome,
-            follow_up: applied.follow_up,
-        })
+            } => match content_sha256 {
+                Some(stored) => stored != received.content_sha256,
+                None => payload_sha256 != received.payload_sha256,
+            },
+        };
+        Ok(Recording::Duplicate { mismatch })
     }
 
     /// The pipeline every recorded event goes through, first delivery or
@@ -397,33 +397,32 @@ impl Ledger {
         })
     }
 
-    /// Records an event the database refused to apply: the event row (its
-    /// payload is JSON text, which every backend stores) as `failed`, and a
-    /// review. If even that is refused, the error goes back to the caller.
+    /// Records an event the database refused to apply, in `tx` once what
+    /// the attempt wrote is undone: the event row (its payload is JSON
+    /// text, which every backend stores) as `failed`, and a review. If even
+    /// that is refused, the error goes back to the caller.
     async fn record_refused(
         &self,
+        tx: &mut dyn Tx,
         envelope: &Envelope,
         raw: &[u8],
         source: Source,
         cause: &sqlx::Error,
     ) -> Result<Ingested, StoreError> {
+        tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
         let now = self.clock.now_ms();
         let received = Received::of(envelope, raw);
-        let new_event = received.row(envelope, source, now);
-        let mut tx = self.store.begin().await?;
-        if !matches!(tx.insert_event(&new_event).await?, Recorded::New) {
-            tx.rollback().await?;
-            return Ok(Ingested::Duplicate);
-        }
         let error = format!("the database refused a value of this event: {cause}");
         let error = event::storable_text(&error, MAX_TEXT_BYTES);
+        let handled = (Outcome::Failed, Some(error.as_ref()));
+        let new_event = received.row(envelope, source, now, handled);
+        if !matches!(tx.insert_event(&new_event).await?, Recorded::New) {
+            return Ok(Ingested::Duplicate);
+        }
         let customer = envelope.object.get("customer").and_then(|c| c.as_str());
         let subject = customer.unwrap_or("unknown");
         let reason = ReviewReason::StoreRefused;
-        effects::flag(now, &mut *tx, subject, None, envelope, reason, &error).await?;
-        tx.finish_event(&envelope.id, Outcome::Failed, Some(&error), now)
-            .await?;
-        tx.commit().await?;
+        effects::flag(now, tx, subject, None, envelope, reason, &error).await?;
         Ok(Ingested::Recorded {
             outcome: Outcome::Failed,
             follow_up: Vec::new(),
@@ -500,19 +499,30 @@ impl Ledger {
     /// Applies a subscription read from Stripe's API at `read_at` (unix
     /// seconds) through the same ordering rules as events. A read is the
     /// truth at that moment, so it also makes the record fresh. A change of
-    /// access is queued as a notification in the same transaction.
+    /// access is queued as a notification in the same transaction, written
+    /// by the writer task like every event.
     pub async fn apply_api_snapshot(
         &self,
         snap: &SubscriptionSnapshot,
         read_at: i64,
         origin: ReadOrigin,
     ) -> Result<ApiApplied, StoreError> {
+        self.writer.apply_snapshot(snap, read_at, origin).await
+    }
+
+    /// [`Ledger::apply_api_snapshot`] inside `tx`; returns what it touched.
+    async fn write_api_snapshot(
+        &self,
+        tx: &mut dyn Tx,
+        snap: &SubscriptionSnapshot,
+        read_at: i64,
+        origin: ReadOrigin,
+    ) -> Result<(ApiApplied, Affected), StoreError> {
         let now = self.clock.now_ms();
         let stamp = Stamp {
             created: read_at,
             event_id: String::new(),
         };
-        let mut tx = self.store.begin().await?;
         let current = tx
             .lock_subscription(&snap.id, &snap.customer_id, now)
             .await?;
@@ -540,13 +550,13 @@ impl Ledger {
             .changes
             .announce(&mut *tx, &snap.customer_id, &before, by_reconciler)
             .await?;
-        self.changes.commit(tx, affected).await?;
-        Ok(ApiApplied {
+        let applied = ApiApplied {
             outcome,
             previous: current.status.filter(|p| *p != snap.status),
             status: snap.status,
             access_changed,
-        })
+        };
+        Ok((applied, affected))
     }
 }
 

@@ -146,6 +146,11 @@ pub struct NewEvent<'a> {
     /// The change this event reports (see [`crate::event::Envelope::change_key`]):
     /// unique, so a thin event and its snapshot twin are recorded once.
     pub change_key: &'a str,
+    /// How it was handled: an event is recorded once its effect is
+    /// written, in the same transaction, so its row is written once.
+    pub outcome: Outcome,
+    pub error: Option<&'a str>,
+    pub processed_at_ms: i64,
 }
 
 /// The result of trying to record an event.
@@ -282,11 +287,12 @@ pub struct Counts {
 #[async_trait]
 pub trait Tx: Send {
     /// Records an event once; a second call with the same id reports a
-    /// duplicate, also when it races another transaction.
+    /// duplicate, also when it races another transaction. The caller
+    /// undoes what it wrote for a duplicate (see [`Tx::savepoint`]).
     async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError>;
     /// A stored event's raw payload and outcome, for replay.
     async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError>;
-    /// Sets an event's outcome once its effect is written.
+    /// Sets a recorded event's outcome again (a replay).
     async fn finish_event(
         &mut self,
         id: &str,
@@ -295,7 +301,8 @@ pub trait Tx: Send {
         processed_at_ms: i64,
     ) -> Result<(), StoreError>;
     /// Loads a subscription and locks it until commit, creating an empty
-    /// placeholder first so that concurrent writers queue on the same row.
+    /// placeholder when it is new, in one statement, so that concurrent
+    /// writers queue on the same row.
     async fn lock_subscription(
         &mut self,
         id: &str,
@@ -326,6 +333,12 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
     /// Every user linked to a customer, directly or through a subscription.
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError>;
+    /// [`Tx::users_of_customer`] of several customers at once, in one
+    /// statement, without repeats.
+    async fn users_of_customers(
+        &mut self,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>, StoreError>;
     /// Adds a review record; returns its id.
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError>;
     /// Records what a follow-up refresh found, keeping the review open.
@@ -384,6 +397,14 @@ pub trait Tx: Send {
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError>;
+    /// Marks the point [`Tx::rollback_to_savepoint`] returns to: the start
+    /// of one event's writes in a transaction that holds several. Marks
+    /// nest; each is kept until the transaction ends.
+    async fn savepoint(&mut self) -> Result<(), StoreError>;
+    /// Undoes everything written since the latest [`Tx::savepoint`] and
+    /// keeps the transaction open (that mark too). An error means the
+    /// whole transaction is lost.
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
     /// Ends the transaction without writing anything. Dropping a `Tx`
     /// also rolls back, but closes its connection to be sure; this keeps

@@ -44,6 +44,28 @@ where
             .expect("BUG: transaction used after its end")
     }
 
+    /// `SAVEPOINT event`: the same statement on both backends.
+    pub(crate) async fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.conn().execute("SAVEPOINT event").await?;
+        Ok(())
+    }
+
+    /// `ROLLBACK TO SAVEPOINT event`. When it fails the transaction is
+    /// gone (SQLite may already have rolled it all back after a full disk
+    /// or an I/O error): the connection is closed at the end rather than
+    /// reused.
+    pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        match self.conn().execute("ROLLBACK TO SAVEPOINT event").await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.close_on_drop();
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         self.end("COMMIT").await
     }

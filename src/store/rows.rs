@@ -112,7 +112,8 @@ pub(crate) fn records(rows: Vec<SubscriptionRow>) -> Result<Vec<SubscriptionReco
 /// The columns of a [`NewEvent`](crate::store::NewEvent), in the order each backend's `bind_event`
 /// binds them.
 pub(crate) const EVENT_COLUMNS: &str = "id, type, created, livemode, api_version, payload, \
-     payload_sha256, content_sha256, source, received_at_ms, change_key";
+     payload_sha256, content_sha256, source, received_at_ms, change_key, outcome, error, \
+     processed_at_ms";
 
 /// The columns of an [`AccessChange`](crate::access_change::AccessChange) and its `created_at_ms`, in the order
 /// each backend's `bind_notification` binds them.
@@ -171,11 +172,16 @@ pub(crate) const UNLINKED_CUSTOMERS: &str = "SELECT s.customer_id, MIN(s.id) \
      AND NOT EXISTS (SELECT 1 FROM customer_users c WHERE c.customer_id = s.customer_id) \
      GROUP BY s.customer_id ORDER BY s.customer_id";
 
-/// `$1` id, `$2` customer id, `$3` now: the empty row `lock_subscription`
-/// locks when the subscription is new.
-pub(crate) const INSERT_PLACEHOLDER: &str =
-    "INSERT INTO subscriptions (id, customer_id, updated_at_ms) \
-     VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING";
+/// `$1` id, `$2` customer id, `$3` now: the subscription's row, an empty
+/// placeholder when it is new, locked until commit. The no-op update is
+/// what makes an upsert return (and, on PostgreSQL, lock) a row that
+/// exists, also one a concurrent transaction has just inserted.
+pub(crate) static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO subscriptions (id, customer_id, updated_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {SUBSCRIPTION_COLUMNS}"
+    )
+});
 
 /// [`SUBSCRIPTION_COLUMNS`] as `$1..$14` (`$1`, the id, is the key), then
 /// `updated_at_ms`.
@@ -215,11 +221,11 @@ pub(crate) const USERS_OF_CUSTOMER: &str =
 
 // Events.
 
-/// [`EVENT_COLUMNS`] as `$1..$10`; the outcome starts as `processing`.
-/// Returns the id only when this call inserted the row.
+/// [`EVENT_COLUMNS`] as `$1..$14`, the outcome included. Returns the id
+/// only when this call inserted the row.
 pub(crate) static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO events ({EVENT_COLUMNS}, outcome) VALUES ({}, 'processing') \
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ({}) \
          ON CONFLICT DO NOTHING RETURNING id",
         placeholders(column_count(EVENT_COLUMNS))
     )
@@ -497,7 +503,7 @@ mod tests {
     #[test]
     fn inserts_have_one_placeholder_per_column() {
         assert!(
-            INSERT_EVENT.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'processing')")
+            INSERT_EVENT.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
         );
         assert!(INSERT_NOTIFICATION
             .contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"));

@@ -21,12 +21,14 @@ fn faults_required() -> bool {
 }
 
 /// A small tmpfs mounted for one test, so the disk can really fill up.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// `None` (after saying so) when it can't be mounted and fault tests
+    /// may be skipped.
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("temp dir");
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -44,12 +46,12 @@ impl Tmpfs {
         None
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes a file until the filesystem refuses another byte.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         use std::io::Write;
         let path = self.path().join("filler");
         let mut file = std::fs::File::create(&path).expect("filler file");
@@ -202,29 +204,7 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
         tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
     };
     let mut admin = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: Option<(i32,)> = sqlx::query_as(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'tollgate' \
-             AND wait_event_type = 'Lock' LIMIT 1",
-        )
-        .fetch_optional(&mut admin)
-        .await
-        .unwrap();
-        if let Some((pid,)) = waiting {
-            sqlx::query("SELECT pg_terminate_backend($1)")
-                .bind(pid)
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the webhook never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    terminate_tollgate_waiting_on_a_lock(&mut admin).await;
     assert_eq!(
         posting.await.unwrap(),
         503,
@@ -266,4 +246,29 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
     eprintln!(
         "fault test postgres connection killed: refused_503=1 acknowledged=3 lost={lost} stored_unacknowledged={stored_unacknowledged}"
     );
+}
+
+/// Waits (up to 10 s) for a session of Tollgate's to wait on a lock, and
+/// terminates it, as a crashed connection would end.
+pub(crate) async fn terminate_tollgate_waiting_on_a_lock(admin: &mut sqlx::PgConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'tollgate' \
+             AND wait_event_type = 'Lock' LIMIT 1",
+        )
+        .fetch_optional(&mut *admin)
+        .await
+        .unwrap();
+        if let Some((pid,)) = waiting {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut *admin)
+                .await
+                .unwrap();
+            return;
+        }
+        assert!(Instant::now() < deadline, "tollgate never waited on a lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

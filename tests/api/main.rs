@@ -18,6 +18,7 @@ mod examples;
 mod faults;
 mod features;
 mod fixtures;
+mod group_commit;
 mod lifecycle;
 mod limits;
 mod livemode;

@@ -77,6 +77,7 @@ const COVERED: &[&str] = &[
     "save_subscription",
     "link_customer",
     "users_of_customer",
+    "users_of_customers",
     "flag_review",
     "note_review_outcome",
     "resolve_review",
@@ -87,6 +88,8 @@ const COVERED: &[&str] = &[
     "save_entitlement_summary",
     "record_audit",
     "publish_changes",
+    "savepoint",
+    "rollback_to_savepoint",
     "commit",
     "rollback",
 ];
@@ -177,6 +180,9 @@ impl Event {
             source: "webhook",
             received_at_ms: 1_700_000_000_123,
             change_key: &self.change_key,
+            outcome: Outcome::Applied,
+            error: None,
+            processed_at_ms: 1_700_000_000_124,
         }
     }
 }

@@ -2,8 +2,6 @@
 //! on its row lock (`FOR UPDATE`); writers to different ones run side by
 //! side.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgArguments;
 use sqlx::Row;
@@ -13,7 +11,7 @@ use super::INVALIDATION_CHANNEL;
 use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
 use crate::store::owned_tx::OwnedTx;
-use crate::store::rows::{self, SubscriptionRow, SUBSCRIPTION_COLUMNS};
+use crate::store::rows::{self, SubscriptionRow};
 use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
@@ -68,6 +66,9 @@ fn bind_event<'q>(query: Query<'q>, event: &NewEvent<'q>) -> Query<'q> {
         .bind(event.source)
         .bind(event.received_at_ms)
         .bind(event.change_key)
+        .bind(event.outcome.as_str())
+        .bind(event.error)
+        .bind(event.processed_at_ms)
 }
 
 /// Binds `change` and its creation time in the order of
@@ -141,9 +142,9 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    /// The placeholder insert makes a new subscription's row exist (a
-    /// concurrent insert of the same id waits for this one), so that
-    /// `FOR UPDATE` always has a row to lock and concurrent writers queue
+    /// The upsert inserts a new subscription's placeholder (a concurrent
+    /// insert of the same id waits for this one) or updates the row that
+    /// exists, which locks it like `FOR UPDATE`: concurrent writers queue
     /// on it until this transaction ends.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn lock_subscription(
@@ -152,17 +153,10 @@ impl Tx for PgTx {
         customer_id: &str,
         now_ms: i64,
     ) -> Result<SubscriptionRecord, StoreError> {
-        sqlx::query(rows::INSERT_PLACEHOLDER)
+        let row: SubscriptionRow = sqlx::query_as(&rows::LOCK_SUBSCRIPTION)
             .bind(id)
             .bind(customer_id)
             .bind(now_ms)
-            .execute(self.tx.conn())
-            .await?;
-        static LOCK: LazyLock<String> = LazyLock::new(|| {
-            format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE")
-        });
-        let row: SubscriptionRow = sqlx::query_as(&LOCK)
-            .bind(id)
             .fetch_one(self.tx.conn())
             .await?;
         row.try_into()
@@ -233,6 +227,22 @@ impl Tx for PgTx {
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
+            .fetch_all(self.tx.conn())
+            .await?;
+        Ok(users.into_iter().map(|(u,)| u).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn users_of_customers(
+        &mut self,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        const USERS_OF_CUSTOMERS: &str =
+            "SELECT user_id FROM customer_users WHERE customer_id = ANY($1) \
+             UNION SELECT user_id FROM subscriptions \
+             WHERE customer_id = ANY($1) AND user_id IS NOT NULL";
+        let users: Vec<(String,)> = sqlx::query_as(USERS_OF_CUSTOMERS)
+            .bind(customer_ids)
             .fetch_all(self.tx.conn())
             .await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
@@ -392,6 +402,16 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.tx.savepoint().await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        self.tx.rollback_to_savepoint().await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await
     }
@@ -433,6 +453,9 @@ mod tests {
             source: "webhook",
             received_at_ms: 1,
             change_key: "evt_1",
+            outcome: Outcome::Applied,
+            error: None,
+            processed_at_ms: 1,
         };
         assert_eq!(
             bound(bind_event(sqlx::query(""), &event)),

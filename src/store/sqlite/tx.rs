@@ -2,8 +2,6 @@
 //! connection, so they serialize whole: a transaction that has begun holds
 //! the write lock until it ends.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Row;
@@ -12,7 +10,7 @@ use sqlx::{Sqlite, SqlitePool};
 use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
 use crate::store::owned_tx::OwnedTx;
-use crate::store::rows::{self, SubscriptionRow, SUBSCRIPTION_COLUMNS};
+use crate::store::rows::{self, SubscriptionRow};
 use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
@@ -69,6 +67,9 @@ fn bind_event<'q>(query: Query<'q>, event: &NewEvent<'q>) -> Query<'q> {
         .bind(event.source)
         .bind(event.received_at_ms)
         .bind(event.change_key)
+        .bind(event.outcome.as_str())
+        .bind(event.error)
+        .bind(event.processed_at_ms)
 }
 
 /// Binds `change` and its creation time in the order of
@@ -151,17 +152,10 @@ impl Tx for SqliteTx {
         customer_id: &str,
         now_ms: i64,
     ) -> Result<SubscriptionRecord, StoreError> {
-        sqlx::query(rows::INSERT_PLACEHOLDER)
+        let row: SubscriptionRow = sqlx::query_as(&rows::LOCK_SUBSCRIPTION)
             .bind(id)
             .bind(customer_id)
             .bind(now_ms)
-            .execute(self.tx.conn())
-            .await?;
-        static LOCK: LazyLock<String> = LazyLock::new(|| {
-            format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1")
-        });
-        let row: SubscriptionRow = sqlx::query_as(&LOCK)
-            .bind(id)
             .fetch_one(self.tx.conn())
             .await?;
         row.try_into()
@@ -232,6 +226,24 @@ impl Tx for SqliteTx {
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
+            .fetch_all(self.tx.conn())
+            .await?;
+        Ok(users.into_iter().map(|(u,)| u).collect())
+    }
+
+    /// The ids go in as one JSON list, which `json_each` reads back.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn users_of_customers(
+        &mut self,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        const USERS_OF_CUSTOMERS: &str = "SELECT user_id FROM customer_users \
+             WHERE customer_id IN (SELECT value FROM json_each($1)) \
+             UNION SELECT user_id FROM subscriptions \
+             WHERE customer_id IN (SELECT value FROM json_each($1)) AND user_id IS NOT NULL";
+        let ids = serde_json::to_string(customer_ids).expect("BUG: strings serialize");
+        let users: Vec<(String,)> = sqlx::query_as(USERS_OF_CUSTOMERS)
+            .bind(ids)
             .fetch_all(self.tx.conn())
             .await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
@@ -386,6 +398,16 @@ impl Tx for SqliteTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.tx.savepoint().await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        self.tx.rollback_to_savepoint().await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await
     }
@@ -427,6 +449,9 @@ mod tests {
             source: "webhook",
             received_at_ms: 1,
             change_key: "evt_1",
+            outcome: Outcome::Applied,
+            error: None,
+            processed_at_ms: 1,
         };
         assert_eq!(
             bound(bind_event(sqlx::query(""), &event)),

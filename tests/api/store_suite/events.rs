@@ -38,8 +38,9 @@ async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backen
     assert_eq!(row.payload_sha256, "sha-of-first");
     assert_eq!(row.source, "webhook");
     assert_eq!(row.received_at_ms, 1_700_000_000_123);
-    assert_eq!(row.processed_at_ms, None);
-    assert_eq!(row.outcome, "processing");
+    // Recorded with its outcome, once its effect is written.
+    assert_eq!(row.processed_at_ms, Some(1_700_000_000_124));
+    assert_eq!(row.outcome, "applied");
     assert_eq!(row.error, None);
 
     // Another payload under the same id: a duplicate, with what was stored.
@@ -56,7 +57,7 @@ async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backen
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
         tx.load_event("evt_1").await.unwrap(),
-        Some(("first".to_owned(), "processing".to_owned()))
+        Some(("first".to_owned(), "applied".to_owned()))
     );
     tx.rollback().await.unwrap();
     assert_eq!(store.get_event("evt_2").await.unwrap(), None);
@@ -157,7 +158,7 @@ async fn load_event_and_finish_event_read_and_set_the_outcome(backend: Backend) 
     tx.insert_event(&event.as_new()).await.unwrap();
     assert_eq!(
         tx.load_event("evt_done").await.unwrap(),
-        Some(("the payload".to_owned(), "processing".to_owned()))
+        Some(("the payload".to_owned(), "applied".to_owned()))
     );
     tx.finish_event("evt_done", Outcome::Failed, Some("no snapshot"), 42)
         .await

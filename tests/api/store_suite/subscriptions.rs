@@ -294,6 +294,15 @@ async fn link_customer_is_idempotent_and_users_of_customer_unions_both_sources(b
         "each user once"
     );
     assert!(tx.users_of_customer("cus_nobody").await.unwrap().is_empty());
+    save_in(&mut *tx, "sub_2", "cus_2", Some("user_meta")).await;
+    save_in(&mut *tx, "sub_3", "cus_3", Some("user_3")).await;
+    let customers = ["cus_1", "cus_2", "cus_nobody"].map(str::to_owned);
+    assert_eq!(
+        sorted(tx.users_of_customers(&customers).await.unwrap()),
+        ["user_linked", "user_meta"],
+        "the users of every customer named, each once"
+    );
+    assert!(tx.users_of_customers(&[]).await.unwrap().is_empty());
     tx.commit().await.unwrap();
     assert_eq!(
         ids(store.subscriptions_for_user("user_linked").await.unwrap()),
@@ -371,4 +380,11 @@ async fn unreadable_rows_are_reported_as_corrupt(backend: Backend) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+/// Locks and saves a subscription of `customer` for `user` inside `tx`.
+async fn save_in(tx: &mut dyn tollgate::store::Tx, id: &str, customer: &str, user: Option<&str>) {
+    let mut record = tx.lock_subscription(id, customer, 1).await.unwrap();
+    record.user_id = user.map(str::to_owned);
+    tx.save_subscription(&record, 2).await.unwrap();
 }

@@ -4,6 +4,7 @@
 use super::*;
 
 on_both_backends!(
+    rollback_to_a_savepoint_undoes_only_what_came_after_it,
     rollback_leaves_nothing_behind_and_keeps_the_store_working,
     dropping_a_transaction_leaves_nothing_behind_and_keeps_the_store_working,
     publish_changes_reaches_watchers_on_postgres_only,
@@ -34,6 +35,52 @@ async fn write_everything(tx: &mut dyn tollgate::store::Tx) {
     tx.queue_notification(&change(1), 1).await.unwrap();
     tx.set_state("gone", Some("value")).await.unwrap();
     tx.publish_changes(&Affected::default()).await.unwrap();
+}
+
+async fn rollback_to_a_savepoint_undoes_only_what_came_after_it(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.set_state("kept", Some("1")).await.unwrap();
+    tx.savepoint().await.unwrap();
+    write_everything(&mut *tx).await;
+    tx.rollback_to_savepoint().await.unwrap();
+    // The mark stays: what follows it can be undone again.
+    tx.set_state("undone", Some("2")).await.unwrap();
+    tx.rollback_to_savepoint().await.unwrap();
+    let event = Event::new("evt_kept", "payload");
+    assert_eq!(
+        tx.insert_event(&event.as_new()).await.unwrap(),
+        Recorded::New
+    );
+    // A statement the database refuses (PostgreSQL takes no NUL in text)
+    // leaves the transaction usable once rolled back to the mark.
+    tx.savepoint().await.unwrap();
+    let refused = tx
+        .flag_review(&NewReview {
+            details: "\0",
+            ..review("cus_kept", None, 1)
+        })
+        .await;
+    assert_eq!(
+        matches!(refused, Err(StoreError::Rejected(_))),
+        backend == Backend::Postgres,
+        "{refused:?}"
+    );
+    tx.rollback_to_savepoint().await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(store.get_event("evt_kept").await.unwrap().is_some());
+    assert_eq!(store.get_event("evt_gone").await.unwrap(), None);
+    assert_eq!(store.get_state("kept").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(store.get_state("undone").await.unwrap(), None);
+    assert_eq!(store.get_state("gone").await.unwrap(), None);
+    assert!(store
+        .subscriptions_for_customer("cus_gone")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.counts().await.unwrap(), Counts::default());
 }
 
 /// Nothing of [`write_everything`] is stored, and writing works.

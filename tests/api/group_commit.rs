@@ -1,0 +1,531 @@
+//! Group commit: the ledger's one writer applies every write waiting in one
+//! transaction, each event inside its own savepoint, and answers each only
+//! after the commit.
+//!
+//! To make a batch on purpose, a test holds a gate the writer needs (SQLite's
+//! write lock, or a PostgreSQL row lock) while it writes a first event, so
+//! the next webhooks wait in the writer's queue; it reads how many wait, and
+//! how they were batched, from the server's own `/metrics` (a separate
+//! process, so no other test's writes are counted).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+
+use crate::fake_stripe::FakeStripe;
+use crate::faults::{terminate_tollgate_waiting_on_a_lock, Tmpfs};
+use crate::helpers::{now, spawn_app_on, Backend, ServerProcess, TestDatabase, SECRET};
+use crate::on_both_backends;
+use crate::stripe::{subscription_event, Shape, Sub};
+
+on_both_backends!(
+    concurrent_webhooks_and_duplicates_each_get_the_right_answer_and_one_effect,
+    a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply,
+    a_batch_that_loses_its_database_answers_503_to_all_and_a_retry_applies_each_once,
+    a_lone_webhook_is_committed_at_once_in_a_batch_of_one,
+);
+
+const DAY: i64 = 86_400;
+const CREATED: &str = "customer.subscription.created";
+
+fn created(n: &str, status: &'static str, at: i64) -> Value {
+    let sub = Sub::new(
+        &format!("sub_{n}"),
+        &format!("cus_{n}"),
+        status,
+        now() + DAY,
+    );
+    subscription_event(&format!("evt_{n}"), CREATED, at, &sub, Shape::Basil)
+}
+
+fn updated(id: &str, n: &str, status: &'static str, at: i64) -> Value {
+    let sub = Sub::new(
+        &format!("sub_{n}"),
+        &format!("cus_{n}"),
+        status,
+        now() + DAY,
+    );
+    let kind = "customer.subscription.updated";
+    subscription_event(id, kind, at, &sub, Shape::Basil)
+}
+
+async fn concurrent_webhooks_and_duplicates_each_get_the_right_answer_and_one_effect(
+    backend: Backend,
+) {
+    let app = spawn_app_on(backend).await;
+    let t = now();
+    // A canceled subscription that an `active` event can't revive: each
+    // time that event's effect is applied it flags a review, so duplicates
+    // that applied it twice would leave two.
+    assert_eq!(
+        app.deliver(&created("dup", "canceled", t - 60)).await,
+        "applied"
+    );
+    let revive = updated("evt_revive", "dup", "active", t - 30);
+
+    let mut sends = Vec::new();
+    for i in 0..250 {
+        let body = match i % 5 {
+            // 50 deliveries of one event, among 200 distinct ones.
+            0 => revive.clone(),
+            _ => created(&format!("many_{i}"), "active", t - 10),
+        };
+        let (url, http, secret) = (app.webhook_url(), app.http.clone(), app.secret.clone());
+        sends.push(tokio::spawn(async move {
+            let raw = serde_json::to_vec(&body).unwrap();
+            let header = tollgate::signature::header_for(&secret, now(), &raw);
+            let resp = http
+                .post(url)
+                .header("Stripe-Signature", header)
+                .body(raw)
+                .send()
+                .await
+                .unwrap();
+            (
+                i,
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap(),
+            )
+        }));
+    }
+    let mut first_revivals = 0;
+    for send in sends {
+        let (i, status, body) = send.await.unwrap();
+        assert_eq!(status, 200, "delivery {i}: {body}");
+        if i % 5 == 0 {
+            if body["duplicate"] == false {
+                assert_eq!(body["outcome"], "ignored", "{body}");
+                first_revivals += 1;
+            }
+        } else {
+            assert_eq!(body["duplicate"], false, "delivery {i}: {body}");
+            assert_eq!(body["outcome"], "applied", "delivery {i}: {body}");
+        }
+    }
+    assert_eq!(
+        first_revivals, 1,
+        "one first delivery of the duplicated event"
+    );
+
+    for i in (0..250).filter(|i| i % 5 != 0) {
+        let answer = app.access_for_customer(&format!("cus_many_{i}")).await;
+        assert!(answer.has_access, "cus_many_{i}: {answer:?}");
+        assert_eq!(app.event_count(&format!("evt_many_{i}")).await, 1);
+    }
+    let stored = app.store.get_event("evt_revive").await.unwrap().unwrap();
+    assert_eq!(stored.outcome, "ignored");
+    let reviews = app.store.list_reviews(false).await.unwrap();
+    let flagged: Vec<_> = reviews
+        .iter()
+        .filter(|r| r.event_id.as_deref() == Some("evt_revive"))
+        .collect();
+    assert_eq!(
+        flagged.len(),
+        1,
+        "one effect of the duplicated event: {reviews:?}"
+    );
+    assert_eq!(app.access_for_customer("cus_dup").await.status, "canceled");
+}
+
+/// A `tollgate serve` process on a fresh database, with what the tests
+/// here ask of it.
+struct Server {
+    process: ServerProcess,
+    db: TestDatabase,
+    backend: Backend,
+    http: reqwest::Client,
+    _stripe: FakeStripe,
+}
+
+impl Server {
+    async fn start(backend: Backend, db: TestDatabase) -> Server {
+        let stripe = FakeStripe::start().await;
+        // A gate is held for a while: the writer must wait it out rather
+        // than give up.
+        let env = [("TOLLGATE_DB_BUSY_TIMEOUT", "60s")];
+        let process = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
+        Server {
+            process,
+            db,
+            backend,
+            http: reqwest::Client::new(),
+            _stripe: stripe,
+        }
+    }
+
+    /// POSTs `body` signed now, in a task: (status, JSON body).
+    fn post(&self, body: &Value) -> tokio::task::JoinHandle<(u16, Value)> {
+        let raw = serde_json::to_vec(body).unwrap();
+        let header = tollgate::signature::header_for(SECRET, now(), &raw);
+        let request = self
+            .http
+            .post(format!("http://{}/webhooks/stripe", self.process.http_addr))
+            .header("Stripe-Signature", header)
+            .body(raw);
+        tokio::spawn(async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    async fn deliver(&self, body: &Value) -> Value {
+        let (status, answer) = self.post(body).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    /// The value of one unlabelled series in the server's `/metrics`.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.process.http_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 20 s) until `series` reads `value`.
+    async fn await_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.metric(series).await;
+            if now == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} is {now}, not {value}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Batches the writer has taken so far, and the writes in them.
+    async fn batches(&self) -> (f64, f64) {
+        (
+            self.metric("tollgate_ledger_batch_size_count").await,
+            self.metric("tollgate_ledger_batch_size_sum").await,
+        )
+    }
+
+    /// Runs one statement on the server's database from another session.
+    async fn sql(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.db.url).await.unwrap();
+                c.execute(sql).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.db.url).await.unwrap();
+                c.execute(sql).await.unwrap();
+            }
+        }
+    }
+
+    /// Makes a batch: writes `gate_event` while `gate` holds what it
+    /// needs, waits until the writer is stuck on it, then sends `events`
+    /// and waits until all of them are queued. Returns their answers to be.
+    async fn queue_behind(
+        &self,
+        gate: &Gate,
+        gate_event: &Value,
+        events: &[Value],
+    ) -> (
+        tokio::task::JoinHandle<(u16, Value)>,
+        Vec<tokio::task::JoinHandle<(u16, Value)>>,
+    ) {
+        let (taken, _) = self.batches().await;
+        assert!(gate.is_closed());
+        let gated = self.post(gate_event);
+        self.await_metric("tollgate_ledger_batch_size_count", taken + 1.0)
+            .await;
+        let mut queued = Vec::new();
+        for (n, event) in events.iter().enumerate() {
+            queued.push(self.post(event));
+            // One at a time, so they queue in this order.
+            self.await_metric("tollgate_ledger_queued", (n + 1) as f64)
+                .await;
+        }
+        (gated, queued)
+    }
+}
+
+/// What a test holds so that the writer waits: SQLite's write lock, or on
+/// PostgreSQL the row of one subscription.
+struct Gate {
+    sqlite: Option<sqlx::SqliteConnection>,
+    postgres: Option<sqlx::PgConnection>,
+}
+
+impl Gate {
+    /// On PostgreSQL, `subscription` must exist.
+    async fn close(server: &Server, subscription: &str) -> Gate {
+        match server.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&server.db.url)
+                    .await
+                    .unwrap();
+                c.execute("BEGIN IMMEDIATE").await.unwrap();
+                Gate {
+                    sqlite: Some(c),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&server.db.url).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                let lock =
+                    format!("SELECT 1 FROM subscriptions WHERE id = '{subscription}' FOR UPDATE");
+                let locked = c.fetch_all(lock.as_str()).await.unwrap();
+                assert_eq!(locked.len(), 1, "{subscription} exists");
+                Gate {
+                    sqlite: None,
+                    postgres: Some(c),
+                }
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.sqlite.is_some() || self.postgres.is_some()
+    }
+
+    async fn open(mut self) {
+        if let Some(mut c) = self.sqlite.take() {
+            c.execute("ROLLBACK").await.unwrap();
+        }
+        if let Some(mut c) = self.postgres.take() {
+            c.execute("ROLLBACK").await.unwrap();
+        }
+    }
+}
+
+/// A trigger that refuses, for good, any write of subscription
+/// `sub_poison`: SQLite's RAISE is a constraint error, and PostgreSQL's is
+/// raised as a check violation.
+fn poison_trigger(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER poison_insert BEFORE INSERT ON subscriptions \
+             WHEN NEW.id = 'sub_poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END; \
+             CREATE TRIGGER poison_update BEFORE UPDATE ON subscriptions \
+             WHEN NEW.id = 'sub_poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.id = 'sub_poison' THEN \
+             RAISE EXCEPTION 'poisoned' USING ERRCODE = 'check_violation'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON subscriptions \
+             FOR EACH ROW EXECUTE FUNCTION poison();"
+        }
+    }
+}
+
+async fn a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply(backend: Backend) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    server.deliver(&created("gate", "active", t - 60)).await;
+    server.sql(poison_trigger(backend)).await;
+
+    let gate = Gate::close(&server, "sub_gate").await;
+    let (taken, written) = server.batches().await;
+    let batch: Vec<Value> = (0..6)
+        .map(|i| match i {
+            3 => created("poison", "active", t - 10),
+            // The same event twice in one batch: one effect.
+            5 => created("batch_1", "active", t - 10),
+            _ => created(&format!("batch_{i}"), "active", t - 10),
+        })
+        .collect();
+    let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
+    let (gated, queued) = server.queue_behind(&gate, &gate_event, &batch).await;
+    gate.open().await;
+
+    assert_eq!(gated.await.unwrap().1["outcome"], "applied");
+    let mut answers = Vec::new();
+    for answer in queued {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.push((body["duplicate"].clone(), body["outcome"].clone()));
+    }
+    let first = (Value::Bool(false), Value::from("applied"));
+    let failed = (Value::Bool(false), Value::from("failed"));
+    let duplicate = (Value::Bool(true), Value::Null);
+    assert_eq!(
+        answers,
+        [
+            first.clone(),
+            first.clone(),
+            first.clone(),
+            failed,
+            first,
+            duplicate
+        ]
+    );
+    assert_eq!(
+        server.batches().await,
+        (taken + 2.0, written + 7.0),
+        "the gate's event alone, then the six queued behind it together"
+    );
+
+    let store = store_of(&server).await;
+    let poisoned = store.get_event("evt_poison").await.unwrap().unwrap();
+    assert_eq!(poisoned.outcome, "failed");
+    assert!(
+        poisoned.error.as_deref().unwrap_or("").contains("refused"),
+        "{poisoned:?}"
+    );
+    let reviews = store.list_reviews(true).await.unwrap();
+    assert!(
+        reviews
+            .iter()
+            .any(|r| r.event_id.as_deref() == Some("evt_poison") && r.reason == "store_refused"),
+        "{reviews:?}"
+    );
+    assert!(store
+        .subscriptions_for_customer("cus_poison")
+        .await
+        .unwrap()
+        .is_empty());
+    for i in [0, 1, 2, 4] {
+        let records = store
+            .subscriptions_for_customer(&format!("cus_batch_{i}"))
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1, "batch_{i}");
+        let stored = store.get_event(&format!("evt_batch_{i}")).await.unwrap();
+        assert_eq!(stored.map(|e| e.outcome).as_deref(), Some("applied"));
+    }
+}
+
+async fn store_of(server: &Server) -> std::sync::Arc<dyn tollgate::store::Store> {
+    tollgate::store::connect(&tollgate::store::StoreOptions {
+        url: server.db.url.clone(),
+        busy_timeout: Duration::from_secs(5),
+        max_connections: 1,
+    })
+    .await
+    .unwrap()
+}
+
+async fn a_batch_that_loses_its_database_answers_503_to_all_and_a_retry_applies_each_once(
+    backend: Backend,
+) {
+    // SQLite loses its database to a full disk; PostgreSQL, to its
+    // connection killed while the batch waits on a row lock mid-way.
+    let disk = match backend {
+        Backend::Sqlite => match Tmpfs::mount("4m") {
+            Some(disk) => Some(disk),
+            None => return,
+        },
+        Backend::Postgres => None,
+    };
+    let db = match &disk {
+        Some(disk) => TestDatabase::sqlite_at(&disk.path().join("tollgate.db")),
+        None => TestDatabase::create(backend).await,
+    };
+    let server = Server::start(backend, db).await;
+    let t = now();
+    server.deliver(&created("gate", "active", t - 60)).await;
+    server.deliver(&created("stuck", "active", t - 60)).await;
+
+    let gate = Gate::close(&server, "sub_gate").await;
+    // PostgreSQL: a second lock, which the batch meets after writing the
+    // rest of its events.
+    let stuck = match backend {
+        Backend::Postgres => Some(Gate::close(&server, "sub_stuck").await),
+        Backend::Sqlite => None,
+    };
+    let (taken, _) = server.batches().await;
+    let mut batch: Vec<Value> = (0..5)
+        .map(|i| created(&format!("lost_{i}"), "active", t - 10))
+        .collect();
+    batch.push(updated("evt_stuck_past_due", "stuck", "past_due", t - 10));
+    let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
+    let (gated, queued) = server.queue_behind(&gate, &gate_event, &batch).await;
+
+    let filler = disk.as_ref().map(Tmpfs::fill);
+    gate.open().await;
+    if backend == Backend::Postgres {
+        assert_eq!(gated.await.unwrap().0, 200);
+        let mut admin = sqlx::PgConnection::connect(&server.db.url).await.unwrap();
+        terminate_tollgate_waiting_on_a_lock(&mut admin).await;
+    } else {
+        assert_eq!(gated.await.unwrap().0, 503, "the disk is full");
+    }
+    for (n, answer) in queued.into_iter().enumerate() {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 503, "event {n} of the lost batch: {body}");
+    }
+    assert_eq!(server.batches().await.0, taken + 2.0);
+    assert!(server.metric("tollgate_ledger_batches_lost_total").await >= 1.0);
+
+    // The database comes back; Stripe retries each event.
+    if let Some(filler) = filler {
+        std::fs::remove_file(filler).unwrap();
+    }
+    if let Some(stuck) = stuck {
+        stuck.open().await;
+    }
+    let store = store_of(&server).await;
+    for event in &batch {
+        let id = event["id"].as_str().unwrap();
+        assert_eq!(
+            store.get_event(id).await.unwrap(),
+            None,
+            "{id} was not stored"
+        );
+    }
+    for event in &batch {
+        let id = event["id"].as_str().unwrap();
+        let answer = retry_until_stored(&server, event).await;
+        assert_eq!(answer["duplicate"], false, "{id}: {answer}");
+        assert_eq!(answer["outcome"], "applied", "{id}: {answer}");
+        assert_eq!(server.deliver(event).await["duplicate"], true, "{id}");
+    }
+    let stuck = store.subscriptions_for_customer("cus_stuck").await.unwrap();
+    assert_eq!(stuck[0].status.map(|s| s.as_str()), Some("past_due"));
+}
+
+/// Delivers `event` until it is answered 200 (a full disk freed may take
+/// a moment to be writable again); returns that answer.
+async fn retry_until_stored(server: &Server, event: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = server.post(event).await.unwrap();
+        if status == 200 {
+            return answer;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(Instant::now() < deadline, "never stored: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_lone_webhook_is_committed_at_once_in_a_batch_of_one(backend: Backend) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let (taken, written) = server.batches().await;
+    let answer = server
+        .deliver(&created("alone", "active", now() - 10))
+        .await;
+    assert_eq!(answer["outcome"], "applied");
+    // Nothing else was queued: it was written alone, and committed before
+    // the answer. (That no timer is waited on is shown with a paused clock
+    // in `ledger::writer`'s unit tests.)
+    assert_eq!(server.batches().await, (taken + 1.0, written + 1.0));
+    assert_eq!(
+        server
+            .metric("tollgate_ledger_batch_size_bucket{le=\"1\"}")
+            .await,
+        taken + 1.0
+    );
+    let store = store_of(&server).await;
+    let stored = store.get_event("evt_alone").await.unwrap();
+    assert_eq!(stored.map(|e| e.outcome).as_deref(), Some("applied"));
+}
