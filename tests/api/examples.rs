@@ -1,10 +1,13 @@
-//! The examples under examples/python and examples/node, run against a
-//! real server so they cannot rot. Python needs `pip install -r
-//! examples/python/requirements.txt`, Node `npm ci --prefix examples/node`;
+//! The examples under examples/python, examples/node and examples/go, run
+//! against a real server so they cannot rot. Python needs `pip install -r
+//! examples/python/requirements.txt`, Node `npm ci --prefix examples/node`,
+//! Go the Debian packages .ci/run installs (the Go program is built once per
+//! run, in GOPATH mode from /usr/share/gocode: no module proxy needed);
 //! without them each test says SKIPPED, unless TOLLGATE_REQUIRE_EXAMPLES=1
 //! (set by .ci/run) makes that a failure (Node only where `node` is
 //! installed).
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -18,35 +21,45 @@ use crate::stripe::{subscription_event, subscription_object, Shape, Sub};
 
 const DAY: i64 = 86_400;
 
-/// Runs each test body for Python and for Node, as `python::name` and
-/// `node::name`.
-macro_rules! in_both_languages {
-    ($($name:ident),* $(,)?) => {
-        mod python {
+/// Runs each listed test body for one language, as `module::name`.
+macro_rules! in_language {
+    ($module:ident, $lang:expr, $($name:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::Lang::Python).await;
-                }
-            )*
-        }
-        mod node {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Lang::Node).await;
+                    super::$name($lang).await;
                 }
             )*
         }
     };
 }
 
-in_both_languages!(
+in_language!(
+    python,
+    super::Lang::Python,
     the_client_allows_a_subscriber_and_denies_anyone_else,
     the_client_asks_about_a_feature,
     the_client_retries_once_then_fails_open_or_closed_as_told,
     the_receiver_verifies_and_applies_a_pushed_notification,
     the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate,
+);
+in_language!(
+    node,
+    super::Lang::Node,
+    the_client_allows_a_subscriber_and_denies_anyone_else,
+    the_client_asks_about_a_feature,
+    the_client_retries_once_then_fails_open_or_closed_as_told,
+    the_receiver_verifies_and_applies_a_pushed_notification,
+    the_receiver_refuses_a_bad_signature_and_ignores_a_duplicate,
+);
+// Go has the client only.
+in_language!(
+    go,
+    super::Lang::Go,
+    the_client_allows_a_subscriber_and_denies_anyone_else,
+    the_client_asks_about_a_feature,
+    the_client_retries_once_then_fails_open_or_closed_as_told,
 );
 
 /// Which examples a test runs.
@@ -54,48 +67,53 @@ in_both_languages!(
 pub enum Lang {
     Python,
     Node,
+    Go,
 }
 
 impl Lang {
-    fn program(self) -> &'static str {
-        match self {
-            Lang::Python => "python3",
-            Lang::Node => "node",
-        }
-    }
-
-    fn script(self, stem: &str) -> String {
-        let (dir, ext) = match self {
-            Lang::Python => ("python", "py"),
-            Lang::Node => ("node", "mjs"),
+    /// The command that runs the example `stem` (Go's is the binary
+    /// [`Lang::check`] built).
+    fn command(self, stem: &str) -> tokio::process::Command {
+        let (program, dir, ext) = match self {
+            Lang::Python => ("python3", "python", "py"),
+            Lang::Node => ("node", "node", "mjs"),
+            Lang::Go => {
+                assert_eq!(stem, "has_access", "the Go example is a client only");
+                return tokio::process::Command::new(go_binary());
+            }
         };
-        format!("{}/examples/{dir}/{stem}.{ext}", env!("CARGO_MANIFEST_DIR"))
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.arg(format!(
+            "{}/examples/{dir}/{stem}.{ext}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        cmd
     }
 
-    /// Ok, or why this language's examples cannot run here.
+    /// Ok, or why this language's examples cannot run here. For Go this
+    /// builds the program.
     fn check(self) -> Result<(), String> {
-        let probe = match self {
-            Lang::Python => "import grpc, grpc_tools, stripe",
-            Lang::Node => "['@grpc/grpc-js','@grpc/proto-loader','stripe'].forEach(m => require.resolve(m, {paths: [process.argv[1]]}))",
+        let (program, probe) = match self {
+            Lang::Python => ("python3", "import grpc, grpc_tools, stripe"),
+            Lang::Node => ("node", "['@grpc/grpc-js','@grpc/proto-loader','stripe'].forEach(m => require.resolve(m, {paths: [process.argv[1]]}))"),
+            Lang::Go => return build_go_example(),
         };
-        let mut cmd = std::process::Command::new(self.program());
+        let mut cmd = std::process::Command::new(program);
         match self {
             Lang::Python => cmd.args(["-c", probe]),
-            Lang::Node => cmd.args([
+            _ => cmd.args([
                 "-e",
                 probe,
                 &format!("{}/examples/node", env!("CARGO_MANIFEST_DIR")),
             ]),
         };
-        let out = cmd
-            .output()
-            .map_err(|e| format!("no {}: {e}", self.program()))?;
+        let out = cmd.output().map_err(|e| format!("no {program}: {e}"))?;
         if out.status.success() {
             Ok(())
         } else {
             let install = match self {
                 Lang::Python => "pip install -r examples/python/requirements.txt",
-                Lang::Node => "npm ci --prefix examples/node",
+                _ => "npm ci --prefix examples/node",
             };
             // Python's and Node's module errors both name "Error".
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -114,9 +132,11 @@ impl Lang {
     fn ready(self, test: &str) -> bool {
         static PYTHON: OnceLock<Result<(), String>> = OnceLock::new();
         static NODE: OnceLock<Result<(), String>> = OnceLock::new();
+        static GO: OnceLock<Result<(), String>> = OnceLock::new();
         let cell = match self {
             Lang::Python => &PYTHON,
             Lang::Node => &NODE,
+            Lang::Go => &GO,
         };
         let Err(why) = cell.get_or_init(|| self.check()) else {
             return true;
@@ -124,7 +144,7 @@ impl Lang {
         let required =
             std::env::var("TOLLGATE_REQUIRE_EXAMPLES").is_ok_and(|v| v == "1" || v == "true");
         // Node is required only where it is installed.
-        let installed = self == Lang::Python
+        let installed = self != Lang::Node
             || std::process::Command::new("node")
                 .arg("--version")
                 .output()
@@ -137,10 +157,77 @@ impl Lang {
     }
 }
 
+/// The Debian packages the Go example builds from (as .ci/run installs them).
+const GO_PACKAGES: &str = "golang-go golang-google-grpc-dev golang-google-protobuf-dev \
+golang-github-golang-protobuf-1-5-dev protobuf-compiler protoc-gen-go protoc-gen-go-grpc";
+
+/// Where the built Go example lives (under target/tmp).
+fn go_binary() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-example/has_access")
+}
+
+/// Builds examples/go/main.go with the code examples/go/generate.sh makes
+/// from proto/, in GOPATH mode against Debian's /usr/share/gocode (the
+/// module proxy isn't needed, nor reachable on CI): the same source a user
+/// builds with `go mod tidy && go run .`.
+fn build_go_example() -> Result<(), String> {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/go");
+    let install = format!("run `apt-get install {GO_PACKAGES}`");
+    let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), String> {
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: {e} ({install})"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{what} failed: {} ({install})", stderr.trim()))
+    };
+    run(std::process::Command::new("go").arg("version"), "no go")?;
+
+    // GOPATH/src/example.com/tollgate-example: main.go and, generated,
+    // tollgatepb/ (the import path main.go names).
+    let gopath = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let package = gopath.path().join("src/example.com/tollgate-example");
+    std::fs::create_dir_all(&package).map_err(|e| e.to_string())?;
+    std::fs::copy(examples.join("main.go"), package.join("main.go")).map_err(|e| e.to_string())?;
+    run(
+        std::process::Command::new(examples.join("generate.sh")).arg(&package),
+        "examples/go/generate.sh",
+    )?;
+
+    // Built next to its final name, then renamed: a concurrent run never
+    // sees half a binary.
+    let binary = go_binary();
+    let dir = binary.parent().unwrap();
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let partial = dir.join(format!("has_access.{}", std::process::id()));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    run(
+        std::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&partial)
+            .arg("example.com/tollgate-example")
+            .current_dir(gopath.path())
+            .env("GO111MODULE", "off")
+            .env(
+                "GOPATH",
+                format!("{}:/usr/share/gocode", gopath.path().display()),
+            )
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            // Kept between runs: a rebuild takes a second or two.
+            .env("GOCACHE", tmp.join("go-cache")),
+        "go build",
+    )?;
+    std::fs::rename(&partial, &binary).map_err(|e| e.to_string())
+}
+
 /// Runs the has_access example; returns (exit code, stdout, stderr).
 async fn has_access_example(lang: Lang, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(lang.program())
-        .arg(lang.script("has_access"))
+    let out = lang
+        .command("has_access")
         .args(args)
         .kill_on_drop(true)
         .output()
@@ -269,8 +356,8 @@ struct Receiver {
 
 impl Receiver {
     async fn start(lang: Lang, secret: &str) -> Receiver {
-        let mut child = tokio::process::Command::new(lang.program())
-            .arg(lang.script("notification_receiver"))
+        let mut child = lang
+            .command("notification_receiver")
             .args(["--port", "0", "--secret", secret])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
