@@ -63,6 +63,16 @@ impl From<IngestError> for ReconcileError {
     }
 }
 
+/// What feeding one listed event to the ledger did.
+enum Fed {
+    /// Not an event envelope; skipped.
+    Unreadable,
+    Duplicate,
+    Applied,
+    /// Recorded, but stale, ignored or failed.
+    Other,
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassReport {
@@ -79,6 +89,18 @@ pub struct PassReport {
     pub errors: i64,
     /// `created` of the newest event seen, for the lag metric.
     pub newest_event: Option<i64>,
+}
+
+impl PassReport {
+    fn count(&mut self, fed: Fed) {
+        self.events_seen += 1;
+        match fed {
+            Fed::Unreadable => self.errors += 1,
+            Fed::Duplicate => self.events_duplicate += 1,
+            Fed::Applied => self.events_applied += 1,
+            Fed::Other => self.events_other += 1,
+        }
+    }
 }
 
 pub struct Reconciler {
@@ -184,8 +206,12 @@ impl Reconciler {
                 .events_page(HANDLED_TYPES, pass.since, pass.after.as_deref(), PAGE_SIZE)
                 .await?;
             report.pages += 1;
-            for value in &page {
-                self.feed(value, report).await?;
+            // A page's events are queued together so the ledger's writer
+            // commits them in a few batches; their order does not matter,
+            // since an older event never overwrites newer state.
+            let fed = futures::future::join_all(page.iter().map(|v| self.feed(v))).await;
+            for result in fed {
+                report.count(result?);
             }
             if !pass.record_page(&page, has_more) {
                 break;
@@ -197,19 +223,13 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn feed(
-        &self,
-        value: &serde_json::Value,
-        report: &mut PassReport,
-    ) -> Result<(), ReconcileError> {
-        report.events_seen += 1;
+    async fn feed(&self, value: &serde_json::Value) -> Result<Fed, ReconcileError> {
         let raw = serde_json::to_vec(value).expect("BUG: values serialize");
         let envelope = match event::parse_envelope(&raw) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "stripe listed an event without an envelope; skipped");
-                report.errors += 1;
-                return Ok(());
+                return Ok(Fed::Unreadable);
             }
         };
         match self
@@ -217,18 +237,17 @@ impl Reconciler {
             .ingest(&envelope, &raw, Source::Reconciler)
             .await?
         {
-            Ingested::Duplicate => report.events_duplicate += 1,
+            Ingested::Duplicate => Ok(Fed::Duplicate),
             Ingested::Recorded { outcome, follow_up } => {
-                if outcome == Outcome::Applied {
-                    report.events_applied += 1;
-                    tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "missed webhook applied");
-                } else {
-                    report.events_other += 1;
-                }
                 self.refresher.follow_up(follow_up);
+                if outcome == Outcome::Applied {
+                    tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "missed webhook applied");
+                    Ok(Fed::Applied)
+                } else {
+                    Ok(Fed::Other)
+                }
             }
         }
-        Ok(())
     }
 
     async fn sweep(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
