@@ -18,6 +18,7 @@ on_both_backends!(
     product_and_feature_combine,
     a_feature_follows_the_payment_failure_grace_to_its_exact_end,
     a_feature_keeps_stale_grace_when_stripe_is_down,
+    a_held_revocation_keeps_a_feature_until_an_admin_resolves_it,
     a_product_map_is_read_once_for_a_thousand_concurrent_checks,
     a_feature_added_to_a_product_shows_after_product_updated,
     a_feature_removed_from_a_product_is_noticed_by_the_sweep,
@@ -441,4 +442,56 @@ async fn a_feature_removed_from_a_product_is_noticed_by_the_sweep(backend: Backe
     );
     // Unchanged maps are left alone.
     assert_eq!(app.reconcile().await.product_maps_changed, 0);
+}
+
+async fn a_held_revocation_keeps_a_feature_until_an_admin_resolves_it(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.hold_revocations = true).await;
+    app.stripe.set_product_features("prod_pro", &["export"]);
+    let sub = subscribe(&app, "fhold", "prod_pro", "active", now() + 20 * DAY).await;
+    // The reconciler finds the cancellation a webhook never brought.
+    app.stripe.push_event(subscription_event(
+        "evt_fhold_2",
+        "customer.subscription.deleted",
+        now() - 50,
+        &sub.status("canceled"),
+        Shape::Basil,
+    ));
+    app.reconcile().await;
+
+    let held = app.feature_for_customer(&sub.customer, "export").await;
+    assert_eq!(
+        (held.has_access, held.reason()),
+        (true, Reason::ReviewHold),
+        "{held:?}"
+    );
+    assert!(
+        held.detail.contains("feature export from product prod_pro"),
+        "{}",
+        held.detail
+    );
+    let other = app.feature_for_customer(&sub.customer, "sso").await;
+    assert_eq!(other.reason(), Reason::FeatureNotIncluded, "{other:?}");
+
+    let review = app
+        .store
+        .list_reviews(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.reason == "revocation_by_reconciler")
+        .expect("a review holds it");
+    app.admin()
+        .resolve_review(proto::ResolveReviewRequest {
+            id: review.id,
+            note: "confirmed".into(),
+            action: proto::ResolveAction::Accept as i32,
+        })
+        .await
+        .unwrap();
+    let ended = app.feature_for_customer(&sub.customer, "export").await;
+    assert_eq!(
+        (ended.has_access, ended.reason()),
+        (false, Reason::Canceled),
+        "{ended:?}"
+    );
 }
