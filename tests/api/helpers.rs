@@ -607,6 +607,24 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Delivers `event` to the webhook endpoint, signed as Stripe signs,
+    /// expects a 200, and returns the answer's JSON.
+    pub async fn deliver(&self, event: &Value) -> Value {
+        let body = serde_json::to_vec(event).unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/webhooks/stripe", self.http_addr))
+            .header(
+                "Stripe-Signature",
+                signature::header_for(SECRET, now(), &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
     /// Starts the binary with `env` (on top of test defaults) and waits for
     /// it to log the addresses it bound.
     pub async fn start(db_url: &str, stripe_base: &str, env: &[(&str, &str)]) -> ServerProcess {

@@ -5,30 +5,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tollgate::proto::HasAccessRequest;
-use tollgate::signature::header_for;
 use tollgate::store::StoreOptions;
 
 use crate::fake_stripe::FakeStripe;
-use crate::helpers::{backend_ready, now, Backend, ServerProcess, TestDatabase, SECRET};
+use crate::helpers::{backend_ready, now, Backend, ServerProcess, TestDatabase};
 use crate::receiver::Receiver;
 use crate::stripe::{subscription_event, subscription_object, Shape, Sub};
-
-async fn post(
-    http: &reqwest::Client,
-    server: &ServerProcess,
-    event: &serde_json::Value,
-) -> serde_json::Value {
-    let body = serde_json::to_vec(event).unwrap();
-    let resp = http
-        .post(format!("http://{}/webhooks/stripe", server.http_addr))
-        .header("Stripe-Signature", header_for(SECRET, now(), &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
 
 async fn two_replicas(
     env: &[(&str, &str)],
@@ -53,7 +35,6 @@ async fn a_webhook_on_one_replica_is_seen_by_the_other_within_a_second() {
     let Some((_db, _stripe, a, b)) = two_replicas(&[]).await else {
         return;
     };
-    let http = reqwest::Client::new();
     let mut client_b = b.entitlements().await;
     let ask = HasAccessRequest {
         customer_id: "cus_rep".into(),
@@ -73,7 +54,7 @@ async fn a_webhook_on_one_replica_is_seen_by_the_other_within_a_second() {
             &sub,
             Shape::Basil,
         );
-        post(&http, &a, &event).await;
+        a.deliver(&event).await;
         let acked = Instant::now();
         loop {
             let r = client_b.has_access(ask.clone()).await.unwrap().into_inner();
@@ -103,7 +84,6 @@ async fn fifty_identical_deliveries_split_across_replicas_have_one_effect() {
     let Some((db, _stripe, a, b)) = two_replicas(&[]).await else {
         return;
     };
-    let http = reqwest::Client::new();
     let sub = Sub::new("sub_split", "cus_split", "active", now() + 86_400);
     let event = subscription_event(
         "evt_split",
@@ -114,7 +94,7 @@ async fn fifty_identical_deliveries_split_across_replicas_have_one_effect() {
     );
     let posts = (0..50).map(|i| {
         let server = if i % 2 == 0 { &a } else { &b };
-        post(&http, server, &event)
+        server.deliver(&event)
     });
     let answers = futures::future::join_all(posts).await;
     let firsts = answers.iter().filter(|r| r["duplicate"] == false).count();
@@ -186,7 +166,6 @@ async fn both_replicas_push_through_a_flaky_receiver_without_duplicate_attempts(
     let Some((db, stripe, a, b)) = two_replicas(&env).await else {
         return;
     };
-    let http = reqwest::Client::new();
     let count = 20;
     for i in 0..count {
         // Lapsed locally, renewed in Stripe: a check on B restores access.
@@ -196,17 +175,13 @@ async fn both_replicas_push_through_a_flaky_receiver_without_duplicate_attempts(
             "active",
             now() - 60,
         );
-        post(
-            &http,
-            &a,
-            &subscription_event(
-                &format!("evt_fl_{i}"),
-                "customer.subscription.updated",
-                now() - 30 * 86_400,
-                &sub,
-                Shape::Basil,
-            ),
-        )
+        a.deliver(&subscription_event(
+            &format!("evt_fl_{i}"),
+            "customer.subscription.updated",
+            now() - 30 * 86_400,
+            &sub,
+            Shape::Basil,
+        ))
         .await;
         stripe.put_subscription(subscription_object(
             &Sub {
@@ -273,24 +248,19 @@ async fn a_replica_that_lost_its_listener_does_not_serve_stale_answers() {
     let Some((db, _stripe, a, b)) = two_replicas(&[]).await else {
         return;
     };
-    let http = reqwest::Client::new();
     let mut client_b = b.entitlements().await;
     let ask = HasAccessRequest {
         customer_id: "cus_lost".into(),
         ..Default::default()
     };
     let sub = Sub::new("sub_lost", "cus_lost", "active", now() + 86_400);
-    post(
-        &http,
-        &a,
-        &subscription_event(
-            "evt_lost_1",
-            "customer.subscription.created",
-            now() - 100,
-            &sub,
-            Shape::Basil,
-        ),
-    )
+    a.deliver(&subscription_event(
+        "evt_lost_1",
+        "customer.subscription.created",
+        now() - 100,
+        &sub,
+        Shape::Basil,
+    ))
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -322,17 +292,13 @@ async fn a_replica_that_lost_its_listener_does_not_serve_stale_answers() {
             .into_inner()
             .has_access
     );
-    post(
-        &http,
-        &a,
-        &subscription_event(
-            "evt_lost_2",
-            "customer.subscription.deleted",
-            now() - 50,
-            &sub.status("canceled"),
-            Shape::Basil,
-        ),
-    )
+    a.deliver(&subscription_event(
+        "evt_lost_2",
+        "customer.subscription.deleted",
+        now() - 50,
+        &sub.status("canceled"),
+        Shape::Basil,
+    ))
     .await;
     let r = client_b.has_access(ask.clone()).await.unwrap().into_inner();
     assert!(
@@ -343,17 +309,13 @@ async fn a_replica_that_lost_its_listener_does_not_serve_stale_answers() {
     // Once B listens again, changes still reach it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let renewed = Sub::new("sub_lost2", "cus_lost", "active", now() + 86_400);
-    post(
-        &http,
-        &a,
-        &subscription_event(
-            "evt_lost_3",
-            "customer.subscription.created",
-            now() - 10,
-            &renewed,
-            Shape::Basil,
-        ),
-    )
+    a.deliver(&subscription_event(
+        "evt_lost_3",
+        "customer.subscription.created",
+        now() - 10,
+        &renewed,
+        Shape::Basil,
+    ))
     .await;
     let deadline = Instant::now() + Duration::from_secs(1);
     while !client_b
