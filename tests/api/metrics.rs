@@ -37,31 +37,30 @@ fn get(m: &BTreeMap<(String, String), f64>, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A server process on a fresh database of `backend` and a fake Stripe (kept
+/// alive by the caller), with the reconciler's timer out of the way.
+async fn serve(backend: Backend) -> (TestDatabase, FakeStripe, ServerProcess) {
+    let db = TestDatabase::create(backend).await;
+    let stripe = FakeStripe::start().await;
+    let env = [("TOLLGATE_RECONCILE_INTERVAL", "1h")];
+    let server = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
+    (db, stripe, server)
+}
+
+/// The server's `/metrics`, parsed.
+async fn scrape(server: &ServerProcess) -> BTreeMap<(String, String), f64> {
+    let url = format!("http://{}/metrics", server.http_addr);
+    parse(&reqwest::get(url).await.unwrap().text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_webhooks_checks_and_stripe_calls() {
-    let db = TestDatabase::create(Backend::Sqlite).await;
-    let stripe = FakeStripe::start().await;
-    let server = ServerProcess::start(
-        &db.url,
-        &stripe.base_url(),
-        &[("TOLLGATE_RECONCILE_INTERVAL", "1h")],
-    )
-    .await;
+    let (_db, _stripe, server) = serve(Backend::Sqlite).await;
     let http = reqwest::Client::new();
-    let scrape = || async {
-        parse(
-            &reqwest::get(format!("http://{}/metrics", server.http_addr))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    };
     // Let the start-up reconcile pass finish first, so it cannot race the counts.
     let started = std::time::Instant::now();
     while get(
-        &scrape().await,
+        &scrape(&server).await,
         "tollgate_reconciler_last_run_timestamp_seconds",
         "",
     ) == 0.0
@@ -229,14 +228,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
     if !crate::helpers::backend_ready(Backend::Postgres, test).await {
         return;
     }
-    let db = TestDatabase::create(Backend::Postgres).await;
-    let stripe = FakeStripe::start().await;
-    let server = ServerProcess::start(
-        &db.url,
-        &stripe.base_url(),
-        &[("TOLLGATE_RECONCILE_INTERVAL", "1h")],
-    )
-    .await;
+    let (db, _stripe, server) = serve(Backend::Postgres).await;
     let sub = Sub::new("sub_sf", "cus_sf", "active", now() + 86_400);
     server
         .deliver(&subscription_event(
@@ -247,16 +239,6 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
             Shape::Basil,
         ))
         .await;
-    let scrape = || async {
-        parse(
-            &reqwest::get(format!("http://{}/metrics", server.http_addr))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    };
 
     let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
     blocker.execute("BEGIN").await.unwrap();
@@ -282,7 +264,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
         .collect();
     // Every ask has missed the cache and waits on the read (or on another's).
     let started = std::time::Instant::now();
-    while get(&scrape().await, "tollgate_cache_misses_total", "") < 200.0 {
+    while get(&scrape(&server).await, "tollgate_cache_misses_total", "") < 200.0 {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(20),
             "the asks never all arrived"
@@ -293,7 +275,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
     for ask in asks {
         assert!(ask.await.unwrap().has_access);
     }
-    let m = scrape().await;
+    let m = scrape(&server).await;
     assert_eq!(get(&m, "tollgate_cache_misses_total", ""), 200.0);
     assert_eq!(get(&m, "tollgate_subject_loads_total", ""), 1.0);
 }
