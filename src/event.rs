@@ -503,23 +503,16 @@ pub fn object_type_for(v1_type: &str) -> Option<&'static str> {
 
 /// The customer of a snapshot summary event whose embedded list was cut
 /// short (`has_more`), so it must be re-listed from Stripe before it is
-/// applied; `None` for anything else.
-pub fn summary_to_relist(envelope: &Envelope) -> Option<&str> {
+/// applied; `None` for anything else, a summary that does not parse
+/// included (it is recorded as such, without a read).
+pub fn summary_to_relist(envelope: &Envelope) -> Option<String> {
     if envelope.thin.is_some() || envelope.event_type != SUMMARY_UPDATED {
         return None;
     }
-    let obj = &envelope.object;
-    let has_more = obj
-        .get("entitlements")
-        .and_then(|l| l.get("has_more"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if !has_more {
-        return None;
-    }
-    obj.get("customer")
-        .and_then(Value::as_str)
-        .filter(|c| plausible_id(c) && !c.is_empty())
+    parse_entitlement_summary(&envelope.object)
+        .ok()
+        .filter(|s| s.truncated && plausible_id(&s.customer_id))
+        .map(|s| s.customer_id)
 }
 
 fn classify_object(envelope: &Envelope, user_key: &str) -> Result<DomainEvent, ShapeError> {
@@ -841,7 +834,13 @@ mod tests {
         assert_eq!(s.features, ["lookup_key"]);
         assert!(s.truncated, "the fixture says has_more");
         assert_eq!(s.as_of_ms, 100_999, "the end of the event's second");
-        assert_eq!(summary_to_relist(&e), Some("customer"));
+        assert_eq!(summary_to_relist(&e).as_deref(), Some("customer"));
+        // An Accounts v2 summary names its payer the same way parsing does.
+        let mut v2 = fixture.clone();
+        v2["customer"] = Value::Null;
+        v2["customer_account"] = json!("acct_1");
+        let e2 = env(SUMMARY_UPDATED, v2);
+        assert_eq!(summary_to_relist(&e2).as_deref(), Some("acct_1"));
 
         let entry = |key: Value, feature_key: Value| json!({"object": "entitlements.active_entitlement", "lookup_key": key, "feature": {"lookup_key": feature_key}});
         let mut obj = fixture;

@@ -75,13 +75,13 @@ enum Fetched {
 }
 
 /// What must be read from Stripe before an event's transaction.
-enum PreRead<'e> {
+enum PreRead {
     Nothing,
     /// A thin event's object.
     Thin,
     /// The active entitlements of this customer: the event's summary has
     /// more than it carries.
-    Relist(&'e str),
+    Relist(String),
 }
 
 /// A delivered event's text and hashes, as its ledger row keeps them.
@@ -199,7 +199,7 @@ impl Ledger {
     /// object (for a type with one), or the whole list of a summary cut
     /// short. Only for events of the mode Tollgate serves, dated sanely
     /// (anything else is recorded without a read).
-    fn pre_read<'e>(&self, envelope: &'e Envelope) -> PreRead<'e> {
+    fn pre_read(&self, envelope: &Envelope) -> PreRead {
         if !self.livemode.accepts(envelope.livemode)
             || event::check_created(envelope, self.clock.now_secs()).is_err()
         {
@@ -217,12 +217,12 @@ impl Ledger {
     async fn read_first(
         &self,
         envelope: &Envelope,
-        pre_read: PreRead<'_>,
+        pre_read: PreRead,
     ) -> Result<Fetched, IngestError> {
         match pre_read {
             PreRead::Nothing => Ok(Fetched::Nothing),
             PreRead::Thin => self.fetch(envelope).await,
-            PreRead::Relist(customer) => self.relist(envelope, customer).await,
+            PreRead::Relist(customer) => self.relist(envelope, &customer).await,
         }
     }
 
