@@ -73,10 +73,7 @@ impl Catalog {
         feature: &str,
     ) -> Option<Carrier<'r>> {
         let has = |features: &[String]| features.iter().any(|f| f == feature);
-        let mut products = record
-            .items
-            .iter()
-            .filter_map(|item| item.product_id.as_deref());
+        let mut products = products(record);
         if let Some(product) = products
             .clone()
             .find(|product| self.features_of(product).is_some_and(has))
@@ -101,23 +98,31 @@ impl Catalog {
     /// Every feature `record`'s products carry: those of known maps, and,
     /// when one of its products' maps is unknown, its customer's summary.
     pub fn features_for<'c>(&'c self, record: &SubscriptionRecord) -> BTreeSet<&'c str> {
-        let products = || {
-            record
-                .items
-                .iter()
-                .filter_map(|item| item.product_id.as_deref())
-        };
-        let known = products()
+        let known = products(record)
             .filter_map(|product| self.products.get(product))
             .flat_map(|features| features.iter().map(String::as_str));
-        let summary = products()
-            .any(|product| !self.knows(product))
+        let summary = self
+            .lacks_a_map(record)
             .then(|| self.summaries.get(&record.customer_id))
             .flatten()
             .into_iter()
             .flat_map(|features| features.iter().map(String::as_str));
         known.chain(summary).collect()
     }
+
+    /// Whether one of `record`'s products has no known map: only then may
+    /// its customer's summary speak for it.
+    fn lacks_a_map(&self, record: &SubscriptionRecord) -> bool {
+        products(record).any(|product| !self.knows(product))
+    }
+}
+
+/// The products of `record`'s items, in item order.
+fn products(record: &SubscriptionRecord) -> impl Iterator<Item = &str> + Clone {
+    record
+        .items
+        .iter()
+        .filter_map(|item| item.product_id.as_deref())
 }
 
 /// Customers of `records` with a product whose map `catalog` doesn't know:
@@ -128,23 +133,14 @@ pub fn needing_summaries<'r>(
 ) -> BTreeSet<&'r str> {
     records
         .iter()
-        .filter(|r| {
-            r.items
-                .iter()
-                .filter_map(|item| item.product_id.as_deref())
-                .any(|product| !catalog.knows(product))
-        })
+        .filter(|r| catalog.lacks_a_map(r))
         .map(|r| r.customer_id.as_str())
         .collect()
 }
 
 /// The products of `records`' items: what a catalog for them must know.
 pub fn products_of(records: &[SubscriptionRecord]) -> BTreeSet<&str> {
-    records
-        .iter()
-        .flat_map(|r| r.items.iter())
-        .filter_map(|item| item.product_id.as_deref())
-        .collect()
+    records.iter().flat_map(products).collect()
 }
 
 #[cfg(test)]
