@@ -1,7 +1,8 @@
 //! Helpers around h2load, which speaks gRPC when given a pre-encoded body:
 //!
 //! - `encode`: writes the gRPC frame of `HasAccessRequest{user_id}` (1 zero
-//!   byte, a 4-byte big-endian length, the protobuf bytes) for `h2load -d`.
+//!   byte, a 4-byte big-endian length, the protobuf bytes) for `h2load -d`,
+//!   with a `feature` (or `product`) to check if asked.
 //! - `stats`: turns h2load's output and `--log-file` into one JSON line with
 //!   requests/s and p50/p90/p99 (h2load prints no percentiles).
 //! - `decode`: decodes a gRPC response body (e.g. saved by curl) as a
@@ -30,6 +31,12 @@ enum Command {
     Encode {
         #[arg(long, default_value = "user_0")]
         user: String,
+        /// An Entitlements feature lookup key to check.
+        #[arg(long, default_value = "")]
+        feature: String,
+        /// A product id or price lookup key to check.
+        #[arg(long, default_value = "")]
+        product: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -128,9 +135,16 @@ fn stats(output: &str, log: &str) -> serde_json::Value {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
-        Command::Encode { user, out } => {
+        Command::Encode {
+            user,
+            feature,
+            product,
+            out,
+        } => {
             let body = frame(&HasAccessRequest {
                 user_id: user,
+                feature,
+                product,
                 ..Default::default()
             });
             std::fs::write(&out, &body)?;

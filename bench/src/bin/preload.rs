@@ -4,8 +4,12 @@
 //! as multi-row INSERTs in large transactions.
 //!
 //! Rows: `subscriptions` (`sub_{i}`, customer `cus_{i}`, active, period end
-//! now+30d, items `[]`, snapshot from `evt_pre_{i}` at now-60) and
-//! `customer_users` (`cus_{i}` -> `user_{i}`).
+//! now+30d, snapshot from `evt_pre_{i}` at now-60, one item: price
+//! `price_{k}` of product `prod_{k}` with lookup key `plan_{k}`, where
+//! `k = i % --products`; items `[]` with `--products 0`), `customer_users`
+//! (`cus_{i}` -> `user_{i}`) and `product_features` (`prod_{k}` carries
+//! `bench_feature` and `feature_{k}`), so feature checks are answered from
+//! the store without Stripe.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -24,6 +28,10 @@ struct Args {
     database_url: String,
     #[arg(long, default_value_t = 1_000_000)]
     users: u64,
+    /// Distinct products (and prices) the subscriptions' items cycle
+    /// through; 0 gives every subscription an empty item list.
+    #[arg(long, default_value_t = 10)]
+    products: u64,
     /// Rows per INSERT statement.
     #[arg(long, default_value_t = 1000)]
     rows_per_statement: u64,
@@ -45,7 +53,7 @@ struct Batch {
 
 /// The SQL for users `from..to`. Every value is generated from integers, so
 /// literal SQL is safe and skips bind overhead.
-fn batch(from: u64, to: u64, now: i64, postgres: bool) -> Batch {
+fn batch(from: u64, to: u64, now: i64, postgres: bool, products: u64) -> Batch {
     let period_end = now + 30 * 86400;
     let snapshot = now - 60;
     let updated_ms = now * 1000;
@@ -60,13 +68,36 @@ fn batch(from: u64, to: u64, now: i64, postgres: bool) -> Batch {
     links.push_str("INSERT INTO customer_users (customer_id, user_id, linked_at_ms) VALUES ");
     for i in from..to {
         let sep = if i == from { "" } else { "," };
+        let items = item_json(i, products);
         subs.push_str(&format!(
-            "{sep}('sub_{i}','cus_{i}','active',{period_end},NULL,NULL,{no},NULL,'[]',NULL,\
+            "{sep}('sub_{i}','cus_{i}','active',{period_end},NULL,NULL,{no},NULL,'{items}',NULL,\
              {snapshot},'evt_pre_{i}',{snapshot},{updated_ms})"
         ));
         links.push_str(&format!("{sep}('cus_{i}','user_{i}',{updated_ms})"));
     }
     Batch { subs, links }
+}
+
+/// User `i`'s subscription items, as the store keeps them (JSON).
+fn item_json(i: u64, products: u64) -> String {
+    if products == 0 {
+        return "[]".to_owned();
+    }
+    let k = i % products;
+    format!(r#"[{{"price_id":"price_{k}","product_id":"prod_{k}","lookup_key":"plan_{k}"}}]"#)
+}
+
+/// The feature map of every product the items name.
+fn product_features(products: u64, now_ms: i64) -> Option<String> {
+    let rows: Vec<String> = (0..products)
+        .map(|k| format!(r#"('prod_{k}','["bench_feature","feature_{k}"]',{now_ms})"#))
+        .collect();
+    (!rows.is_empty()).then(|| {
+        format!(
+            "INSERT INTO product_features (product_id, features, read_at_ms) VALUES {}",
+            rows.join(",")
+        )
+    })
 }
 
 async fn load_sqlite(args: &Args, now: i64) -> Result<(), Box<dyn std::error::Error>> {
@@ -85,12 +116,15 @@ async fn load_sqlite(args: &Args, now: i64) -> Result<(), Box<dyn std::error::Er
         let mut tx = conn.begin().await?;
         while from < tx_end {
             let to = (from + args.rows_per_statement).min(tx_end);
-            let b = batch(from, to, now, false);
+            let b = batch(from, to, now, false, args.products);
             sqlx::raw_sql(&b.subs).execute(&mut *tx).await?;
             sqlx::raw_sql(&b.links).execute(&mut *tx).await?;
             from = to;
         }
         tx.commit().await?;
+    }
+    if let Some(sql) = product_features(args.products, now * 1000) {
+        sqlx::raw_sql(&sql).execute(&mut conn).await?;
     }
     sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(&mut conn)
@@ -101,11 +135,11 @@ async fn load_sqlite(args: &Args, now: i64) -> Result<(), Box<dyn std::error::Er
 
 async fn load_pg_range(
     url: String,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     per_stmt: u64,
     per_tx: u64,
     now: i64,
+    products: u64,
 ) -> Result<(), sqlx::Error> {
     let mut conn = PgConnectOptions::from_str(&url)?
         .options([("synchronous_commit", "off")])
@@ -117,7 +151,7 @@ async fn load_pg_range(
         let mut tx = conn.begin().await?;
         while at < tx_end {
             let end = (at + per_stmt).min(tx_end);
-            let b = batch(at, end, now, true);
+            let b = batch(at, end, now, true, products);
             sqlx::raw_sql(&b.subs).execute(&mut *tx).await?;
             sqlx::raw_sql(&b.links).execute(&mut *tx).await?;
             at = end;
@@ -139,11 +173,11 @@ async fn load_pg(args: &Args, now: i64) -> Result<(), Box<dyn std::error::Error>
         }
         handles.push(load_pg_range(
             args.database_url.clone(),
-            from,
-            to,
+            (from, to),
             args.rows_per_statement,
             args.rows_per_transaction,
             now,
+            args.products,
         ));
     }
     // Polled together on this task: the work is PostgreSQL's.
@@ -152,6 +186,9 @@ async fn load_pg(args: &Args, now: i64) -> Result<(), Box<dyn std::error::Error>
     let mut conn = PgConnectOptions::from_str(&args.database_url)?
         .connect()
         .await?;
+    if let Some(sql) = product_features(args.products, now * 1000) {
+        sqlx::raw_sql(&sql).execute(&mut conn).await?;
+    }
     sqlx::raw_sql("ANALYZE subscriptions; ANALYZE customer_users")
         .execute(&mut conn)
         .await?;
