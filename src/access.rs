@@ -198,8 +198,8 @@ impl Access {
         let now = self.clock.now_secs();
         let stale: Vec<&str> = records
             .iter()
-            .filter(|r| policy::matches_product(r, query.product))
-            .filter(|r| policy::needs_refresh(r, now, &self.policy, self.staleness.stale_after))
+            .filter(|r| policy::matches_product(*r, query.product))
+            .filter(|r| policy::needs_refresh(*r, now, &self.policy, self.staleness.stale_after))
             .map(|r| r.id.as_str())
             .collect();
         if stale.is_empty() {

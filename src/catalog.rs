@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::subscription::SubscriptionRecord;
+use crate::subscription::AccessFacts;
 
 /// Feature lookup keys of the products a decision looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,9 +37,9 @@ impl Catalog {
 
     /// The product of `record` that carries `feature`, if any (the first,
     /// in item order).
-    pub fn carrier<'r>(&self, record: &'r SubscriptionRecord, feature: &str) -> Option<&'r str> {
+    pub fn carrier<'r>(&self, record: &'r impl AccessFacts, feature: &str) -> Option<&'r str> {
         record
-            .items
+            .items()
             .iter()
             .filter_map(|item| item.product_id.as_deref())
             .find(|product| {
@@ -49,9 +49,9 @@ impl Catalog {
     }
 
     /// Every feature known for `record`'s products.
-    pub fn features_for<'c>(&'c self, record: &SubscriptionRecord) -> BTreeSet<&'c str> {
+    pub fn features_for<'c>(&'c self, record: &impl AccessFacts) -> BTreeSet<&'c str> {
         record
-            .items
+            .items()
             .iter()
             .filter_map(|item| item.product_id.as_deref())
             .filter_map(|product| self.products.get(product))
@@ -61,10 +61,10 @@ impl Catalog {
 }
 
 /// The products of `records`' items: what a catalog for them must know.
-pub fn products_of(records: &[SubscriptionRecord]) -> BTreeSet<&str> {
+pub fn products_of<R: AccessFacts>(records: &[R]) -> BTreeSet<&str> {
     records
         .iter()
-        .flat_map(|r| r.items.iter())
+        .flat_map(|r| r.items().iter())
         .filter_map(|item| item.product_id.as_deref())
         .collect()
 }
@@ -72,7 +72,7 @@ pub fn products_of(records: &[SubscriptionRecord]) -> BTreeSet<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::Item;
+    use crate::subscription::{Item, SubscriptionRecord};
 
     fn record(products: &[&str]) -> SubscriptionRecord {
         SubscriptionRecord {
