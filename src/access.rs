@@ -14,11 +14,13 @@ use std::time::Duration;
 use crate::cache::{Records, SubjectCache};
 use crate::catalog::{self, Catalog};
 use crate::clock::Clock;
+use crate::compact::{self, CompactRecord};
 use crate::features::Features;
 use crate::policy::{self, Decision, FeatureQuery, Policy};
 use crate::refresh::Refresher;
 use crate::store::{Store, StoreError};
 use crate::subject::{Subject, SubjectError};
+use crate::subscription::AccessFacts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -83,7 +85,7 @@ impl Access {
         }
         metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
         let ticket = self.cache.ticket(subject);
-        let loaded = Arc::new(match subject {
+        let loaded = compact::from_records(&match subject {
             Subject::User(id) => self.store.subscriptions_for_user(id).await?,
             Subject::Customer(id) => self.store.subscriptions_for_customer(id).await?,
         });
@@ -158,7 +160,7 @@ impl Access {
     /// not be asked (`why`).
     fn judge(
         &self,
-        records: &[crate::subscription::SubscriptionRecord],
+        records: &[CompactRecord],
         query: Query<'_>,
         catalog: &Catalog,
         why: Option<&str>,
@@ -191,7 +193,7 @@ impl Access {
         if decision.has_access {
             return Ok(decision);
         }
-        if records.iter().all(|r| r.status.is_none()) {
+        if records.iter().all(|r| r.status().is_none()) {
             return self.discover(subject, query, decision).await;
         }
 
@@ -200,7 +202,7 @@ impl Access {
             .iter()
             .filter(|r| policy::matches_product(*r, query.product))
             .filter(|r| policy::needs_refresh(*r, now, &self.policy, self.staleness.stale_after))
-            .map(|r| r.id.as_str())
+            .map(|r| r.id())
             .collect();
         if stale.is_empty() {
             return Ok(decision);

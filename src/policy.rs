@@ -1101,15 +1101,15 @@ mod tests {
 /// Properties of the feature decision against the plain one, over random
 /// subscription sets and catalogs.
 #[cfg(test)]
-mod feature_properties {
+pub(crate) mod feature_properties {
     use super::*;
     use crate::subscription::{Item, SubscriptionRecord};
     use proptest::prelude::*;
     use proptest::sample::select;
 
     const NOW: i64 = 1_800_000_000;
-    const FEATURES: [&str; 3] = ["export", "sso", "audit"];
-    const PRODUCTS: [&str; 3] = ["prod_a", "prod_b", "prod_c"];
+    pub(crate) const FEATURES: [&str; 3] = ["export", "sso", "audit"];
+    pub(crate) const PRODUCTS: [&str; 3] = ["prod_a", "prod_b", "prod_c"];
 
     fn record() -> impl Strategy<Value = SubscriptionRecord> {
         (
@@ -1142,7 +1142,7 @@ mod feature_properties {
             )
     }
 
-    fn catalog() -> impl Strategy<Value = Catalog> {
+    pub(crate) fn catalog() -> impl Strategy<Value = Catalog> {
         proptest::collection::vec(
             proptest::option::of(proptest::collection::vec(select(FEATURES.to_vec()), 0..3)),
             PRODUCTS.len(),

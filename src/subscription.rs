@@ -294,9 +294,9 @@ impl SubscriptionRecord {
 }
 
 /// What the access decision reads of one subscription, and nothing more.
-/// The full [`SubscriptionRecord`] has it; the policy is written against
-/// this, so another form of a record with the same values (a compact one
-/// to cache) is decided by the same code.
+/// The full [`SubscriptionRecord`] has it, and so does the cache's compact
+/// form ([`crate::compact::CompactRecord`]); the policy is written against
+/// this, so both are decided by the same code from the same values.
 pub trait AccessFacts {
     fn id(&self) -> &str;
     fn status(&self) -> Option<Status>;
