@@ -5,6 +5,12 @@
 #
 #   bench/run.sh                                   # defaults: 1M users, 3 runs
 #   BENCH_USERS=50000 BENCH_RUNS=1 bench/run.sh    # quick check
+#   BENCH_ONLY=feature BENCH_BACKENDS=sqlite bench/run.sh
+#                         # only the feature-check pairs: rewrites just that
+#                         # section of results.md (raw lines: results-feature.raw)
+#   BENCH_ONLY=rss BENCH_BACKENDS=sqlite bench/run.sh
+#                         # only touch-all and peak RSS: prints the JSON
+#                         # lines, writes no report
 #
 # Environment (all optional):
 #   BENCH_USERS      preloaded users/subscriptions          (1000000)
@@ -20,6 +26,8 @@
 #                    RSS is taken ("sqlite"; the cache holds the same records
 #                    whatever the backend, and a full pass on PostgreSQL costs
 #                    minutes)
+#   BENCH_FEATURE_RUNS  pairs of the feature-check figure     (BENCH_RUNS)
+#   BENCH_ONLY       "feature" or "rss": that part alone (see above)
 #   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
 #
 # Everything is bounded in time or count and talks to 127.0.0.1 only. The
@@ -40,9 +48,18 @@ TOUCH_ALL=${BENCH_TOUCH_ALL:-sqlite}
 H2_SECS=${BENCH_H2LOAD_SECS:-3}
 MIX_SECS=${BENCH_MIX_SECS:-5}
 H2_FLAGS=("-c1 -m1" "-c4 -m32" "-c16 -m64")
+FEATURE_FLAGS=("-c1 -m1" "-c16 -m64")
+ONLY=${BENCH_ONLY:-}
+FEATURE_RUNS=${BENCH_FEATURE_RUNS:-$RUNS}
 INGEST_C=(1 8 32)
 SECRET="whsec_bench_$(date +%s)"
-RAW="${BENCH_RAW:-$ROOT/bench/results.raw}"
+case $ONLY in
+  "") RAW_DEFAULT=$ROOT/bench/results.raw ;;
+  feature) RAW_DEFAULT=$ROOT/bench/results-feature.raw ;;
+  rss) RAW_DEFAULT=/dev/null ;; # the lines are printed; nothing to keep
+  *) echo "BENCH_ONLY is feature or rss, not $ONLY" >&2; exit 2 ;;
+esac
+RAW="${BENCH_RAW:-$RAW_DEFAULT}"
 OUT="${BENCH_OUT:-$ROOT/bench/results.md}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
@@ -78,8 +95,11 @@ cargo build --release -q -p tollgate -p tollgate-bench
 emit() { echo "$1" | tee -a "$RAW"; }
 
 # --- helpers -----------------------------------------------------------------
-# The HasAccess request frame for h2load (one hot user).
+# The HasAccess request frame for h2load (one hot user), and the same with
+# a feature its product carries (see preload) for the feature pairs.
 "$BIN/h2load-frame" encode --user user_0 --out "$WORK/body.bin" 2>/dev/null
+cp "$WORK/body.bin" "$WORK/plain.bin"
+"$BIN/h2load-frame" encode --user user_0 --feature bench_feature --out "$WORK/feature.bin" 2>/dev/null
 
 # h2 ADDR TAGS FLAGS...: one h2load run on the hot user, summarized as JSON.
 h2() {
@@ -87,7 +107,7 @@ h2() {
   shift 2
   rm -f "$WORK/h2.log"
   # shellcheck disable=SC2068
-  h2load -t1 $@ -D "$H2_SECS" --warm-up-time=1 -d "$WORK/body.bin" \
+  h2load -t1 $@ -D "$H2_SECS" --warm-up-time=1 -d "${H2_BODY:-$WORK/body.bin}" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     --log-file="$WORK/h2.log" "http://$addr/tollgate.v1.Entitlements/HasAccess" \
     >"$WORK/h2.out" 2>&1 || true
@@ -100,7 +120,7 @@ grpc_check() {
   local addr=$1 tags=$2 status decoded ok=false
   rm -f "$WORK/check.hdr" "$WORK/check.bin"
   curl -sS --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
-    --data-binary @"$WORK/body.bin" -D "$WORK/check.hdr" -o "$WORK/check.bin" \
+    --data-binary @"${H2_BODY:-$WORK/body.bin}" -D "$WORK/check.hdr" -o "$WORK/check.bin" \
     "http://$addr/tollgate.v1.Entitlements/HasAccess" || true
   status=$(tr -d '\r' <"$WORK/check.hdr" | awk -F': ' 'tolower($1) == "grpc-status" { print $2 }' | tail -1)
   decoded=$("$BIN/h2load-frame" decode --input "$WORK/check.bin" 2>/dev/null || echo '{}')
@@ -109,11 +129,32 @@ grpc_check() {
     '($tags | split(",") | map(split("=") | {(.[0]): .[1]}) | add) + {grpc_status: $st, ok: $ok, answer: .}' <<<"$decoded")"
 }
 
+# feature_pairs BACKEND: HasAccess(feature=bench_feature) against a plain
+# HasAccess on the same cached user, alternated (the order flips every
+# run), FEATURE_RUNS pairs per flag set.
+feature_pairs() {
+  local backend=$1 run flags label target order
+  for target in plain feature; do
+    H2_BODY="$WORK/$target.bin" grpc_check "$GRPC_ADDR" "section=feature_check,backend=$backend,target=$target"
+  done
+  for run in $(seq 1 "$FEATURE_RUNS"); do
+    order="plain feature"
+    [ $((run % 2)) = 0 ] && order="feature plain"
+    for flags in "${FEATURE_FLAGS[@]}"; do
+      label=$(tr -d ' -' <<<"$flags")
+      for target in $order; do
+        # shellcheck disable=SC2086
+        H2_BODY="$WORK/$target.bin" h2 "$GRPC_ADDR" \
+          "section=feature,backend=$backend,target=$target,label=$label,run=$run" $flags
+      done
+    done
+  done
+}
+
 SUB_OFFSET=0
 next_offset() { SUB_OFFSET=$(( (SUB_OFFSET + EVENTS / 5 + 1) % USERS )); }
 
 # --- baseline ------------------------------------------------------------------
-log "starting the baselines (HashMap of $USERS users; as is, and with TCP_NODELAY)"
 start_baseline() { # OUTFILE ARGS...
   local out=$1
   shift
@@ -126,12 +167,15 @@ start_baseline() { # OUTFILE ARGS...
   LAST_ADDR=$(sed -n 's/.*grpc_addr=//p' "$out" | head -1)
   [ -n "$LAST_ADDR" ] || { echo "baseline did not start" >&2; cat "$out.err" >&2; exit 1; }
 }
+if [ -z "$ONLY" ]; then
+log "starting the baselines (HashMap of $USERS users; as is, and with TCP_NODELAY)"
 start_baseline "$WORK/baseline.out"
 BASELINE_PID=$LAST_PID
 BASE_ADDR=$LAST_ADDR
 start_baseline "$WORK/baseline-nodelay.out" --nodelay
 BASELINE_ND_PID=$LAST_PID
 BASE_ND_ADDR=$LAST_ADDR
+fi
 
 # --- per backend -----------------------------------------------------------------
 for backend in $BACKENDS; do
@@ -160,6 +204,14 @@ for backend in $BACKENDS; do
     emit "$(tagged "section=startup,backend=$backend,run=$run" "{\"ms\": $STARTUP_MS}")"
   done
   RSS_START=$(proc_kb "$SERVER_PID" VmRSS)
+
+  if [ "$ONLY" != rss ]; then
+    log "$backend: HasAccess with a feature vs plain, one cached user (x$FEATURE_RUNS)"
+    feature_pairs "$backend"
+  fi
+  if [ "$ONLY" = feature ]; then stop_server; continue; fi
+  if [ "$ONLY" = rss ]; then TOUCH_ALL=$backend; fi
+  if [ -z "$ONLY" ]; then # up to touch-all, left unindented: BENCH_ONLY skips it
 
   log "$backend: HasAccess hot path, h2load vs baseline"
   for run in $(seq 1 "$RUNS"); do
@@ -235,6 +287,8 @@ for backend in $BACKENDS; do
     emit "$(cat "$WORK/mixed_ingest.json")"
   done
 
+  fi # [ -z "$ONLY" ]
+
   if [[ " $TOUCH_ALL " == *" $backend "* ]]; then
     log "$backend: touching all $USERS users once (cold reads), then peak RSS"
     emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern sequential --users "$USERS" -c 4 -m 16 \
@@ -250,9 +304,23 @@ for backend in $BACKENDS; do
 done
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-log "writing $OUT"
 commit=$(commit_desc)
 cpu=$(cpu_desc)
+if [ "$ONLY" = rss ]; then
+  log "done in $(( $(date +%s) - T_START )) s (no report written)"
+  exit 0
+fi
+if [ "$ONLY" = feature ]; then
+  log "writing the feature section of $OUT"
+  "$BIN/report" --raw "$RAW" --out "$WORK/feature.md" --section feature \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
+    --commit "$commit" --users "$USERS" --runs "$FEATURE_RUNS" \
+    --note "load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END"
+  md_replace_section "$OUT" "$(head -1 "$WORK/feature.md" | sed 's/^## //')" "$WORK/feature.md"
+  cat "$WORK/feature.md"
+  exit 0
+fi
+log "writing $OUT"
 md_section "$OUT" Soak >"$WORK/soak.md"
 "$BIN/report" --raw "$RAW" --out "$OUT" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \

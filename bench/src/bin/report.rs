@@ -31,6 +31,10 @@ struct Args {
     /// Extra free-form lines for the header (repeatable).
     #[arg(long)]
     note: Vec<String>,
+    /// Write only this section (`feature`), headed by the run's date,
+    /// commit and machine, for `BENCH_ONLY=feature bench/run.sh`.
+    #[arg(long)]
+    section: Option<String>,
 }
 
 struct Rows(Vec<Value>);
@@ -141,11 +145,89 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
+/// Milliseconds to the microsecond: one cached call takes tens of them.
+fn ms3(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"))
+}
+
 fn ratio(r: Option<f64>) -> String {
     match r {
         Some(r) => format!("**{:.0}%**", r * 100.0),
         None => "–".to_owned(),
     }
+}
+
+/// HasAccess with a feature against plain HasAccess, same cached user,
+/// alternated (issue 13's figure).
+fn feature_section(w: &mut String, rows: &Rows, args: &Args, notes: &[String]) -> std::fmt::Result {
+    if rows.count(&[("section", "feature")]) == 0 {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "\n## HasAccess with a feature vs plain (h2load, one cached user)\n"
+    )?;
+    writeln!(
+        w,
+        "`HasAccess(user_id=user_0, feature=bench_feature)` against `HasAccess(user_id=user_0)` \
+         on the same server and cached user, end to end over gRPC, alternated (the order flips \
+         every run). `user_0`'s subscription has one item whose product's feature map (a \
+         `product_features` row from the preload) carries the feature, so both are granted; \
+         the feature check also reads that map (memory after the first check). Ratio: median \
+         of each run's feature / plain pair; the goal is a feature check no more than 10% \
+         over a plain one. {} pairs per row; {}, commit `{}`, {}, {} users preloaded.\n",
+        rows.labels("feature", "run").len(),
+        args.date,
+        args.commit,
+        args.cpu,
+        args.users
+    )?;
+    writeln!(
+        w,
+        "| backend | h2load flags | plain req/s | p50 ms | p99 ms | feature req/s | p50 ms | p99 ms | feature / plain req/s | feature / plain p50 |"
+    )?;
+    writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for b in rows.backends() {
+        for label in rows.labels("feature", "label") {
+            let f = |target| {
+                [
+                    ("section", "feature"),
+                    ("backend", b.as_str()),
+                    ("label", label.as_str()),
+                    ("target", target),
+                ]
+            };
+            let (plain, feature) = (f("plain"), f("feature"));
+            if rows.count(&feature) == 0 {
+                continue;
+            }
+            writeln!(
+                w,
+                "| {b} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                label.replace("c", "-c").replace("m", " -m").trim(),
+                num(rows.median(&plain, "rps")),
+                ms3(rows.median(&plain, "p50_ms")),
+                ms3(rows.median(&plain, "p99_ms")),
+                num(rows.median(&feature, "rps")),
+                ms3(rows.median(&feature, "p50_ms")),
+                ms3(rows.median(&feature, "p99_ms")),
+                ratio(rows.paired_ratio(&feature, &plain, "rps")),
+                ratio(rows.paired_ratio(&feature, &plain, "p50_ms")),
+            )?;
+        }
+    }
+    let checks = rows.select(&[("section", "feature_check")]);
+    let granted = checks.iter().filter(|c| c["ok"] == true).count();
+    writeln!(
+        w,
+        "\ngrpc-status check (curl, same frames): {granted}/{} answered `grpc-status: 0` with a \
+         granted answer.",
+        checks.len()
+    )?;
+    for n in notes {
+        writeln!(w, "\nNote: {n}.")?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -157,6 +239,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(Value::is_object)
             .collect(),
     );
+    if let Some(section) = &args.section {
+        let mut md = String::new();
+        match section.as_str() {
+            "feature" => feature_section(&mut md, &rows, &args, &args.note)?,
+            other => return Err(format!("no section {other:?} (feature)").into()),
+        }
+        // The section alone, its heading first.
+        std::fs::write(&args.out, md.trim_start())?;
+        return Ok(());
+    }
     let mut md = String::new();
     let w = &mut md;
     writeln!(w, "# Tollgate benchmark results\n")?;
@@ -285,6 +377,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
         }
     }
+
+    feature_section(w, &rows, &args, &[])?;
 
     // 2. Realistic mix.
     writeln!(w, "\n## HasAccess realistic mix (grpc-load)\n")?;
