@@ -288,11 +288,14 @@ impl SubjectMap {
         // only where written, and a hash index of `usize`s and control
         // bytes between 7/16 and 7/8 full (on average about 2/3).
         let slot = size_of::<(usize, Key, Slot)>() + (size_of::<usize>() + 1) * 3 / 2;
-        let key = match Key::new(subject) {
-            Key::Inline { .. } => 0,
-            Key::Heap(bytes) => crate::compact::allocation_bytes(bytes.len()),
+        let key = 1 + match subject {
+            Subject::User(id) | Subject::Customer(id) => id.len(),
         };
-        slot + key
+        slot + if key <= INLINE_KEY {
+            0
+        } else {
+            crate::compact::allocation_bytes(key)
+        }
     }
 }
 
