@@ -18,11 +18,13 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::cache::{Records, SubjectCache, Ticket};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::compact::{self, CompactRecord};
 use crate::features::Features;
 use crate::policy::{self, Decision, FeatureQuery, Policy};
 use crate::refresh::Refresher;
 use crate::store::{Store, StoreError};
 use crate::subject::{Subject, SubjectError};
+use crate::subscription::AccessFacts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -106,7 +108,7 @@ impl Access {
         if let Some(records) = self.shared_load(subject).records.await {
             return Ok(records);
         }
-        Ok(Arc::new(load(self.store.as_ref(), subject).await?))
+        load(self.store.as_ref(), subject).await
     }
 
     /// Joins the read of `subject` under way, or starts one. The read runs
@@ -125,7 +127,6 @@ impl Access {
         let task = tokio::spawn(async move {
             let result = match load(store.as_ref(), &key).await {
                 Ok(records) => {
-                    let records = Arc::new(records);
                     cache.insert(key.clone(), ticket, records.clone());
                     Some(records)
                 }
@@ -214,7 +215,7 @@ impl Access {
     /// not be asked (`why`).
     fn judge(
         &self,
-        records: &[crate::subscription::SubscriptionRecord],
+        records: &[CompactRecord],
         query: Query<'_>,
         catalog: &Catalog,
         why: Option<&str>,
@@ -247,16 +248,16 @@ impl Access {
         if decision.has_access {
             return Ok(decision);
         }
-        if records.iter().all(|r| r.status.is_none()) {
+        if records.iter().all(|r| r.status().is_none()) {
             return self.discover(subject, query, decision).await;
         }
 
         let now = self.clock.now_secs();
         let stale: Vec<&str> = records
             .iter()
-            .filter(|r| policy::matches_product(r, query.product))
-            .filter(|r| policy::needs_refresh(r, now, &self.policy, self.staleness.stale_after))
-            .map(|r| r.id.as_str())
+            .filter(|r| policy::matches_product(*r, query.product))
+            .filter(|r| policy::needs_refresh(*r, now, &self.policy, self.staleness.stale_after))
+            .map(|r| r.id())
             .collect();
         if stale.is_empty() {
             return Ok(decision);
@@ -305,14 +306,12 @@ impl Access {
     }
 }
 
-/// Reads `subject`'s records from the store.
-async fn load(
-    store: &dyn Store,
-    subject: &Subject,
-) -> Result<Vec<crate::subscription::SubscriptionRecord>, StoreError> {
+/// Reads `subject`'s records from the store, compacted for the cache.
+async fn load(store: &dyn Store, subject: &Subject) -> Result<Records, StoreError> {
     metrics::counter!(crate::metrics::SUBJECT_LOADS).increment(1);
-    match subject {
-        Subject::User(id) => store.subscriptions_for_user(id).await,
-        Subject::Customer(id) => store.subscriptions_for_customer(id).await,
-    }
+    let records = match subject {
+        Subject::User(id) => store.subscriptions_for_user(id).await?,
+        Subject::Customer(id) => store.subscriptions_for_customer(id).await?,
+    };
+    Ok(compact::from_records(&records))
 }

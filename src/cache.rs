@@ -9,6 +9,12 @@
 //! commit's invalidation. Each subject hashes to one of a fixed set of
 //! *epochs*; invalidation bumps the epoch, and a load inserts only if the
 //! epoch it saw before reading the store is still current.
+//!
+//! Records are kept compact ([`CompactRecord`]) in a map of its own
+//! ([`subjects`]), so a million cached subjects take a few hundred bytes
+//! each, bookkeeping included.
+
+mod subjects;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -18,18 +24,17 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+pub use crate::compact::Records;
 use crate::store::StoreEvent;
 use crate::subject::{Affected, Subject};
-use crate::subscription::SubscriptionRecord;
+use subjects::SubjectMap;
 
 const EPOCH_BUCKETS: usize = 4096;
-
-pub type Records = Arc<Vec<SubscriptionRecord>>;
 
 pub struct SubjectCache {
     /// Off while invalidations from other replicas may be missed.
     enabled: std::sync::atomic::AtomicBool,
-    records: Cache<Subject, Records>,
+    records: SubjectMap,
     /// Invalidation counters, one per hash bucket of subjects.
     epochs: Box<[AtomicU64]>,
     /// Customers Stripe said have no subscriptions, so HasAccess does not
@@ -58,36 +63,14 @@ pub struct Ticket {
     epoch: u64,
 }
 
-/// What one cached subject costs in memory, approximately: the key, the
-/// records and every string they own, plus a fixed allowance for the
-/// cache's own bookkeeping. Moka evicts by this weight, so the ceiling is
-/// in bytes however long a caller's ids or a subscription's item list are.
+/// What one cached subject costs in memory, as the allocator counts it:
+/// its entry in the map (a lone record is inline there) and whatever its
+/// key and records own on the heap (item lists shared with other records
+/// are not counted: there is one per distinct plan, not per subject). The
+/// map evicts by this weight, so the ceiling is in bytes however long a
+/// caller's ids or a subscription's item list are.
 pub fn weigh(subject: &Subject, records: &Records) -> u32 {
-    const ENTRY_OVERHEAD: usize = 128;
-    let items = |r: &SubscriptionRecord| -> usize {
-        r.items
-            .iter()
-            .map(|i| {
-                std::mem::size_of_val(i)
-                    + i.price_id.capacity()
-                    + i.product_id.as_ref().map_or(0, String::capacity)
-                    + i.lookup_key.as_ref().map_or(0, String::capacity)
-            })
-            .sum()
-    };
-    let bytes: usize = ENTRY_OVERHEAD
-        + subject.heap_bytes()
-        + records
-            .iter()
-            .map(|r| {
-                std::mem::size_of_val(r)
-                    + r.id.capacity()
-                    + r.customer_id.capacity()
-                    + r.user_id.as_ref().map_or(0, String::capacity)
-                    + r.snapshot_event_id.capacity()
-                    + items(r)
-            })
-            .sum::<usize>();
+    let bytes = SubjectMap::entry_bytes(subject) + records.heap_bytes();
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -104,11 +87,7 @@ impl SubjectCache {
     pub fn new(max_bytes: u64, ttl: Duration, absent_ttl: Duration) -> Self {
         SubjectCache {
             enabled: std::sync::atomic::AtomicBool::new(true),
-            records: Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(weigh)
-                .time_to_live(ttl)
-                .build(),
+            records: SubjectMap::new(max_bytes, ttl),
             epochs: (0..EPOCH_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             absent_customers: Cache::builder()
                 .max_capacity(ABSENT_CAPACITY)
@@ -169,10 +148,8 @@ impl SubjectCache {
         }
     }
 
-    /// The weighed size of everything cached now (approximate: moka
-    /// applies inserts and evictions in batches).
+    /// The weighed size of everything cached now.
     pub fn weighted_bytes(&self) -> u64 {
-        self.records.run_pending_tasks();
         self.records.weighted_size()
     }
 
@@ -228,7 +205,8 @@ impl SubjectCache {
         if self.enabled.load(Ordering::Acquire)
             && self.epochs[ticket.bucket].load(Ordering::Acquire) == ticket.epoch
         {
-            self.records.insert(subject, records);
+            let weight = weigh(&subject, &records);
+            self.records.insert(&subject, records, weight);
         }
     }
 
@@ -260,7 +238,7 @@ impl SubjectCache {
         for e in self.epochs.iter() {
             e.fetch_add(1, Ordering::AcqRel);
         }
-        self.records.invalidate_all();
+        self.records.clear();
         self.absent_customers.invalidate_all();
         self.summaries.invalidate_all();
         self.product_epoch.fetch_add(1, Ordering::AcqRel);
@@ -287,10 +265,10 @@ mod tests {
     #[test]
     fn the_cache_holds_bytes_not_entries() {
         let c = SubjectCache::new(64 * 1024, Duration::from_secs(60), Duration::from_secs(60));
-        let record = SubscriptionRecord::placeholder("sub_1", "cus_1");
-        let records: Records = Arc::new(vec![record; 4]);
+        let record = crate::subscription::SubscriptionRecord::placeholder("sub_1", "cus_1");
+        let records = crate::compact::from_records(&vec![record; 4]);
         let one = u64::from(weigh(&Subject::User("u".into()), &records));
-        assert!(one > 4 * std::mem::size_of::<SubscriptionRecord>() as u64);
+        assert!(one > 4 * std::mem::size_of::<crate::compact::CompactRecord>() as u64);
         for i in 0..1000 {
             let s = Subject::User(format!("user_{i}"));
             let t = c.ticket(&s);
@@ -312,10 +290,10 @@ mod tests {
         let mut affected = Affected::default();
         affected.add_customer("cus_1");
         c.invalidate(&affected);
-        c.insert(s.clone(), ticket, Arc::new(vec![]));
+        c.insert(s.clone(), ticket, crate::compact::from_records(&[]));
         assert!(c.get(&s).is_none());
         let ticket = c.ticket(&s);
-        c.insert(s.clone(), ticket, Arc::new(vec![]));
+        c.insert(s.clone(), ticket, crate::compact::from_records(&[]));
         assert!(c.get(&s).is_some());
     }
 
@@ -327,7 +305,7 @@ mod tests {
         let fill = |c: &SubjectCache| {
             for subject in [&s, &other] {
                 let t = c.ticket(subject);
-                c.insert(subject.clone(), t, Arc::new(vec![]));
+                c.insert(subject.clone(), t, crate::compact::from_records(&[]));
             }
         };
         fill(&c);
@@ -352,7 +330,7 @@ mod tests {
         let s = Subject::User("u1".into());
         c.set_enabled(false);
         let t = c.ticket(&s);
-        c.insert(s.clone(), t, Arc::new(vec![]));
+        c.insert(s.clone(), t, crate::compact::from_records(&[]));
         assert!(c.get(&s).is_none());
     }
 

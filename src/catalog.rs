@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::subscription::SubscriptionRecord;
+use crate::subscription::AccessFacts;
 
 /// Feature lookup keys of the products a decision looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,11 +67,7 @@ impl Catalog {
     /// The product of `record` that carries `feature`, if any: the first,
     /// in item order, whose map has it; else the first whose map is
     /// unknown, when the customer's summary names the feature.
-    pub fn carrier<'r>(
-        &self,
-        record: &'r SubscriptionRecord,
-        feature: &str,
-    ) -> Option<Carrier<'r>> {
+    pub fn carrier<'r>(&self, record: &'r impl AccessFacts, feature: &str) -> Option<Carrier<'r>> {
         let has = |features: &[String]| features.iter().any(|f| f == feature);
         let mut products = products(record);
         if let Some(product) = products
@@ -83,7 +79,7 @@ impl Catalog {
                 source: Source::ProductMap,
             });
         }
-        let summary = self.summaries.get(&record.customer_id)?;
+        let summary = self.summaries.get(record.customer_id())?;
         if !has(summary) {
             return None;
         }
@@ -97,13 +93,13 @@ impl Catalog {
 
     /// Every feature `record`'s products carry: those of known maps, and,
     /// when one of its products' maps is unknown, its customer's summary.
-    pub fn features_for<'c>(&'c self, record: &SubscriptionRecord) -> BTreeSet<&'c str> {
+    pub fn features_for<'c>(&'c self, record: &impl AccessFacts) -> BTreeSet<&'c str> {
         let known = products(record)
             .filter_map(|product| self.products.get(product))
             .flat_map(|features| features.iter().map(String::as_str));
         let summary = self
             .lacks_a_map(record)
-            .then(|| self.summaries.get(&record.customer_id))
+            .then(|| self.summaries.get(record.customer_id()))
             .flatten()
             .into_iter()
             .flat_map(|features| features.iter().map(String::as_str));
@@ -112,41 +108,41 @@ impl Catalog {
 
     /// Whether one of `record`'s products has no known map: only then may
     /// its customer's summary speak for it.
-    fn lacks_a_map(&self, record: &SubscriptionRecord) -> bool {
+    fn lacks_a_map(&self, record: &impl AccessFacts) -> bool {
         products(record).any(|product| !self.knows(product))
     }
 }
 
 /// The products of `record`'s items, in item order.
-fn products(record: &SubscriptionRecord) -> impl Iterator<Item = &str> + Clone {
+fn products<R: AccessFacts>(record: &R) -> impl Iterator<Item = &str> + Clone {
     record
-        .items
+        .items()
         .iter()
         .filter_map(|item| item.product_id.as_deref())
 }
 
 /// Customers of `records` with a product whose map `catalog` doesn't know:
 /// whose summaries a decision may need.
-pub fn needing_summaries<'r>(
-    records: &'r [SubscriptionRecord],
+pub fn needing_summaries<'r, R: AccessFacts>(
+    records: &'r [R],
     catalog: &Catalog,
 ) -> BTreeSet<&'r str> {
     records
         .iter()
-        .filter(|r| catalog.lacks_a_map(r))
-        .map(|r| r.customer_id.as_str())
+        .filter(|r| catalog.lacks_a_map(*r))
+        .map(|r| r.customer_id())
         .collect()
 }
 
 /// The products of `records`' items: what a catalog for them must know.
-pub fn products_of(records: &[SubscriptionRecord]) -> BTreeSet<&str> {
+pub fn products_of<R: AccessFacts>(records: &[R]) -> BTreeSet<&str> {
     records.iter().flat_map(products).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::Item;
+    use crate::subscription::{Item, SubscriptionRecord};
 
     fn record(products: &[&str]) -> SubscriptionRecord {
         SubscriptionRecord {

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use crate::stripe::StripeClient;
 use crate::subject::Subject;
-use crate::subscription::SubscriptionRecord;
+use crate::subscription::AccessFacts;
 
 type SharedRead = Shared<BoxFuture<'static, Result<Arc<[String]>, String>>>;
 
@@ -57,9 +57,9 @@ impl Features {
     /// store, plus those Stripe gives within one bounded wait; and, for the
     /// customers of records with a product whose map can't be had now,
     /// their active entitlement summaries.
-    pub async fn catalog(
+    pub async fn catalog<R: AccessFacts>(
         self: &Arc<Self>,
-        records: &[SubscriptionRecord],
+        records: &[R],
     ) -> Result<Catalog, StoreError> {
         let mut catalog = self.product_maps(catalog::products_of(records)).await?;
         let customers = catalog::needing_summaries(records, &catalog);

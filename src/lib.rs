@@ -21,6 +21,8 @@
 //! - [`policy`]: the access decision, a pure function of (records, now,
 //!   policy), and the feature decision over a [`catalog::Catalog`].
 //! - [`catalog`]: which Entitlements features each product carries.
+//! - [`compact`]: records as the cache holds them: the decision's inputs
+//!   only, item lists interned process-wide.
 //! - [`subject`]: who access is asked about ([`subject::Subject`]) and what
 //!   a commit touched ([`subject::Affected`]).
 //! - [`outcome`]: how an event was handled and why a record needs review.
@@ -87,6 +89,7 @@ pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod codec;
+pub mod compact;
 pub mod config;
 pub mod console;
 pub mod error;

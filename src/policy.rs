@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::catalog::{Carrier, Catalog, Source};
-use crate::subscription::{PauseKind, Status, SubscriptionRecord};
+use crate::subscription::{AccessFacts, PauseKind, Status};
 
 /// Why access was granted or denied. Mirrors the gRPC `Reason` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,13 +132,13 @@ pub fn fmt_time(unix: i64) -> String {
 }
 
 /// Judges one record on its own.
-pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<Decision> {
-    let status = record.status?;
+pub fn judge(record: &impl AccessFacts, now: i64, policy: &Policy) -> Option<Decision> {
+    let status = record.status()?;
     let period_end = record.period_end().unwrap_or(0);
-    let id = &record.id;
+    let id = record.id();
     let (reason, access_until, detail, ended) = match status {
         Status::Active if period_end > now => {
-            let detail = if record.cancel_at_period_end {
+            let detail = if record.cancel_at_period_end() {
                 format!(
                     "subscription {id} is active and cancels at period end {}",
                     fmt_time(period_end)
@@ -158,7 +158,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
             Some(period_end),
         ),
         Status::Trialing => {
-            let trial_end = record.trial_end.unwrap_or(period_end);
+            let trial_end = record.trial_end().unwrap_or(period_end);
             if trial_end > now {
                 let detail = format!(
                     "subscription {id} is trialing until {}",
@@ -171,7 +171,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
             }
         }
         Status::PastDue => dunning(record, now, policy, "past_due", Reason::PastDue),
-        Status::Paused if record.pause == Some(PauseKind::FirstPaymentFailure) => dunning(
+        Status::Paused if record.pause() == Some(PauseKind::FirstPaymentFailure) => dunning(
             record,
             now,
             policy,
@@ -189,15 +189,15 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
             0,
             format!(
                 "subscription {id} unpaid since {}",
-                fmt_time(record.snapshot_created)
+                fmt_time(record.snapshot_created())
             ),
-            Some(record.snapshot_created),
+            Some(record.snapshot_created()),
         ),
         Status::Incomplete => (
             Reason::Incomplete,
             0,
             format!("subscription {id} is incomplete: first payment not made"),
-            Some(record.snapshot_created),
+            Some(record.snapshot_created()),
         ),
         Status::IncompleteExpired => (
             Reason::Incomplete,
@@ -208,7 +208,7 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
         Status::Paused => (
             Reason::Paused,
             0,
-            match record.pause {
+            match record.pause() {
                 Some(kind) if kind != PauseKind::Other => {
                     format!("subscription {id} is paused ({})", kind.as_str())
                 }
@@ -219,15 +219,15 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
     };
     let (reason, access_until, detail, ended) =
         cancel_at(record, now, (reason, access_until, detail, ended));
-    if let (false, Some(review)) = (reason.grants(), record.hold_review_id) {
+    if let (false, Some(review)) = (reason.grants(), record.hold_review_id()) {
         return Some(Decision {
             has_access: true,
             reason: Reason::ReviewHold,
-            subscription_id: id.clone(),
+            subscription_id: id.to_owned(),
             status: Some(status),
             current_period_end: period_end,
             access_until: 0,
-            verified_at: record.verified_at,
+            verified_at: record.verified_at(),
             detail: format!("{detail}; revocation held until review {review} is resolved"),
             access_ended_at: None,
         });
@@ -235,11 +235,11 @@ pub fn judge(record: &SubscriptionRecord, now: i64, policy: &Policy) -> Option<D
     Some(Decision {
         has_access: reason.grants(),
         reason,
-        subscription_id: id.clone(),
+        subscription_id: id.to_owned(),
         status: Some(status),
         current_period_end: period_end,
         access_until,
-        verified_at: record.verified_at,
+        verified_at: record.verified_at(),
         detail,
         access_ended_at: ended,
     })
@@ -252,14 +252,14 @@ type Verdict = (Reason, i64, String, Option<i64>);
 /// counted from when the run began, then denied with `lapsed`. The denial
 /// may be stale (Stripe may have collected), so it is refreshable.
 fn dunning(
-    record: &SubscriptionRecord,
+    record: &impl AccessFacts,
     now: i64,
     policy: &Policy,
     what: &str,
     lapsed: Reason,
 ) -> Verdict {
-    let id = &record.id;
-    let since = record.past_due_since.unwrap_or(record.snapshot_created);
+    let id = record.id();
+    let since = record.past_due_since().unwrap_or(record.snapshot_created());
     let grace_end = since.saturating_add(secs(policy.past_due_grace));
     if grace_end > now {
         let detail = format!(
@@ -282,15 +282,15 @@ fn dunning(
 /// until the earlier of it and what the status allows. Once it has passed,
 /// a record that still grants is treated like a lapsed period: the
 /// `deleted` event may be late, so the denial is refreshable.
-fn cancel_at(record: &SubscriptionRecord, now: i64, verdict: Verdict) -> Verdict {
+fn cancel_at(record: &impl AccessFacts, now: i64, verdict: Verdict) -> Verdict {
     let (reason, until, detail, ended) = verdict;
-    let Some(at) = record.cancel_at else {
+    let Some(at) = record.cancel_at() else {
         return (reason, until, detail, ended);
     };
     if !reason.grants() || until <= at {
         return (reason, until, detail, ended);
     }
-    let id = &record.id;
+    let id = record.id();
     if at > now {
         let detail = format!("{detail}; cancels at {}", fmt_time(at));
         (reason, at, detail, ended)
@@ -304,14 +304,14 @@ fn cancel_at(record: &SubscriptionRecord, now: i64, verdict: Verdict) -> Verdict
 }
 
 /// Decides access for one subject from all its records.
-pub fn decide(
-    records: &[SubscriptionRecord],
+pub fn decide<R: AccessFacts>(
+    records: &[R],
     now: i64,
     policy: &Policy,
     product: Option<&str>,
 ) -> Decision {
     decide_among(
-        records.iter().filter(|r| matches_product(r, product)),
+        records.iter().filter(|r| matches_product(*r, product)),
         now,
         policy,
     )
@@ -320,19 +320,19 @@ pub fn decide(
 
 /// The most favourable decision among `records`; `None` when none of them
 /// has a status.
-fn decide_among<'a>(
-    records: impl Iterator<Item = &'a SubscriptionRecord>,
+fn decide_among<'a, R: AccessFacts + 'a>(
+    records: impl Iterator<Item = &'a R>,
     now: i64,
     policy: &Policy,
 ) -> Option<Decision> {
     records
-        .filter_map(|r| judge(r, now, policy).map(|d| (d, r.snapshot_created)))
+        .filter_map(|r| judge(r, now, policy).map(|d| (d, r.snapshot_created())))
         .max_by_key(|(d, snapshot)| (d.has_access, d.access_until, *snapshot))
         .map(|(d, _)| d)
 }
 
-pub fn matches_product(record: &SubscriptionRecord, product: Option<&str>) -> bool {
-    product.is_none_or(|p| record.items.iter().any(|i| i.matches(p)))
+pub fn matches_product(record: &impl AccessFacts, product: Option<&str>) -> bool {
+    product.is_none_or(|p| record.items().iter().any(|i| i.matches(p)))
 }
 
 /// Whether HasAccess should ask Stripe about `record` before denying: local
@@ -340,21 +340,21 @@ pub fn matches_product(record: &SubscriptionRecord, product: Option<&str>) -> bo
 /// missing), and Tollgate has not heard from Stripe about it for
 /// `stale_after`.
 pub fn needs_refresh(
-    record: &SubscriptionRecord,
+    record: &impl AccessFacts,
     now: i64,
     policy: &Policy,
     stale_after: Duration,
 ) -> bool {
     judge(record, now, policy).is_some_and(|d| !d.has_access && d.access_ended_at.is_some())
-        && now.saturating_sub(record.verified_at) >= secs(stale_after)
+        && now.saturating_sub(record.verified_at()) >= secs(stale_after)
 }
 
 /// The decision when Stripe could not be asked (`why`, e.g. "Stripe
 /// unreachable"): a refreshable denial is turned into `StaleGrace` until
 /// `stale_grace` after local data says access ended; after that, the local
 /// denial stands.
-pub fn decide_with_stale_grace(
-    records: &[SubscriptionRecord],
+pub fn decide_with_stale_grace<R: AccessFacts>(
+    records: &[R],
     now: i64,
     policy: &Policy,
     product: Option<&str>,
@@ -362,14 +362,14 @@ pub fn decide_with_stale_grace(
     why: &str,
 ) -> Decision {
     let local = decide(records, now, policy, product);
-    let selected = records.iter().filter(|r| matches_product(r, product));
+    let selected = records.iter().filter(|r| matches_product(*r, product));
     stale_grace_among(selected, local, now, policy, stale_grace, why)
 }
 
 /// Turns `local` (the decision among `records`) into `StaleGrace` when it
 /// is a refreshable denial still within `stale_grace`.
-fn stale_grace_among<'a>(
-    records: impl Iterator<Item = &'a SubscriptionRecord>,
+fn stale_grace_among<'a, R: AccessFacts + 'a>(
+    records: impl Iterator<Item = &'a R>,
     local: Decision,
     now: i64,
     policy: &Policy,
@@ -416,8 +416,8 @@ pub struct FeatureQuery<'a> {
 /// grants access (every grace and hold included) has an item whose product
 /// carries the feature. A subject with access only through products
 /// without it is denied with [`Reason::FeatureNotIncluded`].
-pub fn decide_feature(
-    records: &[SubscriptionRecord],
+pub fn decide_feature<R: AccessFacts>(
+    records: &[R],
     now: i64,
     policy: &Policy,
     product: Option<&str>,
@@ -433,8 +433,8 @@ pub fn decide_feature(
 /// [`decide_feature`] when Stripe could not be asked: stale grace applies
 /// to the carrying subscriptions exactly as [`decide_with_stale_grace`]
 /// applies it to all.
-pub fn decide_feature_with_stale_grace(
-    records: &[SubscriptionRecord],
+pub fn decide_feature_with_stale_grace<R: AccessFacts>(
+    records: &[R],
     now: i64,
     policy: &Policy,
     product: Option<&str>,
@@ -451,21 +451,21 @@ pub fn decide_feature_with_stale_grace(
 }
 
 /// The records `product` selects whose products carry the feature.
-fn carriers<'a>(
-    records: &'a [SubscriptionRecord],
+fn carriers<'a, R: AccessFacts>(
+    records: &'a [R],
     product: Option<&'a str>,
     query: FeatureQuery<'a>,
-) -> impl Iterator<Item = &'a SubscriptionRecord> + 'a {
+) -> impl Iterator<Item = &'a R> + 'a {
     records
         .iter()
-        .filter(move |r| matches_product(r, product))
-        .filter(move |r| query.catalog.carrier(r, query.feature).is_some())
+        .filter(move |r| matches_product(*r, product))
+        .filter(move |r| query.catalog.carrier(*r, query.feature).is_some())
 }
 
 /// The answer for a feature from the decision among its carriers
 /// (`with`), and, only when that does not grant, the decision among all.
-fn feature_verdict(
-    records: &[SubscriptionRecord],
+fn feature_verdict<R: AccessFacts>(
+    records: &[R],
     with: Option<Decision>,
     query: FeatureQuery<'_>,
     overall: impl FnOnce() -> Decision,
@@ -502,14 +502,14 @@ fn feature_verdict(
 }
 
 /// `d` with a detail that names the feature and the product carrying it.
-fn naming_the_feature(
+fn naming_the_feature<R: AccessFacts>(
     mut d: Decision,
-    records: &[SubscriptionRecord],
+    records: &[R],
     query: FeatureQuery<'_>,
 ) -> Decision {
     let carrier = records
         .iter()
-        .find(|r| r.id == d.subscription_id)
+        .find(|r| r.id() == d.subscription_id)
         .and_then(|r| query.catalog.carrier(r, query.feature));
     let source = match carrier {
         Some(Carrier {
@@ -531,7 +531,7 @@ fn naming_the_feature(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::Item;
+    use crate::subscription::{Item, SubscriptionRecord};
 
     const DAY: i64 = 86_400;
     const NOW: i64 = 1_800_000_000;
@@ -988,7 +988,7 @@ mod tests {
             Reason::NoSubscription
         );
         assert_eq!(
-            decide(&[], NOW, &Policy::default(), None).reason,
+            decide::<SubscriptionRecord>(&[], NOW, &Policy::default(), None).reason,
             Reason::NoSubscription
         );
     }
@@ -1170,15 +1170,15 @@ mod tests {
 /// Properties of the feature decision against the plain one, over random
 /// subscription sets and catalogs.
 #[cfg(test)]
-mod feature_properties {
+pub(crate) mod feature_properties {
     use super::*;
-    use crate::subscription::Item;
+    use crate::subscription::{Item, SubscriptionRecord};
     use proptest::prelude::*;
     use proptest::sample::select;
 
     const NOW: i64 = 1_800_000_000;
-    const FEATURES: [&str; 3] = ["export", "sso", "audit"];
-    const PRODUCTS: [&str; 3] = ["prod_a", "prod_b", "prod_c"];
+    pub(crate) const FEATURES: [&str; 3] = ["export", "sso", "audit"];
+    pub(crate) const PRODUCTS: [&str; 3] = ["prod_a", "prod_b", "prod_c"];
 
     fn record() -> impl Strategy<Value = SubscriptionRecord> {
         (
@@ -1213,7 +1213,7 @@ mod feature_properties {
 
     /// Maps for some products (others unknown), and sometimes the
     /// customer's active entitlement summary.
-    fn catalog() -> impl Strategy<Value = Catalog> {
+    pub(crate) fn catalog() -> impl Strategy<Value = Catalog> {
         let features = || proptest::collection::vec(select(FEATURES.to_vec()), 0..3);
         (
             proptest::collection::vec(proptest::option::of(features()), PRODUCTS.len()),

@@ -169,7 +169,7 @@ pub fn in_dunning(status: Status, pause: Option<PauseKind>) -> bool {
 }
 
 /// One subscription item's price, as far as access is concerned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct Item {
     pub price_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,10 +279,7 @@ impl SubscriptionRecord {
 
     /// The end of the paid period, counting renewals seen only on invoices.
     pub fn period_end(&self) -> Option<i64> {
-        match (self.current_period_end, self.paid_through) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        AccessFacts::period_end(self)
     }
 
     fn order_key(&self) -> Option<(i64, u8, i64, &str)> {
@@ -293,6 +290,82 @@ impl SubscriptionRecord {
             self.current_period_end.unwrap_or(0),
             self.snapshot_event_id.as_str(),
         ))
+    }
+}
+
+/// What the access decision reads of one subscription, and nothing more.
+/// The full [`SubscriptionRecord`] has it, and so does the cache's compact
+/// form ([`crate::compact::CompactRecord`]); the policy is written against
+/// this, so both are decided by the same code from the same values.
+pub trait AccessFacts {
+    fn id(&self) -> &str;
+    /// Whose active entitlement summary may speak for the record's
+    /// products whose feature maps are unknown.
+    fn customer_id(&self) -> &str;
+    fn status(&self) -> Option<Status>;
+    fn current_period_end(&self) -> Option<i64>;
+    fn paid_through(&self) -> Option<i64>;
+    fn trial_end(&self) -> Option<i64>;
+    fn cancel_at_period_end(&self) -> bool;
+    fn cancel_at(&self) -> Option<i64>;
+    fn pause(&self) -> Option<PauseKind>;
+    fn past_due_since(&self) -> Option<i64>;
+    fn snapshot_created(&self) -> i64;
+    fn verified_at(&self) -> i64;
+    fn hold_review_id(&self) -> Option<i64>;
+    fn items(&self) -> &[Item];
+
+    /// The end of the paid period, counting renewals seen only on invoices.
+    fn period_end(&self) -> Option<i64> {
+        match (self.current_period_end(), self.paid_through()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl AccessFacts for SubscriptionRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+    fn status(&self) -> Option<Status> {
+        self.status
+    }
+    fn current_period_end(&self) -> Option<i64> {
+        self.current_period_end
+    }
+    fn paid_through(&self) -> Option<i64> {
+        self.paid_through
+    }
+    fn trial_end(&self) -> Option<i64> {
+        self.trial_end
+    }
+    fn cancel_at_period_end(&self) -> bool {
+        self.cancel_at_period_end
+    }
+    fn cancel_at(&self) -> Option<i64> {
+        self.cancel_at
+    }
+    fn pause(&self) -> Option<PauseKind> {
+        self.pause
+    }
+    fn past_due_since(&self) -> Option<i64> {
+        self.past_due_since
+    }
+    fn snapshot_created(&self) -> i64 {
+        self.snapshot_created
+    }
+    fn verified_at(&self) -> i64 {
+        self.verified_at
+    }
+    fn hold_review_id(&self) -> Option<i64> {
+        self.hold_review_id
+    }
+    fn items(&self) -> &[Item] {
+        &self.items
     }
 }
 

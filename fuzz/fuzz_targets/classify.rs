@@ -428,7 +428,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 apply_snapshot(Some(&record), &snap, &stamp, Authority::Event),
                 Transition::Stale
             );
-            let d = decide(std::slice::from_ref(&record), created, &policy, None);
+            let d = decide(std::slice::from_ref(&*record), created, &policy, None);
             assert_eq!(d.has_access, d.reason.grants());
         }
         DomainEvent::InvoicePaid(paid) => {

@@ -144,7 +144,8 @@ async fn an_api_read_is_stamped_with_the_read_time_and_invalidates_the_cache() {
         .unwrap();
     let subject = crate::subject::Subject::User("u1".into());
     let ticket = s.cache.ticket(&subject);
-    let records = Arc::new(s.store.subscriptions_for_user("u1").await.unwrap());
+    let records =
+        crate::compact::from_records(&s.store.subscriptions_for_user("u1").await.unwrap());
     s.cache.insert(subject.clone(), ticket, records);
     assert!(s.cache.get(&subject).is_some());
 
