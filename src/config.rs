@@ -83,7 +83,9 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_DB_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub db_busy_timeout: Duration,
 
-    /// Connections in the read pool (SQLite) or the pool (PostgreSQL).
+    /// Connections in the read pool (SQLite); on PostgreSQL, in each of its
+    /// two pools: HasAccess's reads, and everything else (writes, the
+    /// reconciler, the console).
     #[arg(long, env = "TOLLGATE_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
 }

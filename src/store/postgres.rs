@@ -17,6 +17,7 @@
 //! [`Store`](super::Store) is implemented in `postgres/store.rs`,
 //! [`Tx`](super::Tx) in `postgres/tx.rs`.
 
+mod reads;
 mod store;
 mod tx;
 
@@ -40,7 +41,10 @@ pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
 const RECONCILER_LOCK: i64 = 8_390_043_843_661_231_205;
 
 pub struct PgStore {
+    /// Writes, the reconciler's and the console's reads.
     pool: PgPool,
+    /// HasAccess's reads (see [`reads`]).
+    reads: reads::ReadPool,
     connect: PgConnectOptions,
     /// The session that holds the reconciler lock, while this replica leads.
     leader: tokio::sync::Mutex<Option<PgConnection>>,
@@ -80,8 +84,14 @@ impl PgStore {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+        let reads = reads::ReadPool::new(
+            connect.clone(),
+            options.max_connections.max(2),
+            options.busy_timeout.max(Duration::from_secs(1)),
+        );
         Ok(PgStore {
             pool,
+            reads,
             connect,
             leader: tokio::sync::Mutex::new(None),
         })
@@ -142,20 +152,7 @@ fn open_error(connect: &PgConnectOptions, target: String, error: sqlx::Error) ->
     }
 }
 
-/// The known feature maps of `products`, read through `executor`: the
-/// store's pool, or a transaction that may forget some of them.
-async fn product_features<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    products: &[String],
-) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-    if products.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id = ANY($1)",
-    )
-    .bind(products)
-    .fetch_all(executor)
-    .await?;
-    super::rows::feature_maps(rows)
-}
+/// `$1` product ids: the known feature maps among them (lookup keys as
+/// JSON).
+const PRODUCT_FEATURES: &str =
+    "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id = ANY($1)";

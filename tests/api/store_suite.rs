@@ -98,6 +98,7 @@ mod console;
 mod events;
 mod notifications;
 mod products;
+mod reads;
 mod reviews;
 mod state;
 mod subscriptions;

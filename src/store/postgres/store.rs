@@ -1,5 +1,6 @@
 //! PostgreSQL reads, single-statement writes, leadership and the listener.
-//! One pool serves reads and writes.
+//! HasAccess's reads go through the read pool ([`super::reads`]);
+//! everything else shares one sqlx pool.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -29,9 +30,9 @@ impl Store for PgStore {
         &self,
         user_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_USER)
-            .bind(user_id)
-            .fetch_all(&self.pool)
+        let rows: Vec<SubscriptionRow> = self
+            .reads
+            .fetch_all(&rows::SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
         rows::records(rows)
     }
@@ -41,9 +42,9 @@ impl Store for PgStore {
         &self,
         customer_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
-            .bind(customer_id)
-            .fetch_all(&self.pool)
+        let rows: Vec<SubscriptionRow> = self
+            .reads
+            .fetch_all(&rows::SUBSCRIPTIONS_OF_CUSTOMER, |q| q.bind(customer_id))
             .await?;
         rows::records(rows)
     }
@@ -94,7 +95,14 @@ impl Store for PgStore {
         &self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        super::product_features(&self.pool, products).await
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .reads
+            .fetch_all(super::PRODUCT_FEATURES, |q| q.bind(products))
+            .await?;
+        rows::feature_maps(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -105,12 +113,13 @@ impl Store for PgStore {
         if customers.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id = ANY($1)",
-        )
-        .bind(customers)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String)> = self
+            .reads
+            .fetch_all(
+                "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id = ANY($1)",
+                |q| q.bind(customers),
+            )
+            .await?;
         rows::feature_maps(rows)
     }
 

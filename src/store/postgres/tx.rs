@@ -344,7 +344,14 @@ impl Tx for PgTx {
         &mut self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        super::product_features(self.tx.conn(), products).await
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as(super::PRODUCT_FEATURES)
+            .bind(products)
+            .fetch_all(self.tx.conn())
+            .await?;
+        crate::store::rows::feature_maps(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

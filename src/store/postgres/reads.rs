@@ -1,0 +1,183 @@
+//! The read pool: connections kept for HasAccess's reads (a subject's
+//! subscriptions, product maps, entitlement summaries), apart from the pool
+//! the writers, the reconciler and the console use.
+//!
+//! Apart, so a read never queues behind writes for a connection. And not a
+//! second sqlx `Pool`: sqlx tests every connection as it goes back to its
+//! pool (a Sync, then a wait for ReadyForQuery), a second round trip for
+//! every one-statement read, which a profile of cold reads showed as half
+//! of their `sendto` calls. Here a connection goes back only after its
+//! statement ran to completion, so it is known to be idle; one whose
+//! statement was cut short (an error, a caller that went away) is closed
+//! instead, never reused.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{Connection, FromRow, PgConnection, Postgres};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::store::StoreError;
+
+/// A connection older than this is closed when it comes back, so server
+/// memory a long-lived session gathers is given back now and then (sqlx's
+/// own default lifetime).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+pub(super) struct ReadPool {
+    connect: PgConnectOptions,
+    /// Idle connections, each with the time it was opened.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// One per connection open or being opened: bounds them.
+    permits: Semaphore,
+    /// Longest a read waits for a connection (or for a new one to open).
+    acquire_timeout: Duration,
+}
+
+/// A statement whose rows are read as `O`.
+type Statement<'q, O> = QueryAs<'q, Postgres, O, PgArguments>;
+
+/// A connection lent to one read.
+struct Lease<'p> {
+    pool: &'p ReadPool,
+    conn: Option<(PgConnection, Instant)>,
+    /// Taken from the idle list rather than opened for this read: the
+    /// server may have closed it meanwhile.
+    reused: bool,
+    _permit: SemaphorePermit<'p>,
+}
+
+impl ReadPool {
+    pub(super) fn new(connect: PgConnectOptions, size: u32, acquire_timeout: Duration) -> Self {
+        ReadPool {
+            connect,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size.max(1) as usize),
+            acquire_timeout,
+        }
+    }
+
+    /// Every row of `sql` with the values `bind` adds. A reused
+    /// connection the server closed while it sat idle is replaced once,
+    /// for a fresh one.
+    pub(super) async fn fetch_all<'q, O, B>(
+        &self,
+        sql: &'q str,
+        bind: B,
+    ) -> Result<Vec<O>, StoreError>
+    where
+        O: Send + Unpin + for<'r> FromRow<'r, PgRow>,
+        B: Fn(Statement<'q, O>) -> Statement<'q, O>,
+    {
+        let mut lease = self.lease(true).await?;
+        match bind(sqlx::query_as(sql)).fetch_all(lease.conn()).await {
+            Ok(rows) => {
+                lease.give_back();
+                Ok(rows)
+            }
+            Err(e) if lease.reused && connection_lost(&e) => {
+                drop(lease);
+                let mut lease = self.lease(false).await?;
+                let rows = bind(sqlx::query_as(sql)).fetch_all(lease.conn()).await?;
+                lease.give_back();
+                Ok(rows)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn lease(&self, reuse: bool) -> Result<Lease<'_>, StoreError> {
+        let timed_out = || StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.acquire())
+            .await
+            .map_err(|_| timed_out())?
+            .expect("BUG: the read pool's semaphore is never closed");
+        let idle = if reuse {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        } else {
+            None
+        };
+        let (conn, reused) = match idle {
+            Some(conn) => (conn, true),
+            None => {
+                let left = self.acquire_timeout.saturating_sub(started.elapsed());
+                let conn = within(left, PgConnection::connect_with(&self.connect))
+                    .await
+                    .ok_or_else(timed_out)??;
+                ((conn, Instant::now()), false)
+            }
+        };
+        Ok(Lease {
+            pool: self,
+            conn: Some(conn),
+            reused,
+            _permit: permit,
+        })
+    }
+}
+
+/// `f`'s output, or `None` when it takes longer than `limit`.
+async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, f).await.ok()
+}
+
+/// Whether `e` says the connection itself is gone (rather than that the
+/// statement failed on a working connection): its socket closed, or the
+/// server said why it ended the session (operator intervention, class
+/// 57P: an administrator's `pg_terminate_backend`, a shutdown, a restart;
+/// connection exception, class 08).
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
+impl Lease<'_> {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self
+            .conn
+            .as_mut()
+            .expect("BUG: a lease holds its connection")
+            .0
+    }
+
+    /// Puts the connection back for the next read: only after a statement
+    /// ran to completion, so nothing of it is left on the wire.
+    fn give_back(mut self) {
+        if let Some((conn, opened)) = self.conn.take() {
+            if opened.elapsed() < MAX_LIFETIME {
+                let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.push((conn, opened));
+            } else {
+                close(conn);
+            }
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    /// Not given back: its statement may be half read. Closed, not reused.
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            close(conn);
+        }
+    }
+}
+
+/// Says goodbye to the server in the background (a dropped connection
+/// would only close its socket, which the server logs as unexpected).
+fn close(conn: PgConnection) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = conn.close().await;
+        });
+    }
+}

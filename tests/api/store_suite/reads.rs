@@ -1,0 +1,84 @@
+//! PostgreSQL's read pool (HasAccess's reads): connections the server
+//! closed while idle are replaced, and reads cut short give their
+//! connections back. SQLite reads through sqlx's own pool.
+
+use super::*;
+use sqlx::{Connection, Executor};
+
+/// Fresh PostgreSQL, or `None` when it is not here (and not required).
+async fn postgres(test: &str) -> Option<Fresh> {
+    if !crate::helpers::backend_ready(Backend::Postgres, test).await {
+        return None;
+    }
+    Some(fresh(Backend::Postgres).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_the_server_closed_the_idle_read_connections_still_answers() {
+    let Some(Fresh { store, db }) = postgres("read pool reconnects").await else {
+        return;
+    };
+    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
+    // Several reads at once: the pool keeps several connections idle.
+    let reads = (0..4).map(|_| store.subscriptions_for_customer("cus_1"));
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(ids(read.unwrap()), ["sub_1"]);
+    }
+
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+
+    for _ in 0..6 {
+        let read = store.subscriptions_for_customer("cus_1").await;
+        assert_eq!(
+            ids(read.expect("a dead idle connection is replaced, not reported")),
+            ["sub_1"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cut_short_give_their_connections_back_and_leave_no_stale_rows() {
+    let Some(Fresh { store, db }) = postgres("read pool after cancelled reads").await else {
+        return;
+    };
+    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
+    save(&*store, "sub_2", "cus_2", status(Status::Active)).await;
+
+    // Every read blocks behind a table lock, and its caller gives up.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    admin.execute("BEGIN").await.unwrap();
+    admin
+        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // More than the pool's connections (`options`: 4).
+    for _ in 0..8 {
+        let read = store.subscriptions_for_customer("cus_1");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), read)
+                .await
+                .is_err(),
+            "the read waits for the lock"
+        );
+    }
+    admin.execute("COMMIT").await.unwrap();
+
+    // Were a connection or its permit kept by a cancelled read, these
+    // would wait out the pool's timeout (10 s) or read cus_1's rows.
+    for _ in 0..8 {
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.subscriptions_for_customer("cus_2"),
+        )
+        .await
+        .expect("a connection is free");
+        assert_eq!(ids(read.unwrap()), ["sub_2"]);
+    }
+}
