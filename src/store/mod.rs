@@ -19,6 +19,7 @@
 
 mod owned_tx;
 mod postgres;
+mod read_pool;
 mod rows;
 mod sqlite;
 

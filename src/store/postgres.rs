@@ -17,7 +17,6 @@
 //! [`Store`](super::Store) is implemented in `postgres/store.rs`,
 //! [`Tx`](super::Tx) in `postgres/tx.rs`.
 
-mod reads;
 mod store;
 mod tx;
 
@@ -27,6 +26,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use super::read_pool::ReadPool;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -43,8 +43,8 @@ const RECONCILER_LOCK: i64 = 8_390_043_843_661_231_205;
 pub struct PgStore {
     /// Writes, the reconciler's and the console's reads.
     pool: PgPool,
-    /// HasAccess's reads (see [`reads`]).
-    reads: reads::ReadPool,
+    /// HasAccess's reads (see [`ReadPool`]).
+    reads: ReadPool<sqlx::Postgres>,
     connect: PgConnectOptions,
     /// The session that holds the reconciler lock, while this replica leads.
     leader: tokio::sync::Mutex<Option<PgConnection>>,
@@ -84,7 +84,7 @@ impl PgStore {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        let reads = reads::ReadPool::new(
+        let reads = ReadPool::new(
             connect.clone(),
             options.max_connections.max(2),
             options.busy_timeout.max(Duration::from_secs(1)),

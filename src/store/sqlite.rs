@@ -17,6 +17,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
+use super::read_pool::ReadPool;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -24,8 +25,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     /// The only connection that writes.
     writer: SqlitePool,
-    /// Readers, which WAL lets run beside the writer.
+    /// Readers, which WAL lets run beside the writer: the console's, the
+    /// sweeps' and the other occasional reads.
     reader: SqlitePool,
+    /// HasAccess's reads (see [`ReadPool`]), beside the writer too.
+    reads: ReadPool<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -49,12 +53,22 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
+        let connect = connect.read_only(true);
+        let reads = ReadPool::new(
+            connect.clone(),
+            options.max_connections.max(1),
+            options.busy_timeout.max(std::time::Duration::from_secs(1)),
+        );
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .test_before_acquire(false)
-            .connect_with(connect.read_only(true))
+            .connect_with(connect)
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            reads,
+        })
     }
 }
 
@@ -105,20 +119,6 @@ fn open_error(path: &Path, error: sqlx::Error) -> StoreError {
     }
 }
 
-/// The known feature maps of `products`, read through `executor`: the
-/// store's pool, or a transaction that may forget some of them.
-async fn product_features<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
-    products: &[String],
-) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-    if products.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
-    .fetch_all(executor)
-    .await?;
-    super::rows::feature_maps(rows)
-}
+/// `$1` product ids as a JSON array: the known feature maps among them
+/// (lookup keys as JSON).
+const PRODUCT_FEATURES: &str = "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))";

@@ -1,5 +1,5 @@
 //! PostgreSQL reads, single-statement writes, leadership and the listener.
-//! HasAccess's reads go through the read pool ([`super::reads`]);
+//! HasAccess's reads go through the read pool ([`crate::store::read_pool`]);
 //! everything else shares one sqlx pool.
 
 use std::sync::LazyLock;

@@ -23,9 +23,9 @@ impl Store for SqliteStore {
         &self,
         user_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_USER)
-            .bind(user_id)
-            .fetch_all(&self.reader)
+        let rows: Vec<SubscriptionRow> = self
+            .reads
+            .fetch_all(&rows::SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
         rows::records(rows)
     }
@@ -35,9 +35,9 @@ impl Store for SqliteStore {
         &self,
         customer_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
-            .bind(customer_id)
-            .fetch_all(&self.reader)
+        let rows: Vec<SubscriptionRow> = self
+            .reads
+            .fetch_all(&rows::SUBSCRIPTIONS_OF_CUSTOMER, |q| q.bind(customer_id))
             .await?;
         rows::records(rows)
     }
@@ -88,7 +88,15 @@ impl Store for SqliteStore {
         &self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        super::product_features(&self.reader, products).await
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let products = serde_json::to_string(products).expect("BUG: strings serialize");
+        let rows = self
+            .reads
+            .fetch_all(super::PRODUCT_FEATURES, |q| q.bind(products.clone()))
+            .await?;
+        rows::feature_maps(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -99,12 +107,14 @@ impl Store for SqliteStore {
         if customers.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(serde_json::to_string(customers).expect("BUG: strings serialize"))
-        .fetch_all(&self.reader)
-        .await?;
+        let customers = serde_json::to_string(customers).expect("BUG: strings serialize");
+        let rows: Vec<(String, String)> = self
+            .reads
+            .fetch_all(
+                "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id IN (SELECT value FROM json_each($1))",
+                |q| q.bind(customers.clone()),
+            )
+            .await?;
         rows::feature_maps(rows)
     }
 

@@ -345,7 +345,14 @@ impl Tx for SqliteTx {
         &mut self,
         products: &[String],
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        super::product_features(self.tx.conn(), products).await
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as(super::PRODUCT_FEATURES)
+            .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
+            .fetch_all(self.tx.conn())
+            .await?;
+        crate::store::rows::feature_maps(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

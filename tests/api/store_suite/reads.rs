@@ -1,6 +1,8 @@
-//! PostgreSQL's read pool (HasAccess's reads): connections the server
+//! The read pool (HasAccess's reads) on PostgreSQL, where a server can end
+//! a connection and a read can wait on a lock: connections the server
 //! closed while idle are replaced, and reads cut short give their
-//! connections back. SQLite reads through sqlx's own pool.
+//! connections back. On SQLite the same pool's reads are covered by every
+//! other test that reads a subject.
 
 use super::*;
 use sqlx::{Connection, Executor};

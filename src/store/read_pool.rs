@@ -1,23 +1,23 @@
 //! The read pool: connections kept for HasAccess's reads (a subject's
 //! subscriptions, product maps, entitlement summaries), apart from the pool
-//! the writers, the reconciler and the console use.
+//! the writers, the reconciler and the console use, on either backend.
 //!
 //! Apart, so a read never queues behind writes for a connection. And not a
 //! second sqlx `Pool`: sqlx tests every connection as it goes back to its
-//! pool (a Sync, then a wait for ReadyForQuery), a second round trip for
+//! pool (on PostgreSQL a Sync and a wait for ReadyForQuery; on SQLite a
+//! round trip to the connection's worker thread), a second round trip for
 //! every one-statement read, which a profile of cold reads showed as half
-//! of their `sendto` calls. Here a connection goes back only after its
-//! statement ran to completion, so it is known to be idle; one whose
-//! statement was cut short (an error, a caller that went away) is closed
-//! instead, never reused.
+//! of their `sendto` calls on PostgreSQL. Here a connection goes back only
+//! after its statement ran to completion, so it is known to be idle; one
+//! whose statement was cut short (an error, a caller that went away) is
+//! closed instead, never reused.
 
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::query::QueryAs;
-use sqlx::{Connection, FromRow, PgConnection, Postgres};
+use sqlx::{ConnectOptions, Connection, Database, Executor, FromRow, IntoArguments};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::store::StoreError;
@@ -27,10 +27,10 @@ use crate::store::StoreError;
 /// own default lifetime).
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-pub(super) struct ReadPool {
-    connect: PgConnectOptions,
+pub(crate) struct ReadPool<DB: Database> {
+    connect: <DB::Connection as Connection>::Options,
     /// Idle connections, each with the time it was opened.
-    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    idle: Mutex<Vec<(DB::Connection, Instant)>>,
     /// One per connection open or being opened: bounds them.
     permits: Semaphore,
     /// Longest a read waits for a connection (or for a new one to open).
@@ -38,20 +38,27 @@ pub(super) struct ReadPool {
 }
 
 /// A statement whose rows are read as `O`.
-type Statement<'q, O> = QueryAs<'q, Postgres, O, PgArguments>;
+pub(crate) type Statement<'q, DB, O> = QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>>;
 
 /// A connection lent to one read.
-struct Lease<'p> {
-    pool: &'p ReadPool,
-    conn: Option<(PgConnection, Instant)>,
+struct Lease<'p, DB: Database> {
+    pool: &'p ReadPool<DB>,
+    conn: Option<(DB::Connection, Instant)>,
     /// Taken from the idle list rather than opened for this read: the
     /// server may have closed it meanwhile.
     reused: bool,
     _permit: SemaphorePermit<'p>,
 }
 
-impl ReadPool {
-    pub(super) fn new(connect: PgConnectOptions, size: u32, acquire_timeout: Duration) -> Self {
+impl<DB: Database> ReadPool<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    pub(crate) fn new(
+        connect: <DB::Connection as Connection>::Options,
+        size: u32,
+        acquire_timeout: Duration,
+    ) -> Self {
         ReadPool {
             connect,
             idle: Mutex::new(Vec::new()),
@@ -63,14 +70,15 @@ impl ReadPool {
     /// Every row of `sql` with the values `bind` adds. A reused
     /// connection the server closed while it sat idle is replaced once,
     /// for a fresh one.
-    pub(super) async fn fetch_all<'q, O, B>(
+    pub(crate) async fn fetch_all<'q, O, B>(
         &self,
         sql: &'q str,
         bind: B,
     ) -> Result<Vec<O>, StoreError>
     where
-        O: Send + Unpin + for<'r> FromRow<'r, PgRow>,
-        B: Fn(Statement<'q, O>) -> Statement<'q, O>,
+        O: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+        B: Fn(Statement<'q, DB, O>) -> Statement<'q, DB, O>,
+        DB::Arguments<'q>: IntoArguments<'q, DB>,
     {
         let mut lease = self.lease(true).await?;
         match bind(sqlx::query_as(sql)).fetch_all(lease.conn()).await {
@@ -89,7 +97,7 @@ impl ReadPool {
         }
     }
 
-    async fn lease(&self, reuse: bool) -> Result<Lease<'_>, StoreError> {
+    async fn lease(&self, reuse: bool) -> Result<Lease<'_, DB>, StoreError> {
         let timed_out = || StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         let started = Instant::now();
         let permit = tokio::time::timeout(self.acquire_timeout, self.permits.acquire())
@@ -105,7 +113,7 @@ impl ReadPool {
             Some(conn) => (conn, true),
             None => {
                 let left = self.acquire_timeout.saturating_sub(started.elapsed());
-                let conn = within(left, PgConnection::connect_with(&self.connect))
+                let conn = within(left, self.connect.connect())
                     .await
                     .ok_or_else(timed_out)??;
                 ((conn, Instant::now()), false)
@@ -129,7 +137,8 @@ async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
 /// statement failed on a working connection): its socket closed, or the
 /// server said why it ended the session (operator intervention, class
 /// 57P: an administrator's `pg_terminate_backend`, a shutdown, a restart;
-/// connection exception, class 08).
+/// connection exception, class 08). SQLite's connections are in-process:
+/// only an I/O error can end one.
 fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
@@ -140,8 +149,8 @@ fn connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
-impl Lease<'_> {
-    fn conn(&mut self) -> &mut PgConnection {
+impl<DB: Database> Lease<'_, DB> {
+    fn conn(&mut self) -> &mut DB::Connection {
         &mut self
             .conn
             .as_mut()
@@ -163,7 +172,7 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl<DB: Database> Drop for Lease<'_, DB> {
     /// Not given back: its statement may be half read. Closed, not reused.
     fn drop(&mut self) {
         if let Some((conn, _)) = self.conn.take() {
@@ -174,7 +183,7 @@ impl Drop for Lease<'_> {
 
 /// Says goodbye to the server in the background (a dropped connection
 /// would only close its socket, which the server logs as unexpected).
-fn close(conn: PgConnection) {
+fn close<C: Connection + 'static>(conn: C) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             let _ = conn.close().await;
