@@ -201,15 +201,32 @@ impl Reconciler {
         let cursor = self.progress.cursor().await?;
         let mut pass = progress::start_pass(saved, cursor, self.clock.now_secs());
 
+        let since = pass.since;
+        let list = |after: Option<String>| async move {
+            client
+                .events_page(HANDLED_TYPES, since, after.as_deref(), PAGE_SIZE)
+                .await
+        };
+        let mut listed = list(pass.after.clone()).await;
         loop {
-            let (page, has_more) = client
-                .events_page(HANDLED_TYPES, pass.since, pass.after.as_deref(), PAGE_SIZE)
-                .await?;
+            let (page, has_more) = listed?;
             report.pages += 1;
+            // The next page is listed while this one is written: where it
+            // starts is known (this page's last event), and what it lists
+            // does not depend on what is written.
+            let next_after = page.last().and_then(|e| e["id"].as_str());
+            let next = has_more.then(|| list(next_after.map(str::to_owned)));
             // A page's events are queued together so the ledger's writer
             // commits them in a few batches; their order does not matter,
             // since an older event never overwrites newer state.
-            let fed = futures::future::join_all(page.iter().map(|v| self.feed(v))).await;
+            let feeding = futures::future::join_all(page.iter().map(|v| self.feed(v)));
+            let (fed, next) = match next {
+                Some(next) => {
+                    let (fed, next) = futures::future::join(feeding, next).await;
+                    (fed, Some(next))
+                }
+                None => (feeding.await, None),
+            };
             for result in fed {
                 report.count(result?);
             }
@@ -217,6 +234,9 @@ impl Reconciler {
                 break;
             }
             self.progress.save_pass(&pass).await?;
+            // A listing that failed fails the pass only now, after the page
+            // before it is saved.
+            listed = next.expect("BUG: a page with more after it lists the next");
         }
         self.progress.finish_pass(pass.next_cursor()).await?;
         report.newest_event = pass.high_water;

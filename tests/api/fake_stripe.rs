@@ -34,6 +34,13 @@ pub enum Behavior {
     /// The first `n` requests (counted from `set_behavior`) answer `status`
     /// with Stripe error JSON; later ones answer normally.
     FailTimes { n: usize, status: u16 },
+    /// The `nth` request (from 1, counted from `set_behavior`) whose path
+    /// starts with `path` answers `status`; every other answers normally.
+    FailNth {
+        path: &'static str,
+        nth: usize,
+        status: u16,
+    },
 }
 
 /// One request as the fake received it.
@@ -68,6 +75,8 @@ struct BehaviorState {
     behavior: Behavior,
     /// Failures already served under `FailTimes`.
     failed: usize,
+    /// Requests seen under `FailNth` whose path matched.
+    matched: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +102,7 @@ impl FakeStripe {
             behavior: Mutex::new(BehaviorState {
                 behavior: Behavior::Normal,
                 failed: 0,
+                matched: 0,
             }),
             requests: Mutex::new(Vec::new()),
         });
@@ -205,6 +215,7 @@ impl FakeStripe {
         *lock(&self.inner.behavior) = BehaviorState {
             behavior: b,
             failed: 0,
+            matched: 0,
         };
     }
 
@@ -276,7 +287,7 @@ async fn handle(
         requests.len()
     };
 
-    let mut response = match planned_failure(&inner) {
+    let mut response = match planned_failure(&inner, &request.path) {
         Planned::Fail(response) => response,
         Planned::Delay(d) => {
             tokio::time::sleep(d).await;
@@ -302,7 +313,7 @@ enum Planned {
     Fail(Response),
 }
 
-fn planned_failure(inner: &Inner) -> Planned {
+fn planned_failure(inner: &Inner, path: &str) -> Planned {
     let mut state = lock(&inner.behavior);
     match state.behavior.clone() {
         Behavior::Normal => Planned::Answer,
@@ -327,6 +338,19 @@ fn planned_failure(inner: &Inner) -> Planned {
                 Planned::Answer
             }
         }
+        Behavior::FailNth {
+            path: p,
+            nth,
+            status,
+        } if path.starts_with(p) => {
+            state.matched += 1;
+            if state.matched == nth {
+                Planned::Fail(error_for_status(status))
+            } else {
+                Planned::Answer
+            }
+        }
+        Behavior::FailNth { .. } => Planned::Answer,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tollgate::notify::PushOptions;
 use tollgate::proto::{self, Reason};
 
+use crate::fake_stripe::Behavior;
 use crate::helpers::{now, spawn_app_on, spawn_app_with, Backend, TestApp};
 use crate::on_both_backends;
 use crate::receiver::Receiver;
@@ -15,6 +16,7 @@ use crate::stripe::{checkout_completed, subscription_event, subscription_object,
 const DAY: i64 = 86_400;
 
 on_both_backends!(
+    a_listing_that_fails_mid_pass_keeps_the_pages_before_it,
     the_reconciler_applies_missed_webhooks_exactly_once_across_pages,
     a_held_revocation_keeps_access_until_an_admin_resolves_it,
     a_sweep_corrects_drift_and_queues_a_notification,
@@ -159,6 +161,50 @@ async fn the_reconciler_applies_missed_webhooks_exactly_once_across_pages(backen
     let again = app.reconcile().await;
     assert_eq!(again.events_applied, 0, "{again:?}");
     assert_eq!(app.notifications().await.len(), notes.len());
+}
+
+async fn a_listing_that_fails_mid_pass_keeps_the_pages_before_it(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let events = stripe_history(&app);
+    // The second page's listing fails (for good: a 400 is not retried),
+    // while the first page is being written.
+    app.stripe.set_behavior(Behavior::FailNth {
+        path: "/v1/events",
+        nth: 2,
+        status: 400,
+    });
+    let failed = app
+        .admin()
+        .reconcile(tollgate::proto::ReconcileRequest {})
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let listings = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/events")
+        .collect::<Vec<_>>();
+    assert_eq!(listings.len(), 2, "no page is listed after the failure");
+    let first_page: Vec<_> = events.iter().rev().take(100).collect();
+    for e in &first_page {
+        assert_eq!(app.event_count(e["id"].as_str().unwrap()).await, 1);
+    }
+
+    // The next pass lists from after the first page, which was saved.
+    app.stripe.set_behavior(Behavior::Normal);
+    app.stripe.reset_requests();
+    let report = app.reconcile().await;
+    let resumed = &app.stripe.requests()[0];
+    let last = first_page.last().unwrap()["id"].as_str().unwrap();
+    assert!(
+        resumed.query.contains(&format!("starting_after={last}")),
+        "{resumed:?}"
+    );
+    assert_eq!(report.events_seen, events.len() as i64 - 100);
+    for e in &events {
+        assert_eq!(app.event_count(e["id"].as_str().unwrap()).await, 1);
+    }
+    assert!(app.access_for_user("user_rc_1").await.has_access);
 }
 
 async fn a_held_revocation_keeps_access_until_an_admin_resolves_it(backend: Backend) {
