@@ -31,8 +31,9 @@
 #   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
 #
 # Everything is bounded in time or count and talks to 127.0.0.1 only. The
-# helpers shared with bench/soak.sh are in bench/lib.sh. An existing "Soak"
-# section of bench/results.md (written by bench/soak.sh) is kept.
+# helpers shared with bench/soak.sh are in bench/lib.sh. Every `## ` section
+# of bench/results.md that the report does not generate (hand-written ones,
+# bench/soak.sh's "Soak") is carried over verbatim after the generated ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -321,12 +322,10 @@ if [ "$ONLY" = feature ]; then
   exit 0
 fi
 log "writing $OUT"
-md_section "$OUT" Soak >"$WORK/soak.md"
 "$BIN/report" --raw "$RAW" --out "$OUT" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
   --commit "$commit" --users "$USERS" --runs "$RUNS" \
   --note "load generators (h2load -t1, grpc-load, webhook-load) share the machine's vCPUs with the server" \
   --note "total wall time of this run: $(( $(date +%s) - T_START )) s; load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
-if [ -s "$WORK/soak.md" ]; then md_replace_section "$OUT" Soak "$WORK/soak.md"; fi
 log "done in $(( $(date +%s) - T_START )) s"
 cat "$OUT"

@@ -1,6 +1,10 @@
 //! Turns the JSON result lines written by `bench/run.sh` (`results.raw`)
 //! into the markdown report (`results.md`): medians over the repeated runs,
 //! side by side with their ceilings, and the two ratios.
+//!
+//! Every `## ` section of the previous report that this one does not write
+//! itself (hand-written ones, `bench/soak.sh`'s "Soak") is carried over
+//! verbatim after the generated ones, in its original order.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde_json::Value;
+use tollgate_bench::markdown::{kept_titles, merge_kept_sections};
 
 #[derive(Parser)]
 #[command(about = "Markdown report from bench/run.sh's JSON result lines")]
@@ -31,6 +36,10 @@ struct Args {
     /// Extra free-form lines for the header (repeatable).
     #[arg(long)]
     note: Vec<String>,
+    /// The previous report, whose sections this one does not generate are
+    /// carried over (default: `--out` as it was before this run).
+    #[arg(long)]
+    keep_from: Option<PathBuf>,
     /// Write only this section (`feature`), headed by the run's date,
     /// commit and machine, for `BENCH_ONLY=feature bench/run.sh`.
     #[arg(long)]
@@ -568,7 +577,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         w,
         "\nRaw result lines (every run, not just medians) are in `bench/results.raw`."
     )?;
-    std::fs::write(&args.out, md)?;
+    let old_path = args.keep_from.as_ref().unwrap_or(&args.out);
+    let old = match std::fs::read_to_string(old_path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("reading {}: {e}", old_path.display()).into()),
+    };
+    eprintln!(
+        "report: sections carried over from {}: {:?}",
+        old_path.display(),
+        kept_titles(&old, &md)
+    );
+    std::fs::write(&args.out, merge_kept_sections(&old, &md))?;
     Ok(())
 }
 
