@@ -27,8 +27,12 @@
 #                    whatever the backend, and a full pass on PostgreSQL costs
 #                    minutes)
 #   BENCH_FEATURE_RUNS  pairs of the feature-check figure     (BENCH_RUNS)
+#   BENCH_RECONCILE_EVENTS  events (over as many subscriptions) the reconciler
+#                    catches up on per reconcile-load run, 100 a page, from a
+#                    fake Stripe with no rate limit, fresh database each run
+#                    (10000; BENCH_RUNS runs per backend)
 #   BENCH_ONLY       "feature" or "rss": that part alone (see above)
-#   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
+#   BENCH_KEEP=1     keep the temp dir and the PostgreSQL databases
 #
 # Everything is bounded in time or count and talks to 127.0.0.1 only. The
 # helpers shared with bench/soak.sh are in bench/lib.sh. Every `## ` section
@@ -53,6 +57,7 @@ FEATURE_FLAGS=("-c1 -m1" "-c16 -m64")
 ONLY=${BENCH_ONLY:-}
 FEATURE_RUNS=${BENCH_FEATURE_RUNS:-$RUNS}
 INGEST_C=(1 8 32)
+RECONCILE_EVENTS=${BENCH_RECONCILE_EVENTS:-10000}
 SECRET="whsec_bench_$(date +%s)"
 case $ONLY in
   "") RAW_DEFAULT=$ROOT/bench/results.raw ;;
@@ -79,6 +84,9 @@ cleanup() {
   [ -n "$BASELINE_ND_PID" ] && kill -TERM "$BASELINE_ND_PID" 2>/dev/null && wait "$BASELINE_ND_PID" 2>/dev/null
   if [ "${BENCH_KEEP:-0}" != 1 ]; then
     pg_drop_db
+    for db in "${SCRATCH_PG[@]}"; do
+      psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+    done
     rm -rf "$WORK"
   else
     echo "kept $WORK ${PG_DB:+and database $PG_DB}" >&2
@@ -150,6 +158,33 @@ feature_pairs() {
       done
     done
   done
+}
+
+# scratch_db BACKEND NAME: a fresh, empty database for one measurement
+# (a file in WORK, or a PostgreSQL database dropped by drop_scratch or at
+# exit); sets SCRATCH_URL.
+SCRATCH_PG=()
+scratch_db() {
+  case $1 in
+    sqlite)
+      rm -f "$WORK/$2.db" "$WORK/$2.db-wal" "$WORK/$2.db-shm"
+      SCRATCH_URL="sqlite://$WORK/$2.db"
+      ;;
+    postgres)
+      local db="tollgate_bench_$2_$(date +%s)_$$"
+      psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
+      SCRATCH_PG+=("$db")
+      SCRATCH_URL="postgres://postgres@127.0.0.1/$db"
+      ;;
+  esac
+}
+# drop_scratch: drops the database scratch_db last made.
+drop_scratch() {
+  [ "${BENCH_KEEP:-0}" = 1 ] && return 0
+  case $SCRATCH_URL in
+    sqlite://*) rm -f "${SCRATCH_URL#sqlite://}"* ;;
+    postgres://*) psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${SCRATCH_URL##*/}" >/dev/null 2>&1 || true ;;
+  esac
 }
 
 SUB_OFFSET=0
@@ -302,6 +337,17 @@ for backend in $BACKENDS; do
     "{\"touched_all\": $touched, \"before_kb\": $RSS_START, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM), \"log_bytes\": $(stat -c %s "$SLOG")}")"
 
   stop_server
+
+  if [ -z "$ONLY" ]; then
+    log "$backend: reconciler catch-up, $RECONCILE_EVENTS events from a fake Stripe (x$RUNS)"
+    for run in $(seq 1 "$RUNS"); do
+      scratch_db "$backend" "reconcile_$run"
+      emit "$("$BIN/reconcile-load" --tollgate "$BIN/tollgate" --database-url "$SCRATCH_URL" \
+        --events "$RECONCILE_EVENTS" --subs "$RECONCILE_EVENTS" \
+        --tags "section=reconcile,backend=$backend,run=$run")"
+      drop_scratch
+    done
+  fi
 done
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
