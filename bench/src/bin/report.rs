@@ -174,6 +174,11 @@ fn ratio(r: Option<f64>) -> String {
     }
 }
 
+/// A ratio as a factor, for ratios that are costs (`**1.95x**`).
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| format!("**{r:.2}x**"))
+}
+
 /// HasAccess with a feature against plain HasAccess, same cached user,
 /// alternated (issue 13's figure).
 fn feature_section(w: &mut String, rows: &Rows, args: &Args, notes: &[String]) -> std::fmt::Result {
@@ -559,13 +564,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         w,
         "grpc-load realistic mix at a fixed rate, alone and while webhook-load sends at \
-         ~50% of the measured c=8 ingest rate.\n"
+         ~50% of the measured c=8 ingest rate. The last column is the median over runs of \
+         each run's p99 with ingest / p99 alone (measured back to back).\n"
     )?;
     writeln!(
         w,
-        "| backend | HasAccess target req/s | alone p50 ms | alone p99 ms | with ingest p50 ms | with ingest p99 ms | ingest events/s achieved | ingest p99 ms |"
+        "| backend | HasAccess target req/s | alone p50 ms | alone p99 ms | with ingest p50 ms | with ingest p99 ms | ingest events/s achieved | ingest p99 ms | p99 with ingest / alone |"
     )?;
-    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for b in &backends {
         let alone = [
             ("section", "mixed"),
@@ -583,7 +589,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         writeln!(
             w,
-            "| {b} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {b} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(rows.median(&alone, "target_rate")),
             num(rows.median(&alone, "p50_ms")),
             num(rows.median(&alone, "p99_ms")),
@@ -591,6 +597,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             num(rows.median(&with, "p99_ms")),
             num(rows.median(&ing, "rps")),
             num(rows.median(&ing, "p99_ms")),
+            times(rows.paired_ratio(&with, &alone, "p99_ms")),
         )?;
     }
 
