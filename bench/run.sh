@@ -23,9 +23,7 @@
 #   BENCH_MIX_SECS   measured seconds per grpc-load run     (5, plus 1 s warm-up)
 #   BENCH_MIX_RATE   HasAccess req/s in the mixed-load test (half the measured mix rate)
 #   BENCH_TOUCH_ALL  backends on which every user is read once before the peak
-#                    RSS is taken ("sqlite"; the cache holds the same records
-#                    whatever the backend, and a full pass on PostgreSQL costs
-#                    minutes)
+#                    RSS is taken (BENCH_BACKENDS: all of them)
 #   BENCH_FEATURE_RUNS  pairs of the feature-check figure     (BENCH_RUNS)
 #   BENCH_RECONCILE_EVENTS  events (over as many subscriptions) the reconciler
 #                    catches up on per reconcile-load run, 100 a page, from a
@@ -49,7 +47,7 @@ RUNS=${BENCH_RUNS:-3}
 BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
 EVENTS=${BENCH_EVENTS:-10000}
 INGEST_SECS=${BENCH_INGEST_SECS:-6}
-TOUCH_ALL=${BENCH_TOUCH_ALL:-sqlite}
+TOUCH_ALL=${BENCH_TOUCH_ALL:-$BACKENDS}
 H2_SECS=${BENCH_H2LOAD_SECS:-3}
 MIX_SECS=${BENCH_MIX_SECS:-5}
 H2_FLAGS=("-c1 -m1" "-c4 -m32" "-c16 -m64")
