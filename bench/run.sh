@@ -3,8 +3,14 @@
 # the real server beside a bare tonic baseline, and writes bench/results.md
 # (medians) and bench/results.raw (every JSON result line).
 #
-#   bench/run.sh                                   # defaults: 1M users, 3 runs
-#   BENCH_USERS=50000 BENCH_RUNS=1 bench/run.sh    # quick check
+#   bench/run.sh                                   # full: 1M users, 3 runs,
+#                         # scaling table at 10k, 100k and 1M subjects
+#   BENCH_QUICK=1 bench/run.sh
+#                         # quick: every row of the full run at 100k users
+#                         # (3 runs, medians), scaling table at 10k and 100k
+#   BENCH_USERS=10000 BENCH_SCALES="2000 10000" BENCH_RUNS=1 bench/run.sh
+#                         # smoke test of every section (BENCH_OUT to keep
+#                         # results.md as it is)
 #   BENCH_ONLY=feature BENCH_BACKENDS=sqlite bench/run.sh
 #                         # only the feature-check pairs: rewrites just that
 #                         # section of results.md (raw lines: results-feature.raw)
@@ -12,8 +18,25 @@
 #                         # only touch-all and peak RSS: prints the JSON
 #                         # lines, writes no report
 #
+# What a full run measures, per backend (sqlite, postgres): preload; `serve`
+# start to first answer; the feature-check pairs; the HasAccess hot path
+# (h2load) against the baseline; the realistic mix (10% cold) against the
+# baseline; webhook ingest against raw single-row inserts at c=1, 8, 32;
+# HasAccess p99 alone and under ~50% ingest load; every user read once
+# (touch-all) and the peak RSS with all of them cached; the reconciler's
+# catch-up from a fake Stripe (reconcile-load); and the scaling table:
+# hot path, touch-all, ingest c=8 and peak RSS at each of BENCH_SCALES
+# subjects (at BENCH_USERS the main run's figures are reused and only the
+# hot path is measured again, after touch-all; other scales get a fresh
+# database and one run each).
+#
 # Environment (all optional):
-#   BENCH_USERS      preloaded users/subscriptions          (1000000)
+#   BENCH_QUICK=1    quick mode: BENCH_USERS and BENCH_SCALES default to
+#                    100000 and "10000 100000" (everything else as in full)
+#   BENCH_USERS      preloaded users/subscriptions          (1000000; quick 100000)
+#   BENCH_SCALES     subject counts of the scaling table    ("10000 100000 1000000";
+#                    quick "10000 100000"); BENCH_USERS among them is not
+#                    preloaded again
 #   BENCH_RUNS       repetitions of each throughput figure  (3)
 #   BENCH_BACKENDS   "sqlite postgres", or one of them
 #   BENCH_EVENTS     most webhook events per ingest measurement  (10000)
@@ -30,19 +53,33 @@
 #                    fake Stripe with no rate limit, fresh database each run
 #                    (10000; BENCH_RUNS runs per backend)
 #   BENCH_ONLY       "feature" or "rss": that part alone (see above)
+#   BENCH_OUT        the report to write (bench/results.md); its sections
+#                    the report does not generate are kept (see below)
+#   BENCH_RAW        the raw JSON lines (bench/results.raw)
 #   BENCH_KEEP=1     keep the temp dir and the PostgreSQL databases
 #
-# Everything is bounded in time or count and talks to 127.0.0.1 only. The
+# Everything is bounded in time or count and talks to 127.0.0.1 only; each
+# PostgreSQL measurement gets a database of its own, dropped at the end. The
 # helpers shared with bench/soak.sh are in bench/lib.sh. Every `## ` section
-# of bench/results.md that the report does not generate (hand-written ones,
-# bench/soak.sh's "Soak") is carried over verbatim after the generated ones.
+# of the existing report that the report does not generate (hand-written
+# ones, bench/soak.sh's "Soak") is carried over verbatim after the
+# generated ones, in its original order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-USERS=${BENCH_USERS:-1000000}
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  USERS=${BENCH_USERS:-100000}
+  SCALES=${BENCH_SCALES:-"10000 100000"}
+  MODE="quick (BENCH_QUICK=1)"
+else
+  USERS=${BENCH_USERS:-1000000}
+  SCALES=${BENCH_SCALES:-"10000 100000 1000000"}
+  MODE="full"
+fi
 RUNS=${BENCH_RUNS:-3}
 BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
 EVENTS=${BENCH_EVENTS:-10000}
@@ -334,6 +371,13 @@ for backend in $BACKENDS; do
   emit "$(tagged "section=rss,backend=$backend" \
     "{\"touched_all\": $touched, \"before_kb\": $RSS_START, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM), \"log_bytes\": $(stat -c %s "$SLOG")}")"
 
+  if [ -z "$ONLY" ] && [[ " $SCALES " == *" $USERS "* ]]; then
+    # The scaling table's row at this scale takes ingest, touch-all and RSS
+    # from above; the hot path is measured again with the cache full.
+    log "$backend: scaling, $USERS subjects: hot path after touch-all"
+    h2 "$GRPC_ADDR" "section=scale,backend=$backend,users=$USERS,figure=hot" -c16 -m64
+  fi
+
   stop_server
 
   if [ -z "$ONLY" ]; then
@@ -343,6 +387,27 @@ for backend in $BACKENDS; do
       emit "$("$BIN/reconcile-load" --tollgate "$BIN/tollgate" --database-url "$SCRATCH_URL" \
         --events "$RECONCILE_EVENTS" --subs "$RECONCILE_EVENTS" \
         --tags "section=reconcile,backend=$backend,run=$run")"
+      drop_scratch
+    done
+
+    for n in $SCALES; do
+      [ "$n" = "$USERS" ] && continue
+      log "$backend: scaling, $n subjects: ingest c=8, touch-all, peak RSS, hot path"
+      scratch_db "$backend" "scale_$n"
+      emit "$("$BIN/preload" --database-url "$SCRATCH_URL" --users "$n" \
+        --tags "section=scale_preload,backend=$backend,users=$n")"
+      start_server "$SCRATCH_URL" "$WORK/server-$backend-$n.log"
+      rss0=$(proc_kb "$SERVER_PID" VmRSS)
+      emit "$("$BIN/webhook-load" --url "http://$HTTP_ADDR/webhooks/stripe" --secret "$SECRET" \
+        --events "$EVENTS" --max-duration "${INGEST_SECS}s" -c 8 --users "$n" \
+        --prefix "scale_${backend}_${n}_$$" --seed 1 \
+        --tags "section=scale,backend=$backend,users=$n,figure=ingest")"
+      emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern sequential --users "$n" -c 4 -m 16 \
+        --tags "section=scale,backend=$backend,users=$n,figure=cold")"
+      emit "$(tagged "section=scale,backend=$backend,users=$n,figure=rss" \
+        "{\"before_kb\": $rss0, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM)}")"
+      h2 "$GRPC_ADDR" "section=scale,backend=$backend,users=$n,figure=hot" -c16 -m64
+      stop_server
       drop_scratch
     done
   fi
@@ -368,8 +433,9 @@ fi
 log "writing $OUT"
 "$BIN/report" --raw "$RAW" --out "$OUT" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
-  --commit "$commit" --users "$USERS" --runs "$RUNS" \
+  --commit "$commit" --users "$USERS" --runs "$RUNS" --scales "$SCALES" --mode "$MODE" \
+  --wall-time "$(( $(date +%s) - T_START )) s" \
   --note "load generators (h2load -t1, grpc-load, webhook-load) share the machine's vCPUs with the server" \
-  --note "total wall time of this run: $(( $(date +%s) - T_START )) s; load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
+  --note "load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
 log "done in $(( $(date +%s) - T_START )) s"
 cat "$OUT"

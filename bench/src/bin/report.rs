@@ -33,6 +33,15 @@ struct Args {
     users: String,
     #[arg(long, default_value = "")]
     runs: String,
+    /// The subject counts of the scaling table (`BENCH_SCALES`).
+    #[arg(long, default_value = "")]
+    scales: String,
+    /// The whole run's wall time, release build included (e.g. "812 s").
+    #[arg(long, default_value = "")]
+    wall_time: String,
+    /// How run.sh was run (e.g. "full", "quick (BENCH_QUICK=1)").
+    #[arg(long, default_value = "")]
+    mode: String,
     /// Extra free-form lines for the header (repeatable).
     #[arg(long)]
     note: Vec<String>,
@@ -298,6 +307,111 @@ fn reconcile_section(w: &mut String, rows: &Rows) -> std::fmt::Result {
     )
 }
 
+/// One figure of the scaling table at `users` subjects: the scaling run's
+/// own line if there is one, else, at the main run's scale, the median of
+/// the main run's lines `main`.
+fn scaled(
+    rows: &Rows,
+    backend: &str,
+    users: &str,
+    figure: &str,
+    field: &str,
+    main: Option<&[(&str, &str)]>,
+) -> Option<f64> {
+    let own = [
+        ("section", "scale"),
+        ("backend", backend),
+        ("users", users),
+        ("figure", figure),
+    ];
+    if rows.count(&own) > 0 {
+        rows.median(&own, field)
+    } else {
+        main.and_then(|m| rows.median(m, field))
+    }
+}
+
+/// HasAccess hot and cold, ingest and memory at each number of subjects.
+fn scaling_section(w: &mut String, rows: &Rows, args: &Args) -> std::fmt::Result {
+    writeln!(w, "\n## Scaling with the number of subjects\n")?;
+    writeln!(
+        w,
+        "At each number of subjects (`BENCH_SCALES`), a fresh database preloaded with that \
+         many users (one subscription each) and one `tollgate serve`: webhook ingest at c=8 \
+         (as one run of \"Webhook ingest vs raw single-row inserts\"), then every user read \
+         once (touch-all: cold, a store read each, `grpc-load -c4 -m16`), then the peak RSS \
+         with all of them cached, then `h2load -c16 -m64` on one cached user with the cache \
+         that full. At {} subjects, the scale of the rest of this report, ingest (median), \
+         touch-all and RSS are the figures above, from the server that ran everything above; \
+         only the hot path is measured again, after touch-all. Other scales: one run each.\n",
+        args.users
+            .parse()
+            .map_or_else(|_| args.users.clone(), |u| num(Some(u)))
+    )?;
+    writeln!(
+        w,
+        "| backend | subjects | hot req/s | hot p99 ms | cold (touch-all) req/s | cold p99 ms | ingest c=8 events/s | ingest p99 ms | RSS after start | peak RSS, all touched |"
+    )?;
+    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mut scales: Vec<String> = rows.labels("scale", "users");
+    scales.sort_by_key(|u| u.parse::<u64>().unwrap_or(u64::MAX));
+    let mib =
+        |kb: Option<f64>| kb.map_or_else(|| "–".to_owned(), |kb| format!("{:.0} MiB", kb / 1024.0));
+    let mut any = false;
+    for b in rows.backends() {
+        let bb = b.as_str();
+        for users in &scales {
+            let u = users.as_str();
+            let hot = [
+                ("section", "scale"),
+                ("backend", bb),
+                ("users", u),
+                ("figure", "hot"),
+            ];
+            let at_main = *users == args.users;
+            if rows.count(&[("section", "scale"), ("backend", bb), ("users", u)]) == 0 {
+                continue;
+            }
+            any = true;
+            let touch: &[(&str, &str)] = &[("section", "touch_all"), ("backend", bb)];
+            let ingest: &[(&str, &str)] = &[
+                ("section", "ingest"),
+                ("backend", bb),
+                ("target", "tollgate"),
+                ("c", "8"),
+            ];
+            let rss: &[(&str, &str)] = &[("section", "rss"), ("backend", bb)];
+            let main_touched = rows.select(rss).iter().any(|r| r["touched_all"] == true);
+            let main = |m| at_main.then_some(m);
+            let main_rss = at_main && main_touched;
+            writeln!(
+                w,
+                "| {b} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                num(u.parse().ok()),
+                num(rows.median(&hot, "rps")),
+                num(rows.median(&hot, "p99_ms")),
+                num(scaled(rows, bb, u, "cold", "rps", main(touch))),
+                num(scaled(rows, bb, u, "cold", "p99_ms", main(touch))),
+                num(scaled(rows, bb, u, "ingest", "rps", main(ingest))),
+                num(scaled(rows, bb, u, "ingest", "p99_ms", main(ingest))),
+                mib(scaled(rows, bb, u, "rss", "before_kb", main(rss))),
+                mib(scaled(
+                    rows,
+                    bb,
+                    u,
+                    "rss",
+                    "vmhwm_kb",
+                    main_rss.then_some(rss)
+                )),
+            )?;
+        }
+    }
+    if !any {
+        writeln!(w, "| – | not measured in this run | | | | | | | | |")?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.raw)?;
@@ -327,6 +441,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(w, "| commit | `{}` |", args.commit)?;
     writeln!(w, "| preloaded users | {} |", args.users)?;
     writeln!(w, "| runs per figure | {} (medians shown) |", args.runs)?;
+    if !args.scales.is_empty() {
+        writeln!(w, "| subjects in the scaling table | {} |", args.scales)?;
+    }
+    if !args.mode.is_empty() {
+        writeln!(w, "| mode | {} |", args.mode)?;
+    }
+    if !args.wall_time.is_empty() {
+        writeln!(
+            w,
+            "| total wall time | {} (`bench/run.sh` start to report, release build included) |",
+            args.wall_time
+        )?;
+    }
     for n in &args.note {
         writeln!(w, "| note | {n} |")?;
     }
@@ -640,6 +767,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     reconcile_section(w, &rows)?;
+    scaling_section(w, &rows, &args)?;
     let old_path = args.keep_from.as_ref().unwrap_or(&args.out);
     let old = match std::fs::read_to_string(old_path) {
         Ok(old) => old,
@@ -664,6 +792,25 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn scaling_rows_fall_back_to_the_main_run_at_its_scale_only() {
+        let rows = Rows(
+            [
+                r#"{"section":"touch_all","backend":"sqlite","rps":8000}"#,
+                r#"{"section":"scale","backend":"sqlite","users":1000000,"figure":"hot","rps":50000}"#,
+                r#"{"section":"scale","backend":"sqlite","users":10000,"figure":"cold","rps":20000}"#,
+            ]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        );
+        let main: &[(&str, &str)] = &[("section", "touch_all"), ("backend", "sqlite")];
+        let cold = |users| scaled(&rows, "sqlite", users, "cold", "rps", Some(main));
+        assert_eq!(cold("10000"), Some(20000.0), "a scale's own line first");
+        assert_eq!(cold("1000000"), Some(8000.0), "else the main run's");
+        assert_eq!(scaled(&rows, "sqlite", "100000", "cold", "rps", None), None);
     }
 
     #[test]
