@@ -3,8 +3,21 @@
 # the real server beside a bare tonic baseline, and writes bench/results.md
 # (medians) and bench/results.raw (every JSON result line).
 #
-#   bench/run.sh                                   # defaults: 1M users, 3 runs
-#   BENCH_USERS=50000 BENCH_RUNS=1 bench/run.sh    # quick check
+#   bench/run.sh                                   # full: 1M users, 3 runs,
+#                         # scaling table at 10k, 100k and 1M subjects
+#   BENCH_QUICK=1 bench/run.sh
+#                         # quick: every row of the full run at 100k users
+#                         # (3 runs, medians), scaling table at 10k and 100k
+#
+# Wall time on the 2-vCPU session VM (2026-12-06, shared with another
+# agent's builds, load average 5 to 14; release build already warm): full
+# 1168 s, quick 726 s. The full run does not fit issue 12's ~15 minutes
+# there: touch-all of 1M users costs 2-3 min per backend, the reconciler
+# runs ~1 min per backend and the scaling table ~40 s per backend. Use the
+# quick mode when the budget matters; the full run is for the 1M figures.
+#   BENCH_USERS=10000 BENCH_SCALES="2000 10000" BENCH_RUNS=1 bench/run.sh
+#                         # smoke test of every section (BENCH_OUT to keep
+#                         # results.md as it is)
 #   BENCH_ONLY=feature BENCH_BACKENDS=sqlite bench/run.sh
 #                         # only the feature-check pairs: rewrites just that
 #                         # section of results.md (raw lines: results-feature.raw)
@@ -12,8 +25,25 @@
 #                         # only touch-all and peak RSS: prints the JSON
 #                         # lines, writes no report
 #
+# What a full run measures, per backend (sqlite, postgres): preload; `serve`
+# start to first answer; the feature-check pairs; the HasAccess hot path
+# (h2load) against the baseline; the realistic mix (10% cold) against the
+# baseline; webhook ingest against raw single-row inserts at c=1, 8, 32;
+# HasAccess p99 alone and under ~50% ingest load; every user read once
+# (touch-all) and the peak RSS with all of them cached; the reconciler's
+# catch-up from a fake Stripe (reconcile-load); and the scaling table:
+# hot path, touch-all, ingest c=8 and peak RSS at each of BENCH_SCALES
+# subjects (at BENCH_USERS the main run's figures are reused and only the
+# hot path is measured again, after touch-all; other scales get a fresh
+# database and one run each).
+#
 # Environment (all optional):
-#   BENCH_USERS      preloaded users/subscriptions          (1000000)
+#   BENCH_QUICK=1    quick mode: BENCH_USERS and BENCH_SCALES default to
+#                    100000 and "10000 100000" (everything else as in full)
+#   BENCH_USERS      preloaded users/subscriptions          (1000000; quick 100000)
+#   BENCH_SCALES     subject counts of the scaling table    ("10000 100000 1000000";
+#                    quick "10000 100000"); BENCH_USERS among them is not
+#                    preloaded again
 #   BENCH_RUNS       repetitions of each throughput figure  (3)
 #   BENCH_BACKENDS   "sqlite postgres", or one of them
 #   BENCH_EVENTS     most webhook events per ingest measurement  (10000)
@@ -23,28 +53,45 @@
 #   BENCH_MIX_SECS   measured seconds per grpc-load run     (5, plus 1 s warm-up)
 #   BENCH_MIX_RATE   HasAccess req/s in the mixed-load test (half the measured mix rate)
 #   BENCH_TOUCH_ALL  backends on which every user is read once before the peak
-#                    RSS is taken ("sqlite"; the cache holds the same records
-#                    whatever the backend, and a full pass on PostgreSQL costs
-#                    minutes)
+#                    RSS is taken (BENCH_BACKENDS: all of them)
 #   BENCH_FEATURE_RUNS  pairs of the feature-check figure     (BENCH_RUNS)
+#   BENCH_RECONCILE_EVENTS  events (over as many subscriptions) the reconciler
+#                    catches up on per reconcile-load run, 100 a page, from a
+#                    fake Stripe with no rate limit, fresh database each run
+#                    (10000; BENCH_RUNS runs per backend)
 #   BENCH_ONLY       "feature" or "rss": that part alone (see above)
-#   BENCH_KEEP=1     keep the temp dir and the PostgreSQL database
+#   BENCH_OUT        the report to write (bench/results.md); its sections
+#                    the report does not generate are kept (see below)
+#   BENCH_RAW        the raw JSON lines (bench/results.raw)
+#   BENCH_KEEP=1     keep the temp dir and the PostgreSQL databases
 #
-# Everything is bounded in time or count and talks to 127.0.0.1 only. The
-# helpers shared with bench/soak.sh are in bench/lib.sh. An existing "Soak"
-# section of bench/results.md (written by bench/soak.sh) is kept.
+# Everything is bounded in time or count and talks to 127.0.0.1 only; each
+# PostgreSQL measurement gets a database of its own, dropped at the end. The
+# helpers shared with bench/soak.sh are in bench/lib.sh. Every `## ` section
+# of the existing report that the report does not generate (hand-written
+# ones, bench/soak.sh's "Soak") is carried over verbatim after the
+# generated ones, in its original order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-USERS=${BENCH_USERS:-1000000}
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  USERS=${BENCH_USERS:-100000}
+  SCALES=${BENCH_SCALES:-"10000 100000"}
+  MODE="quick (BENCH_QUICK=1)"
+else
+  USERS=${BENCH_USERS:-1000000}
+  SCALES=${BENCH_SCALES:-"10000 100000 1000000"}
+  MODE="full"
+fi
 RUNS=${BENCH_RUNS:-3}
 BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
 EVENTS=${BENCH_EVENTS:-10000}
 INGEST_SECS=${BENCH_INGEST_SECS:-6}
-TOUCH_ALL=${BENCH_TOUCH_ALL:-sqlite}
+TOUCH_ALL=${BENCH_TOUCH_ALL:-$BACKENDS}
 H2_SECS=${BENCH_H2LOAD_SECS:-3}
 MIX_SECS=${BENCH_MIX_SECS:-5}
 H2_FLAGS=("-c1 -m1" "-c4 -m32" "-c16 -m64")
@@ -52,6 +99,7 @@ FEATURE_FLAGS=("-c1 -m1" "-c16 -m64")
 ONLY=${BENCH_ONLY:-}
 FEATURE_RUNS=${BENCH_FEATURE_RUNS:-$RUNS}
 INGEST_C=(1 8 32)
+RECONCILE_EVENTS=${BENCH_RECONCILE_EVENTS:-10000}
 SECRET="whsec_bench_$(date +%s)"
 case $ONLY in
   "") RAW_DEFAULT=$ROOT/bench/results.raw ;;
@@ -78,6 +126,9 @@ cleanup() {
   [ -n "$BASELINE_ND_PID" ] && kill -TERM "$BASELINE_ND_PID" 2>/dev/null && wait "$BASELINE_ND_PID" 2>/dev/null
   if [ "${BENCH_KEEP:-0}" != 1 ]; then
     pg_drop_db
+    for db in "${SCRATCH_PG[@]}"; do
+      psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+    done
     rm -rf "$WORK"
   else
     echo "kept $WORK ${PG_DB:+and database $PG_DB}" >&2
@@ -149,6 +200,33 @@ feature_pairs() {
       done
     done
   done
+}
+
+# scratch_db BACKEND NAME: a fresh, empty database for one measurement
+# (a file in WORK, or a PostgreSQL database dropped by drop_scratch or at
+# exit); sets SCRATCH_URL.
+SCRATCH_PG=()
+scratch_db() {
+  case $1 in
+    sqlite)
+      rm -f "$WORK/$2.db" "$WORK/$2.db-wal" "$WORK/$2.db-shm"
+      SCRATCH_URL="sqlite://$WORK/$2.db"
+      ;;
+    postgres)
+      local db="tollgate_bench_$2_$(date +%s)_$$"
+      psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
+      SCRATCH_PG+=("$db")
+      SCRATCH_URL="postgres://postgres@127.0.0.1/$db"
+      ;;
+  esac
+}
+# drop_scratch: drops the database scratch_db last made.
+drop_scratch() {
+  [ "${BENCH_KEEP:-0}" = 1 ] && return 0
+  case $SCRATCH_URL in
+    sqlite://*) rm -f "${SCRATCH_URL#sqlite://}"* ;;
+    postgres://*) psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${SCRATCH_URL##*/}" >/dev/null 2>&1 || true ;;
+  esac
 }
 
 SUB_OFFSET=0
@@ -300,7 +378,46 @@ for backend in $BACKENDS; do
   emit "$(tagged "section=rss,backend=$backend" \
     "{\"touched_all\": $touched, \"before_kb\": $RSS_START, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM), \"log_bytes\": $(stat -c %s "$SLOG")}")"
 
+  if [ -z "$ONLY" ] && [[ " $SCALES " == *" $USERS "* ]]; then
+    # The scaling table's row at this scale takes ingest, touch-all and RSS
+    # from above; the hot path is measured again with the cache full.
+    log "$backend: scaling, $USERS subjects: hot path after touch-all"
+    h2 "$GRPC_ADDR" "section=scale,backend=$backend,users=$USERS,figure=hot" -c16 -m64
+  fi
+
   stop_server
+
+  if [ -z "$ONLY" ]; then
+    log "$backend: reconciler catch-up, $RECONCILE_EVENTS events from a fake Stripe (x$RUNS)"
+    for run in $(seq 1 "$RUNS"); do
+      scratch_db "$backend" "reconcile_$run"
+      emit "$("$BIN/reconcile-load" --tollgate "$BIN/tollgate" --database-url "$SCRATCH_URL" \
+        --events "$RECONCILE_EVENTS" --subs "$RECONCILE_EVENTS" \
+        --tags "section=reconcile,backend=$backend,run=$run")"
+      drop_scratch
+    done
+
+    for n in $SCALES; do
+      [ "$n" = "$USERS" ] && continue
+      log "$backend: scaling, $n subjects: ingest c=8, touch-all, peak RSS, hot path"
+      scratch_db "$backend" "scale_$n"
+      emit "$("$BIN/preload" --database-url "$SCRATCH_URL" --users "$n" \
+        --tags "section=scale_preload,backend=$backend,users=$n")"
+      start_server "$SCRATCH_URL" "$WORK/server-$backend-$n.log"
+      rss0=$(proc_kb "$SERVER_PID" VmRSS)
+      emit "$("$BIN/webhook-load" --url "http://$HTTP_ADDR/webhooks/stripe" --secret "$SECRET" \
+        --events "$EVENTS" --max-duration "${INGEST_SECS}s" -c 8 --users "$n" \
+        --prefix "scale_${backend}_${n}_$$" --seed 1 \
+        --tags "section=scale,backend=$backend,users=$n,figure=ingest")"
+      emit "$("$BIN/grpc-load" run --addr "$GRPC_ADDR" --pattern sequential --users "$n" -c 4 -m 16 \
+        --tags "section=scale,backend=$backend,users=$n,figure=cold")"
+      emit "$(tagged "section=scale,backend=$backend,users=$n,figure=rss" \
+        "{\"before_kb\": $rss0, \"vmrss_kb\": $(proc_kb "$SERVER_PID" VmRSS), \"vmhwm_kb\": $(proc_kb "$SERVER_PID" VmHWM)}")"
+      h2 "$GRPC_ADDR" "section=scale,backend=$backend,users=$n,figure=hot" -c16 -m64
+      stop_server
+      drop_scratch
+    done
+  fi
 done
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -321,12 +438,11 @@ if [ "$ONLY" = feature ]; then
   exit 0
 fi
 log "writing $OUT"
-md_section "$OUT" Soak >"$WORK/soak.md"
 "$BIN/report" --raw "$RAW" --out "$OUT" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --uname "$(uname -srm)" --cpu "$cpu" \
-  --commit "$commit" --users "$USERS" --runs "$RUNS" \
+  --commit "$commit" --users "$USERS" --runs "$RUNS" --scales "$SCALES" --mode "$MODE" \
+  --wall-time "$(( $(date +%s) - T_START )) s" \
   --note "load generators (h2load -t1, grpc-load, webhook-load) share the machine's vCPUs with the server" \
-  --note "total wall time of this run: $(( $(date +%s) - T_START )) s; load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
-if [ -s "$WORK/soak.md" ]; then md_replace_section "$OUT" Soak "$WORK/soak.md"; fi
+  --note "load average (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END (anything above ~0 at start is other work on the machine)"
 log "done in $(( $(date +%s) - T_START )) s"
 cat "$OUT"

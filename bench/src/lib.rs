@@ -3,6 +3,7 @@
 //! latency summaries, a tiny PRNG, a pacer for rate-limited load and the
 //! Stripe event builders used by `webhook-load` and the micro-benchmarks.
 
+pub mod markdown;
 pub mod stripe;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,10 @@
 //! Turns the JSON result lines written by `bench/run.sh` (`results.raw`)
 //! into the markdown report (`results.md`): medians over the repeated runs,
 //! side by side with their ceilings, and the two ratios.
+//!
+//! Every `## ` section of the previous report that this one does not write
+//! itself (hand-written ones, `bench/soak.sh`'s "Soak") is carried over
+//! verbatim after the generated ones, in its original order.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde_json::Value;
+use tollgate_bench::markdown::{kept_titles, merge_kept_sections};
 
 #[derive(Parser)]
 #[command(about = "Markdown report from bench/run.sh's JSON result lines")]
@@ -28,9 +33,22 @@ struct Args {
     users: String,
     #[arg(long, default_value = "")]
     runs: String,
+    /// The subject counts of the scaling table (`BENCH_SCALES`).
+    #[arg(long, default_value = "")]
+    scales: String,
+    /// The whole run's wall time, release build included (e.g. "812 s").
+    #[arg(long, default_value = "")]
+    wall_time: String,
+    /// How run.sh was run (e.g. "full", "quick (BENCH_QUICK=1)").
+    #[arg(long, default_value = "")]
+    mode: String,
     /// Extra free-form lines for the header (repeatable).
     #[arg(long)]
     note: Vec<String>,
+    /// The previous report, whose sections this one does not generate are
+    /// carried over (default: `--out` as it was before this run).
+    #[arg(long)]
+    keep_from: Option<PathBuf>,
     /// Write only this section (`feature`), headed by the run's date,
     /// commit and machine, for `BENCH_ONLY=feature bench/run.sh`.
     #[arg(long)]
@@ -145,6 +163,14 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
+/// A count (pages, runs): a whole number, however small.
+fn count(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x < 1000.0 => format!("{x:.0}"),
+        other => num(other),
+    }
+}
+
 /// Milliseconds to the microsecond: one cached call takes tens of them.
 fn ms3(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"))
@@ -155,6 +181,11 @@ fn ratio(r: Option<f64>) -> String {
         Some(r) => format!("**{:.0}%**", r * 100.0),
         None => "–".to_owned(),
     }
+}
+
+/// A ratio as a factor, for ratios that are costs (`**1.95x**`).
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| format!("**{r:.2}x**"))
 }
 
 /// HasAccess with a feature against plain HasAccess, same cached user,
@@ -230,6 +261,157 @@ fn feature_section(w: &mut String, rows: &Rows, args: &Args, notes: &[String]) -
     Ok(())
 }
 
+/// The reconciler's catch-up rate (`reconcile-load`), per backend.
+fn reconcile_section(w: &mut String, rows: &Rows) -> std::fmt::Result {
+    writeln!(w, "\n## Reconciler catch-up (reconcile-load)\n")?;
+    writeln!(
+        w,
+        "How fast the reconciler applies events it finds in Stripe: `reconcile-load` serves \
+         `GET /v1/events` from memory (a fake Stripe on loopback, no rate limit, 100 events a \
+         page), starts `tollgate serve` against it and a fresh database, lets its start-up \
+         pass finish, then lists distinct `customer.subscription.updated` events (one per \
+         subscription) and runs one `Admin.Reconcile` pass. Timed from the pass's first \
+         `GET /v1/events` to the sweep's first subscription read, which follows the last \
+         event applied. Medians over runs, a fresh database each run.\n"
+    )?;
+    writeln!(
+        w,
+        "| backend | runs | events applied / seen | pages | catch-up s | events/s |"
+    )?;
+    writeln!(w, "|---|---:|---:|---:|---:|---:|")?;
+    let mut any = false;
+    for b in rows.backends() {
+        let f = [("section", "reconcile"), ("backend", b.as_str())];
+        let n = rows.count(&f);
+        if n == 0 {
+            continue;
+        }
+        any = true;
+        writeln!(
+            w,
+            "| {b} | {n} | {} / {} | {} | {} | **{}** |",
+            num(rows.median(&f, "events_applied")),
+            num(rows.median(&f, "events_seen")),
+            count(rows.median(&f, "pages")),
+            num(rows.median(&f, "seconds")),
+            num(rows.median(&f, "events_per_sec")),
+        )?;
+    }
+    if !any {
+        writeln!(w, "| – | 0 | not measured in this run | | | |")?;
+    }
+    writeln!(
+        w,
+        "\nThe sweep that follows reads every subscription back from the fake, which answers \
+         404; those reads are the pass's `errors` in `results.raw`, not failed events."
+    )
+}
+
+/// One figure of the scaling table at `users` subjects: the scaling run's
+/// own line if there is one, else, at the main run's scale, the median of
+/// the main run's lines `main`.
+fn scaled(
+    rows: &Rows,
+    backend: &str,
+    users: &str,
+    figure: &str,
+    field: &str,
+    main: Option<&[(&str, &str)]>,
+) -> Option<f64> {
+    let own = [
+        ("section", "scale"),
+        ("backend", backend),
+        ("users", users),
+        ("figure", figure),
+    ];
+    if rows.count(&own) > 0 {
+        rows.median(&own, field)
+    } else {
+        main.and_then(|m| rows.median(m, field))
+    }
+}
+
+/// HasAccess hot and cold, ingest and memory at each number of subjects.
+fn scaling_section(w: &mut String, rows: &Rows, args: &Args) -> std::fmt::Result {
+    writeln!(w, "\n## Scaling with the number of subjects\n")?;
+    writeln!(
+        w,
+        "At each number of subjects (`BENCH_SCALES`), a fresh database preloaded with that \
+         many users (one subscription each) and one `tollgate serve`: webhook ingest at c=8 \
+         (as one run of \"Webhook ingest vs raw single-row inserts\"), then every user read \
+         once (touch-all: cold, a store read each, `grpc-load -c4 -m16`), then the peak RSS \
+         with all of them cached, then `h2load -c16 -m64` on one cached user with the cache \
+         that full. At {} subjects, the scale of the rest of this report, ingest (median), \
+         touch-all and RSS are the figures above, from the server that ran everything above; \
+         only the hot path is measured again, after touch-all. Other scales: one run each.\n",
+        args.users
+            .parse()
+            .map_or_else(|_| args.users.clone(), |u| num(Some(u)))
+    )?;
+    writeln!(
+        w,
+        "| backend | subjects | hot req/s | hot p99 ms | cold (touch-all) req/s | cold p99 ms | ingest c=8 events/s | ingest p99 ms | RSS after start | peak RSS, all touched |"
+    )?;
+    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mut scales: Vec<String> = rows.labels("scale", "users");
+    scales.sort_by_key(|u| u.parse::<u64>().unwrap_or(u64::MAX));
+    let mib =
+        |kb: Option<f64>| kb.map_or_else(|| "–".to_owned(), |kb| format!("{:.0} MiB", kb / 1024.0));
+    let mut any = false;
+    for b in rows.backends() {
+        let bb = b.as_str();
+        for users in &scales {
+            let u = users.as_str();
+            let hot = [
+                ("section", "scale"),
+                ("backend", bb),
+                ("users", u),
+                ("figure", "hot"),
+            ];
+            let at_main = *users == args.users;
+            if rows.count(&[("section", "scale"), ("backend", bb), ("users", u)]) == 0 {
+                continue;
+            }
+            any = true;
+            let touch: &[(&str, &str)] = &[("section", "touch_all"), ("backend", bb)];
+            let ingest: &[(&str, &str)] = &[
+                ("section", "ingest"),
+                ("backend", bb),
+                ("target", "tollgate"),
+                ("c", "8"),
+            ];
+            let rss: &[(&str, &str)] = &[("section", "rss"), ("backend", bb)];
+            let main_touched = rows.select(rss).iter().any(|r| r["touched_all"] == true);
+            let main = |m| at_main.then_some(m);
+            let main_rss = at_main && main_touched;
+            writeln!(
+                w,
+                "| {b} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                num(u.parse().ok()),
+                num(rows.median(&hot, "rps")),
+                num(rows.median(&hot, "p99_ms")),
+                num(scaled(rows, bb, u, "cold", "rps", main(touch))),
+                num(scaled(rows, bb, u, "cold", "p99_ms", main(touch))),
+                num(scaled(rows, bb, u, "ingest", "rps", main(ingest))),
+                num(scaled(rows, bb, u, "ingest", "p99_ms", main(ingest))),
+                mib(scaled(rows, bb, u, "rss", "before_kb", main(rss))),
+                mib(scaled(
+                    rows,
+                    bb,
+                    u,
+                    "rss",
+                    "vmhwm_kb",
+                    main_rss.then_some(rss)
+                )),
+            )?;
+        }
+    }
+    if !any {
+        writeln!(w, "| – | not measured in this run | | | | | | | | |")?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.raw)?;
@@ -259,6 +441,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(w, "| commit | `{}` |", args.commit)?;
     writeln!(w, "| preloaded users | {} |", args.users)?;
     writeln!(w, "| runs per figure | {} (medians shown) |", args.runs)?;
+    if !args.scales.is_empty() {
+        writeln!(w, "| subjects in the scaling table | {} |", args.scales)?;
+    }
+    if !args.mode.is_empty() {
+        writeln!(w, "| mode | {} |", args.mode)?;
+    }
+    if !args.wall_time.is_empty() {
+        writeln!(
+            w,
+            "| total wall time | {} (`bench/run.sh` start to report, release build included) |",
+            args.wall_time
+        )?;
+    }
     for n in &args.note {
         writeln!(w, "| note | {n} |")?;
     }
@@ -496,13 +691,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         w,
         "grpc-load realistic mix at a fixed rate, alone and while webhook-load sends at \
-         ~50% of the measured c=8 ingest rate.\n"
+         ~50% of the measured c=8 ingest rate. The last column is the median over runs of \
+         each run's p99 with ingest / p99 alone (measured back to back).\n"
     )?;
     writeln!(
         w,
-        "| backend | HasAccess target req/s | alone p50 ms | alone p99 ms | with ingest p50 ms | with ingest p99 ms | ingest events/s achieved | ingest p99 ms |"
+        "| backend | HasAccess target req/s | alone p50 ms | alone p99 ms | with ingest p50 ms | with ingest p99 ms | ingest events/s achieved | ingest p99 ms | p99 with ingest / alone |"
     )?;
-    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for b in &backends {
         let alone = [
             ("section", "mixed"),
@@ -520,7 +716,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         writeln!(
             w,
-            "| {b} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {b} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(rows.median(&alone, "target_rate")),
             num(rows.median(&alone, "p50_ms")),
             num(rows.median(&alone, "p99_ms")),
@@ -528,6 +724,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             num(rows.median(&with, "p99_ms")),
             num(rows.median(&ing, "rps")),
             num(rows.median(&ing, "p99_ms")),
+            times(rows.paired_ratio(&with, &alone, "p99_ms")),
         )?;
     }
 
@@ -568,7 +765,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         w,
         "\nRaw result lines (every run, not just medians) are in `bench/results.raw`."
     )?;
-    std::fs::write(&args.out, md)?;
+
+    reconcile_section(w, &rows)?;
+    scaling_section(w, &rows, &args)?;
+    let old_path = args.keep_from.as_ref().unwrap_or(&args.out);
+    let old = match std::fs::read_to_string(old_path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("reading {}: {e}", old_path.display()).into()),
+    };
+    eprintln!(
+        "report: sections carried over from {}: {:?}",
+        old_path.display(),
+        kept_titles(&old, &md)
+    );
+    std::fs::write(&args.out, merge_kept_sections(&old, &md))?;
     Ok(())
 }
 
@@ -584,9 +795,30 @@ mod tests {
     }
 
     #[test]
+    fn scaling_rows_fall_back_to_the_main_run_at_its_scale_only() {
+        let rows = Rows(
+            [
+                r#"{"section":"touch_all","backend":"sqlite","rps":8000}"#,
+                r#"{"section":"scale","backend":"sqlite","users":1000000,"figure":"hot","rps":50000}"#,
+                r#"{"section":"scale","backend":"sqlite","users":10000,"figure":"cold","rps":20000}"#,
+            ]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        );
+        let main: &[(&str, &str)] = &[("section", "touch_all"), ("backend", "sqlite")];
+        let cold = |users| scaled(&rows, "sqlite", users, "cold", "rps", Some(main));
+        assert_eq!(cold("10000"), Some(20000.0), "a scale's own line first");
+        assert_eq!(cold("1000000"), Some(8000.0), "else the main run's");
+        assert_eq!(scaled(&rows, "sqlite", "100000", "cold", "rps", None), None);
+    }
+
+    #[test]
     fn numbers_are_readable() {
         assert_eq!(num(Some(59284.5)), "59,285");
         assert_eq!(num(Some(0.1234)), "0.12");
         assert_eq!(num(None), "–");
+        assert_eq!(count(Some(20.0)), "20");
+        assert_eq!(count(Some(10000.0)), "10,000");
     }
 }
