@@ -94,6 +94,7 @@ impl DatabaseArgs {
             url: self.database_url.clone(),
             busy_timeout: self.db_busy_timeout,
             max_connections: self.db_max_connections,
+            writers: 1,
         }
     }
 }

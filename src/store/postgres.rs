@@ -44,6 +44,9 @@ pub struct PgStore {
     connect: PgConnectOptions,
     /// The session that holds the reconciler lock, while this replica leads.
     leader: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Ledger writers; the pool has a connection for each on top of
+    /// `max_connections`.
+    writers: usize,
 }
 
 impl PgStore {
@@ -73,8 +76,12 @@ impl PgStore {
                 })?
                 .map_err(|e| open_error(&connect, target, e))?;
         let _ = opened.close().await;
+        // Each ledger writer holds a connection for its batch's whole
+        // transaction: the pool has one for each on top of the others, so
+        // busy writers never starve reads (or each other).
+        let writers = options.writers.max(1);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
+            .max_connections(options.max_connections.max(2).saturating_add(writers))
             .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
             .test_before_acquire(false)
             .connect_with(connect.clone())
@@ -84,6 +91,7 @@ impl PgStore {
             pool,
             connect,
             leader: tokio::sync::Mutex::new(None),
+            writers: writers as usize,
         })
     }
 }

@@ -409,6 +409,7 @@ async fn store_of(server: &Server) -> std::sync::Arc<dyn tollgate::store::Store>
         url: server.db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 1,
+        writers: 1,
     })
     .await
     .unwrap()

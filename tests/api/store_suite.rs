@@ -117,6 +117,7 @@ fn options(url: &str) -> StoreOptions {
         url: url.to_owned(),
         busy_timeout: Duration::from_secs(10),
         max_connections: 4,
+        writers: 1,
     }
 }
 
