@@ -1,12 +1,13 @@
-//! Group commit: the ledger's one writer applies every write waiting in one
+//! Group commit: a ledger writer applies every write waiting for it in one
 //! transaction, each event inside its own savepoint, and answers each only
-//! after the commit.
+//! after the commit. On PostgreSQL several writers run side by side, each
+//! customer's writes on one of them.
 //!
-//! To make a batch on purpose, a test holds a gate the writer needs (SQLite's
-//! write lock, or a PostgreSQL row lock) while it writes a first event, so
-//! the next webhooks wait in the writer's queue; it reads how many wait, and
-//! how they were batched, from the server's own `/metrics` (a separate
-//! process, so no other test's writes are counted).
+//! To make a batch on purpose, a test runs one writer and holds a gate it
+//! needs (SQLite's write lock, or a PostgreSQL row lock) while it writes a
+//! first event, so the next webhooks wait in the writer's queue; it reads
+//! how many wait, and how they were batched, from the server's own
+//! `/metrics` (a separate process, so no other test's writes are counted).
 
 use std::time::{Duration, Instant};
 
@@ -139,11 +140,20 @@ struct Server {
 }
 
 impl Server {
+    /// With one writer: a gate then holds every write behind it.
     async fn start(backend: Backend, db: TestDatabase) -> Server {
+        Server::with_writers(backend, db, 1).await
+    }
+
+    async fn with_writers(backend: Backend, db: TestDatabase, writers: usize) -> Server {
         let stripe = FakeStripe::start().await;
         // A gate is held for a while: the writer must wait it out rather
         // than give up.
-        let env = [("TOLLGATE_DB_BUSY_TIMEOUT", "60s")];
+        let writers = writers.to_string();
+        let env = [
+            ("TOLLGATE_DB_BUSY_TIMEOUT", "60s"),
+            ("TOLLGATE_LEDGER_WRITERS", writers.as_str()),
+        ];
         let process = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
         Server {
             process,
@@ -176,8 +186,8 @@ impl Server {
         answer
     }
 
-    /// The value of one unlabelled series in the server's `/metrics`.
-    async fn metric(&self, series: &str) -> f64 {
+    /// The server's `/metrics` samples: (name, labels, value).
+    async fn samples(&self) -> Vec<(String, Vec<String>, f64)> {
         let text = self
             .http
             .get(format!("http://{}/metrics", self.process.http_addr))
@@ -188,8 +198,38 @@ impl Server {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let labels = labels.split(',').filter(|l| !l.is_empty());
+                Some((
+                    name.to_owned(),
+                    labels.map(str::to_owned).collect(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The sum, over every writer, of `series`: a name, or a name and one
+    /// label (`name{le="1"}`).
+    async fn metric(&self, series: &str) -> f64 {
+        let (name, label) = match series.split_once('{') {
+            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
+            None => (series, None),
+        };
+        self.samples()
+            .await
+            .into_iter()
+            .filter(|(n, labels, _)| {
+                n == name && label.is_none_or(|l| labels.iter().any(|x| x == l))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
     }
 
     /// Waits (up to 20 s) until `series` reads `value`.
