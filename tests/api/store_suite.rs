@@ -58,6 +58,7 @@ const COVERED: &[&str] = &[
     "ping",
     "probe_write",
     "backend",
+    "writers",
     "try_lead",
     "watch",
     "list_audit",
