@@ -84,8 +84,9 @@ pub struct DatabaseArgs {
     pub db_busy_timeout: Duration,
 
     /// Connections in the read pool (SQLite); on PostgreSQL, in each of its
-    /// two pools: HasAccess's reads, and everything else (writes, the
-    /// reconciler, the console).
+    /// two pools: HasAccess's reads, and everything else (the reconciler,
+    /// the console), which also gets one more per ledger writer (see
+    /// --ledger-writers).
     #[arg(long, env = "TOLLGATE_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
 }
@@ -96,6 +97,7 @@ impl DatabaseArgs {
             url: self.database_url.clone(),
             busy_timeout: self.db_busy_timeout,
             max_connections: self.db_max_connections,
+            writers: 1,
         }
     }
 }
@@ -104,6 +106,14 @@ impl DatabaseArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// PostgreSQL: how many writer tasks commit webhooks and API reads side
+    /// by side, each in batches (group commit) on a connection of its own
+    /// (added to the pool). A customer's writes always go to the same
+    /// writer, in order. Ignored on SQLite, which has one write lock: one
+    /// writer.
+    #[arg(long, env = "TOLLGATE_LEDGER_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub ledger_writers: u32,
 
     /// Address of the HTTP port (Stripe webhooks, health, readiness), as
     /// IP:PORT or HOST:PORT (resolved at start). Port 0 picks a free port;
@@ -451,7 +461,10 @@ impl ServeArgs {
             }),
         };
         Ok(Config {
-            store: self.database.store_options(),
+            store: StoreOptions {
+                writers: self.ledger_writers,
+                ..self.database.store_options()
+            },
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
             secrets,
@@ -714,6 +727,24 @@ mod tests {
         ]);
         assert_eq!(set.session_idle, Duration::from_secs(300));
         assert!(set.secure_cookie);
+    }
+
+    #[test]
+    fn ledger_writers_default_to_four_and_reach_the_store() {
+        let argv = |extra: &[&'static str]| {
+            let mut argv = vec!["tollgate", "serve", "--stripe-webhook-secret", "whsec_x"];
+            argv.extend_from_slice(extra);
+            argv
+        };
+        let writers =
+            |extra: &[&'static str]| match Cli::try_parse_from(argv(extra)).unwrap().command {
+                Command::Serve(args) => args.into_config().unwrap().store.writers,
+                _ => unreachable!(),
+            };
+        assert_eq!(writers(&[]), 4);
+        assert_eq!(writers(&["--ledger-writers", "2"]), 2);
+        assert!(Cli::try_parse_from(argv(&["--ledger-writers", "0"])).is_err());
+        assert!(Cli::try_parse_from(argv(&["--ledger-writers", "65"])).is_err());
     }
 
     #[test]

@@ -601,6 +601,24 @@ fn id_of(v: &Value, key: &str) -> Option<String> {
     }
 }
 
+/// The customer an object belongs to, as the domain events read it: a
+/// customer's own id, else its `customer` or `customer_account` (see
+/// [`customer_of`]); `None` for an object of no customer (a product).
+pub fn owner_of(object: &Value) -> Option<&str> {
+    fn non_empty(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+    if object.get("object").and_then(Value::as_str) == Some("customer") {
+        return non_empty(object.get("id"));
+    }
+    ["customer", "customer_account"]
+        .into_iter()
+        .find_map(|key| match object.get(key)? {
+            Value::Object(expanded) => non_empty(expanded.get("id")),
+            id => non_empty(Some(id)),
+        })
+}
+
 /// Who pays: `customer`, or with Accounts v2 (`customer` null) the
 /// `customer_account` (`acct_…`), which then keys the subject the same way.
 fn customer_of(v: &Value) -> Option<String> {
@@ -818,6 +836,74 @@ mod tests {
             object,
             thin: None,
         }
+    }
+
+    #[test]
+    fn an_objects_owner_is_the_customer_its_domain_event_names() {
+        let fixture = |name: &str| -> Value {
+            let path = format!(
+                "{}/tests/fixtures/stripe/{name}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let named = |domain: &DomainEvent| -> Option<String> {
+            match domain {
+                DomainEvent::Subscription(s) => Some(s.customer_id.clone()),
+                DomainEvent::InvoicePaid(p) => Some(p.customer_id.clone()),
+                DomainEvent::InvoiceFailed(f) => Some(f.customer_id.clone()),
+                DomainEvent::CheckoutCompleted(c) => c.customer_id.clone(),
+                DomainEvent::Customer(c) => Some(c.customer_id.clone()),
+                DomainEvent::EntitlementSummary(s) => Some(s.customer_id.clone()),
+                DomainEvent::ProductChanged(_) | DomainEvent::Unhandled => None,
+            }
+        };
+        let mut expanded = fixture("invoice");
+        expanded["customer"] = json!({"id": "cus_expanded", "object": "customer"});
+        let mut checkout = fixture("checkout_session");
+        checkout["customer"] = json!("cus_checkout");
+        checkout["client_reference_id"] = json!("user_1");
+        let mut v2_summary = fixture("active_entitlement_summary");
+        v2_summary["customer"] = Value::Null;
+        v2_summary["customer_account"] = json!("acct_1");
+        let cases = [
+            (
+                "customer.subscription.updated",
+                fixture("subscription"),
+                "cus_QXg1o8vcGmoR32",
+            ),
+            (
+                "customer.subscription.updated",
+                fixture("subscription_accounts_v2"),
+                "acct_1SvB2kB7WZ01zgkW",
+            ),
+            (
+                "invoice.payment_failed",
+                fixture("invoice"),
+                "cus_QXg1o8vcGmoR32",
+            ),
+            ("invoice.payment_failed", expanded, "cus_expanded"),
+            ("checkout.session.completed", checkout, "cus_checkout"),
+            (
+                "customer.updated",
+                fixture("customer"),
+                "cus_QXg1o8vcGmoR32",
+            ),
+            (
+                SUMMARY_UPDATED,
+                fixture("active_entitlement_summary"),
+                "customer",
+            ),
+            (SUMMARY_UPDATED, v2_summary, "acct_1"),
+        ];
+        for (event_type, object, customer) in cases {
+            let domain = classify(&env(event_type, object.clone()), "user_id").unwrap();
+            assert_eq!(named(&domain).as_deref(), Some(customer), "{event_type}");
+            assert_eq!(owner_of(&object), Some(customer), "{event_type}");
+        }
+        let product = json!({"id": "prod_1", "object": "product"});
+        assert_eq!(owner_of(&product), None);
+        assert_eq!(owner_of(&Value::Null), None);
     }
 
     #[test]

@@ -41,8 +41,9 @@
 //!
 //! **Services**: each gets its collaborators and the clock at construction.
 //! - [`ledger`]: the exactly-once pipeline, shared by first deliveries,
-//!   replays and API reads: apply, record, commit; one writer task commits
-//!   every write waiting together (group commit), each in its savepoint.
+//!   replays and API reads: apply, record, commit; a writer task commits
+//!   every write waiting for it together (group commit), each in its
+//!   savepoint (one writer on SQLite, several by customer on PostgreSQL).
 //! - [`related`]: reads a thin event's object from Stripe before the
 //!   ledger records it; reads of one object are shared only when safe.
 //! - [`changes`]: what every write does around its commit: announce access

@@ -118,7 +118,7 @@ impl Application {
             None => None,
         };
         let store = store::connect(&config.store).await?;
-        tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), "store ready");
+        tracing::info!(database = %redacted_url(&config.store.url), backend = store.backend(), ledger_writers = store.writers(), "store ready");
 
         let cache = Arc::new(SubjectCache::new(
             config.cache_max_bytes,

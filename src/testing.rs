@@ -32,6 +32,7 @@ pub(crate) async fn services() -> Services {
         url: format!("sqlite://{}", dir.path().join("t.db").display()),
         busy_timeout: Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .expect("store opens");

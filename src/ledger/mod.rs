@@ -8,9 +8,10 @@
 //! the cache. If anything fails before the commit, nothing is stored and
 //! the caller must not acknowledge the event.
 //!
-//! One task writes ([`writer`]): deliveries and API reads are queued to it,
-//! and it applies everything waiting in one transaction, each event inside
-//! its own savepoint, and commits once.
+//! Writer tasks write ([`writer`]): deliveries and API reads are queued to
+//! the one their customer's writes go to, and it applies everything
+//! waiting in one transaction, each event inside its own savepoint, and
+//! commits once. SQLite has one writer; PostgreSQL several, side by side.
 //!
 //! A thin event carries no object: the one it points at is read from
 //! Stripe first ([`RelatedReader`]), outside the transaction, and applied
@@ -53,7 +54,7 @@ pub struct Ledger {
     livemode: Livemode,
     /// Reads what thin events point at.
     related: Arc<RelatedReader>,
-    /// The queue of the one task that writes (see [`writer`]).
+    /// The queues of the tasks that write (see [`writer`]).
     writer: writer::Queue,
 }
 
@@ -138,8 +139,8 @@ enum Recording {
 }
 
 impl Ledger {
-    /// The ledger, and its writer task, which ends once the ledger is
-    /// dropped.
+    /// The ledger, and its writer tasks (as many as `store` writes side by
+    /// side), which end once the ledger is dropped.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -148,6 +149,7 @@ impl Ledger {
         livemode: Livemode,
         related: Arc<RelatedReader>,
     ) -> Arc<Self> {
+        let writers = store.writers();
         Arc::new_cyclic(|ledger| Ledger {
             store,
             clock,
@@ -155,7 +157,7 @@ impl Ledger {
             user_key,
             livemode,
             related,
-            writer: writer::start(ledger.clone()),
+            writer: writer::start(ledger.clone(), writers),
         })
     }
 
@@ -500,7 +502,7 @@ impl Ledger {
     /// seconds) through the same ordering rules as events. A read is the
     /// truth at that moment, so it also makes the record fresh. A change of
     /// access is queued as a notification in the same transaction, written
-    /// by the writer task like every event.
+    /// by the customer's writer like every event.
     pub async fn apply_api_snapshot(
         &self,
         snap: &SubscriptionSnapshot,

@@ -1,10 +1,10 @@
-//! The one writer: every write the ledger makes from Stripe data (webhooks,
-//! the reconciler's events, API reads) is queued here, and one task writes
-//! them in batches (group commit).
+//! The writers: every write the ledger makes from Stripe data (webhooks,
+//! the reconciler's events, API reads) is queued here, and writer tasks
+//! write them in batches (group commit).
 //!
-//! The task waits for a job, takes every job already waiting (at most
-//! [`MAX_BATCH`]) and never waits for more: a lone webhook is a batch of
-//! one, committed at once. Each job of a batch runs inside its own
+//! Each writer waits for a job, takes every job already waiting for it (at
+//! most [`MAX_BATCH`]) and never waits for more: a lone webhook is a batch
+//! of one, committed at once. Each job of a batch runs inside its own
 //! savepoint: one whose writes fail is undone alone (and, when the database
 //! refuses a value of the event for good, recorded as failed instead), and
 //! a duplicate undoes its effect. The batch commits once, tells other
@@ -13,10 +13,36 @@
 //! commit fails, the connection dies) every job of the batch is answered
 //! with an error: none of them was stored.
 //!
+//! On PostgreSQL several writers run side by side (`--ledger-writers`), so
+//! that the round trips of their batches overlap; SQLite has one write lock
+//! and one writer ([`Store::writers`]). A job goes to the writer its key
+//! picks ([`route`]), and the key is the customer whose rows it writes
+//! ([`key_of`]): the rows an event locks are its own (event id, change
+//! key) and its customer's (subscriptions, user links, entitlement
+//! summary); the rest it inserts anew (reviews, notifications). So all
+//! writes to one customer's rows go through one writer, in the order they
+//! came, and two writers don't wait on each other's rows. The same event always has
+//! the same key (it is read from the event's content), so its redeliveries
+//! meet at one writer and the second is a duplicate.
+//!
+//! A few writes do touch rows of another key: an entitlement summary
+//! forgets the feature maps of its customer's products, which other
+//! customers' summaries and `product.updated` (keyed by the product)
+//! forget too; and a thin event Stripe can't be read for is keyed by the
+//! object it points at rather than its customer. Two writers may then wait
+//! on each other's rows (as writers of two replicas sharing the database
+//! always could). PostgreSQL detects that deadlock and fails one
+//! statement (SQLSTATE 40P01; a serialization failure, 40001, is handled the
+//! same way): the error is transient ([`StoreError::Unavailable`]), so that
+//! job's savepoint is undone, its webhook is answered 503 and Stripe
+//! retries it, while the rest of its batch commits. Waits are bounded by
+//! `lock_timeout` (TOLLGATE_DB_BUSY_TIMEOUT) all the same.
+//!
 //! A thin event's object is read from Stripe before its job is queued
 //! ([`Ledger::ingest`]), so a slow read never holds a batch.
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
 
@@ -24,7 +50,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{effects, ApiApplied, Fetched, Ingested, Ledger, ReadOrigin, Recording, Source};
-use crate::event::Envelope;
+use crate::event::{self, Envelope};
 use crate::store::{Store, StoreError, Tx};
 use crate::subject::Affected;
 use crate::subscription::SubscriptionSnapshot;
@@ -38,9 +64,9 @@ const MAX_BATCH: usize = 64;
 /// Jobs that may wait; more make their senders wait too.
 const QUEUE_CAPACITY: usize = 1024;
 
-/// Where jobs are queued for the writer task.
+/// Where jobs are queued for the writer tasks: one queue each.
 pub(super) struct Queue {
-    jobs: mpsc::Sender<Job>,
+    writers: Vec<mpsc::Sender<Job>>,
 }
 
 struct Job {
@@ -78,26 +104,69 @@ enum Failure {
     Batch(StoreError),
 }
 
-/// Starts the writer task of `ledger`; it ends once the ledger is dropped
-/// (its queue closes).
-pub(super) fn start(ledger: Weak<Ledger>) -> Queue {
-    let (jobs, queued) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(run(queued, MAX_BATCH, move |batch| {
-        let ledger = ledger.upgrade();
-        async move {
-            if let Some(ledger) = ledger {
-                ledger.write_batch(batch).await;
-            }
+/// Starts `count` writer tasks of `ledger` (at least one); they end once
+/// the ledger is dropped (their queues close).
+pub(super) fn start(ledger: Weak<Ledger>, count: usize) -> Queue {
+    let writers = (0..count.max(1))
+        .map(|n| {
+            let (jobs, queued) = mpsc::channel(QUEUE_CAPACITY);
+            let ledger = ledger.clone();
+            let label = n.to_string();
+            tokio::spawn(run(queued, MAX_BATCH, label.clone(), move |batch| {
+                let ledger = ledger.upgrade();
+                let label = label.clone();
+                async move {
+                    if let Some(ledger) = ledger {
+                        ledger.write_batch(batch, &label).await;
+                    }
+                }
+            }));
+            jobs
+        })
+        .collect();
+    Queue { writers }
+}
+
+/// Which of `writers` writes the jobs of `key`: the same one for equal
+/// keys, for the life of the process.
+fn route(key: &str, writers: usize) -> usize {
+    if writers <= 1 {
+        return 0;
+    }
+    // `DefaultHasher::new` has fixed keys: every instance hashes alike.
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % writers as u64) as usize
+}
+
+/// What routes `work` to its writer: the customer whose rows it writes
+/// (of the object a thin event's read returned, for one), else the id of
+/// the object it is about (a product), else the event's own id.
+fn key_of(work: &Work) -> &str {
+    match work {
+        Work::ApiSnapshot { snap, .. } => &snap.customer_id,
+        Work::Ingest {
+            envelope, fetched, ..
+        } => {
+            let object = match fetched {
+                Fetched::Read(read) => read.object.as_ref(),
+                _ => &envelope.object,
+            };
+            let pointed_at = envelope.thin.as_ref().and_then(|t| t.related.as_ref());
+            event::owner_of(object)
+                .or_else(|| object.get("id").and_then(|id| id.as_str()))
+                .filter(|key| !key.is_empty())
+                .or(pointed_at.map(|r| r.id.as_str()))
+                .unwrap_or(&envelope.id)
         }
-    }));
-    Queue { jobs }
+    }
 }
 
 /// Hands `write` one batch at a time: waits for a job, then takes those
 /// already queued, up to `max`, and never waits for more. A panic in
 /// `write` drops its batch's replies (each caller gets an error) and the
-/// loop goes on.
-async fn run<J, F, Fut>(mut queued: mpsc::Receiver<J>, max: usize, mut write: F)
+/// loop goes on. `writer` labels its metrics.
+async fn run<J, F, Fut>(mut queued: mpsc::Receiver<J>, max: usize, writer: String, mut write: F)
 where
     F: FnMut(Vec<J>) -> Fut,
     Fut: Future<Output = ()>,
@@ -110,10 +179,15 @@ where
                 Err(_) => break,
             }
         }
-        metrics::gauge!(crate::metrics::LEDGER_QUEUED).decrement(batch.len() as f64);
-        metrics::histogram!(crate::metrics::LEDGER_BATCH_SIZE).record(batch.len() as f64);
+        metrics::gauge!(crate::metrics::LEDGER_QUEUED, "writer" => writer.clone())
+            .decrement(batch.len() as f64);
+        metrics::histogram!(crate::metrics::LEDGER_BATCH_SIZE, "writer" => writer.clone())
+            .record(batch.len() as f64);
         if AssertUnwindSafe(write(batch)).catch_unwind().await.is_err() {
-            tracing::error!("BUG: the ledger's writer panicked; its batch was not committed");
+            tracing::error!(
+                writer,
+                "BUG: a ledger writer panicked; its batch was not committed"
+            );
         }
     }
 }
@@ -169,9 +243,11 @@ impl Queue {
 
     async fn submit(&self, work: Work) -> Result<Answer, StoreError> {
         let (reply, answer) = oneshot::channel();
-        metrics::gauge!(crate::metrics::LEDGER_QUEUED).increment(1.0);
-        if self.jobs.send(Job { work, reply }).await.is_err() {
-            metrics::gauge!(crate::metrics::LEDGER_QUEUED).decrement(1.0);
+        let n = route(key_of(&work), self.writers.len());
+        let queued = metrics::gauge!(crate::metrics::LEDGER_QUEUED, "writer" => n.to_string());
+        queued.increment(1.0);
+        if self.writers[n].send(Job { work, reply }).await.is_err() {
+            queued.decrement(1.0);
             return Err(writer_lost());
         }
         answer.await.map_err(|_| writer_lost())?
@@ -231,7 +307,8 @@ impl Batch<'_> {
 
 impl Ledger {
     /// Writes `jobs` in one transaction, commits once, then answers each.
-    async fn write_batch(&self, jobs: Vec<Job>) {
+    /// `writer` labels its metrics.
+    async fn write_batch(&self, jobs: Vec<Job>, writer: &str) {
         let mut batch = Batch {
             store: self.store.as_ref(),
             tx: None,
@@ -250,7 +327,7 @@ impl Ledger {
                 Err(Failure::Batch(e)) => {
                     done.push((job.reply, Err(batch_lost())));
                     done.extend(jobs.map(|job| (job.reply, Err(batch_lost()))));
-                    return lost(done, &e);
+                    return lost(done, &e, writer);
                 }
             }
         }
@@ -264,7 +341,7 @@ impl Ledger {
                     let _ = reply.send(answer);
                 }
             }
-            Err(e) => lost(done, &e),
+            Err(e) => lost(done, &e, writer),
         }
     }
 
@@ -332,9 +409,10 @@ impl Ledger {
 
 /// Answers every job of a batch whose transaction was lost: those that
 /// failed alone with their own error, the rest with [`batch_lost`].
-fn lost(done: Vec<(Reply, Result<Answer, StoreError>)>, cause: &StoreError) {
-    metrics::counter!(crate::metrics::LEDGER_BATCHES_LOST).increment(1);
-    tracing::error!(error = ?cause, jobs = done.len(), "a batch's transaction failed; none of its jobs is stored");
+fn lost(done: Vec<(Reply, Result<Answer, StoreError>)>, cause: &StoreError, writer: &str) {
+    metrics::counter!(crate::metrics::LEDGER_BATCHES_LOST, "writer" => writer.to_owned())
+        .increment(1);
+    tracing::error!(error = ?cause, jobs = done.len(), writer, "a batch's transaction failed; none of its jobs is stored");
     for (reply, answer) in done {
         let _ = reply.send(answer.and_then(|_| Err(batch_lost())));
     }
@@ -346,20 +424,128 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn equal_keys_always_go_to_the_same_writer_and_keys_spread_over_all() {
+        let keys: Vec<String> = (0..2000).map(|n| format!("cus_{n}")).collect();
+        for writers in 1..=8 {
+            let mut used = vec![0usize; writers];
+            for key in &keys {
+                let n = route(key, writers);
+                assert!(n < writers);
+                // An equal key, not the same string: what a redelivery or
+                // another event of the customer carries.
+                assert_eq!(route(&key.clone(), writers), n, "{key}");
+                assert_eq!(route(key, writers), n, "{key} again");
+                used[n] += 1;
+            }
+            assert!(
+                used.iter().all(|&u| u > 2000 / writers / 2),
+                "{writers} writers: {used:?}"
+            );
+        }
+    }
+
+    fn ingest(event_type: &str, object: serde_json::Value) -> Work {
+        Work::Ingest {
+            envelope: Envelope {
+                id: "evt_1".into(),
+                event_type: event_type.into(),
+                created: 1_800_000_000,
+                livemode: false,
+                api_version: None,
+                object,
+                thin: None,
+            },
+            raw: Vec::new(),
+            source: Source::Webhook,
+            fetched: Fetched::Nothing,
+        }
+    }
+
+    fn thin(related: &str, fetched: Fetched) -> Work {
+        let Work::Ingest { mut envelope, .. } =
+            ingest("v1.customer.subscription.updated", serde_json::Value::Null)
+        else {
+            unreachable!()
+        };
+        envelope.thin = Some(event::Thin {
+            related: Some(event::Related {
+                id: related.into(),
+                object_type: "subscription".into(),
+            }),
+            snapshot_event: None,
+        });
+        Work::Ingest {
+            envelope,
+            raw: Vec::new(),
+            source: Source::Webhook,
+            fetched,
+        }
+    }
+
+    #[test]
+    fn a_customers_events_and_api_reads_share_its_key() {
+        use serde_json::json;
+        let subscription = json!({
+            "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
+            "current_period_end": 1_900_000_000, "items": {"data": []},
+        });
+        let snap = event::parse_subscription(&subscription, "user_id").unwrap();
+        let read = crate::related::Read {
+            object: Arc::new(subscription.clone()),
+            read_at: 1_800_000_000,
+        };
+        let invoice = json!({"id": "in_1", "object": "invoice", "customer": {"id": "cus_1"}});
+        let cases = [
+            ingest("customer.subscription.updated", subscription),
+            ingest("invoice.paid", invoice),
+            ingest(
+                "customer.updated",
+                json!({"id": "cus_1", "object": "customer"}),
+            ),
+            ingest(
+                "checkout.session.completed",
+                json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_1"}),
+            ),
+            thin("sub_1", Fetched::Read(read)),
+            Work::ApiSnapshot {
+                snap,
+                read_at: 1_800_000_000,
+                origin: ReadOrigin::Refresh,
+            },
+        ];
+        for work in &cases {
+            assert_eq!(key_of(work), "cus_1");
+        }
+        let product = ingest(
+            "product.updated",
+            json!({"id": "prod_1", "object": "product"}),
+        );
+        assert_eq!(key_of(&product), "prod_1");
+        let unreadable = thin("sub_1", Fetched::Unreadable("no key".into()));
+        assert_eq!(key_of(&unreadable), "sub_1");
+        assert_eq!(key_of(&ingest("ping", serde_json::Value::Null)), "evt_1");
+    }
+
     /// A writer loop whose batches are recorded and answered at once.
     fn recording() -> (mpsc::Sender<oneshot::Sender<usize>>, Arc<Mutex<Vec<usize>>>) {
         let (jobs, queued) = mpsc::channel::<oneshot::Sender<usize>>(16);
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        tokio::spawn(run(queued, 4, move |batch: Vec<oneshot::Sender<usize>>| {
-            seen.lock().unwrap().push(batch.len());
-            let n = batch.len();
-            async move {
-                for reply in batch {
-                    let _ = reply.send(n);
+        tokio::spawn(run(
+            queued,
+            4,
+            "0".to_owned(),
+            move |batch: Vec<oneshot::Sender<usize>>| {
+                seen.lock().unwrap().push(batch.len());
+                let n = batch.len();
+                async move {
+                    for reply in batch {
+                        let _ = reply.send(n);
+                    }
                 }
-            }
-        }));
+            },
+        ));
         (jobs, sizes)
     }
 
@@ -387,6 +573,7 @@ mod tests {
         tokio::spawn(run(
             queued,
             4,
+            "0".to_owned(),
             move |batch: Vec<(usize, oneshot::Sender<()>)>| {
                 recorded
                     .lock()

@@ -43,7 +43,10 @@ use crate::subscription::SubscriptionRecord;
 /// [`Bug`](StoreError::Bug) are Tollgate's fault (500, logged).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Locked, full, read-only, unreachable or otherwise failing database.
+    /// Locked, full, read-only, unreachable or otherwise failing database;
+    /// also a transaction PostgreSQL failed to break a deadlock (SQLSTATE
+    /// 40P01) or a serialization failure (40001), which ledger writers
+    /// meeting on a row can cause: a retry can succeed.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     /// The database refused a value it will never accept (a NUL byte on
@@ -533,6 +536,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<NotificationRow>, StoreError>;
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
+    /// How many ledger writers may write side by side, each in its own
+    /// transaction: PostgreSQL's row locks let several (as configured,
+    /// see [`StoreOptions::writers`]); SQLite's one write lock, one.
+    fn writers(&self) -> usize {
+        1
+    }
     /// Whether this replica may run the reconciler now. Where one process
     /// owns the store it always may; with several replicas one holds a
     /// lock, and another takes over when its holder dies.
@@ -569,7 +578,13 @@ pub struct StoreOptions {
     pub url: String,
     /// How long a write waits for a lock before giving up with 503.
     pub busy_timeout: Duration,
+    /// Connections for everything but the ledger's writers: SQLite's read
+    /// pool, or PostgreSQL's pool less the writers' share.
     pub max_connections: u32,
+    /// Ledger writers asked for (see [`Store::writers`]): PostgreSQL runs
+    /// that many, each on a connection of the pool sized for it; SQLite,
+    /// one write lock, always runs one.
+    pub writers: u32,
 }
 
 /// Opens the store named by `options.url` and applies its migrations.

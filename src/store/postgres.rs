@@ -41,13 +41,17 @@ pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
 const RECONCILER_LOCK: i64 = 8_390_043_843_661_231_205;
 
 pub struct PgStore {
-    /// Writes, the reconciler's and the console's reads.
+    /// Writes (a connection per ledger writer on top of `max_connections`),
+    /// the reconciler's and the console's reads, the listener.
     pool: PgPool,
     /// HasAccess's reads (see [`ReadPool`]).
     reads: ReadPool<sqlx::Postgres>,
     connect: PgConnectOptions,
     /// The session that holds the reconciler lock, while this replica leads.
     leader: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Ledger writers; the pool has a connection for each on top of
+    /// `max_connections`.
+    writers: usize,
 }
 
 impl PgStore {
@@ -77,8 +81,12 @@ impl PgStore {
                 })?
                 .map_err(|e| open_error(&connect, target, e))?;
         let _ = opened.close().await;
+        // Each ledger writer holds a connection for its batch's whole
+        // transaction: the pool has one for each on top of the others, so
+        // busy writers never starve reads (or each other).
+        let writers = options.writers.max(1);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
+            .max_connections(options.max_connections.max(2).saturating_add(writers))
             .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
             .test_before_acquire(false)
             .connect_with(connect.clone())
@@ -94,6 +102,7 @@ impl PgStore {
             reads,
             connect,
             leader: tokio::sync::Mutex::new(None),
+            writers: writers as usize,
         })
     }
 }

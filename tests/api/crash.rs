@@ -449,6 +449,7 @@ async fn kill_9_under_webhook_load_loses_and_doubles_nothing(backend: Backend) {
         url: db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .expect("store opens");

@@ -1,12 +1,13 @@
-//! Group commit: the ledger's one writer applies every write waiting in one
+//! Group commit: a ledger writer applies every write waiting for it in one
 //! transaction, each event inside its own savepoint, and answers each only
-//! after the commit.
+//! after the commit. On PostgreSQL several writers run side by side, each
+//! customer's writes on one of them.
 //!
-//! To make a batch on purpose, a test holds a gate the writer needs (SQLite's
-//! write lock, or a PostgreSQL row lock) while it writes a first event, so
-//! the next webhooks wait in the writer's queue; it reads how many wait, and
-//! how they were batched, from the server's own `/metrics` (a separate
-//! process, so no other test's writes are counted).
+//! To make a batch on purpose, a test runs one writer and holds a gate it
+//! needs (SQLite's write lock, or a PostgreSQL row lock) while it writes a
+//! first event, so the next webhooks wait in the writer's queue; it reads
+//! how many wait, and how they were batched, from the server's own
+//! `/metrics` (a separate process, so no other test's writes are counted).
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,11 @@ use sqlx::{Connection, Executor};
 
 use crate::fake_stripe::FakeStripe;
 use crate::faults::{terminate_tollgate_waiting_on_a_lock, Tmpfs};
-use crate::helpers::{now, spawn_app_on, Backend, ServerProcess, TestDatabase, SECRET};
+use crate::helpers::{
+    backend_ready, now, spawn_app_on, Backend, ServerProcess, TestDatabase, SECRET,
+};
 use crate::on_both_backends;
-use crate::stripe::{subscription_event, Shape, Sub};
+use crate::stripe::{envelope, subscription_event, Shape, Sub};
 
 on_both_backends!(
     concurrent_webhooks_and_duplicates_each_get_the_right_answer_and_one_effect,
@@ -139,11 +142,20 @@ struct Server {
 }
 
 impl Server {
+    /// With one writer: a gate then holds every write behind it.
     async fn start(backend: Backend, db: TestDatabase) -> Server {
+        Server::with_writers(backend, db, 1).await
+    }
+
+    async fn with_writers(backend: Backend, db: TestDatabase, writers: usize) -> Server {
         let stripe = FakeStripe::start().await;
         // A gate is held for a while: the writer must wait it out rather
         // than give up.
-        let env = [("TOLLGATE_DB_BUSY_TIMEOUT", "60s")];
+        let writers = writers.to_string();
+        let env = [
+            ("TOLLGATE_DB_BUSY_TIMEOUT", "60s"),
+            ("TOLLGATE_LEDGER_WRITERS", writers.as_str()),
+        ];
         let process = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
         Server {
             process,
@@ -176,8 +188,8 @@ impl Server {
         answer
     }
 
-    /// The value of one unlabelled series in the server's `/metrics`.
-    async fn metric(&self, series: &str) -> f64 {
+    /// The server's `/metrics` samples: (name, labels, value).
+    async fn samples(&self) -> Vec<(String, Vec<String>, f64)> {
         let text = self
             .http
             .get(format!("http://{}/metrics", self.process.http_addr))
@@ -188,8 +200,51 @@ impl Server {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let labels = labels.split(',').filter(|l| !l.is_empty());
+                Some((
+                    name.to_owned(),
+                    labels.map(str::to_owned).collect(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The sum, over every writer, of `series`: a name, or a name and one
+    /// label (`name{le="1"}`).
+    async fn metric(&self, series: &str) -> f64 {
+        let (name, label) = match series.split_once('{') {
+            Some((name, label)) => (name, Some(label.trim_end_matches('}'))),
+            None => (series, None),
+        };
+        self.samples()
+            .await
+            .into_iter()
+            .filter(|(n, labels, _)| {
+                n == name && label.is_none_or(|l| labels.iter().any(|x| x == l))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+
+    /// `series` of each writer that has one.
+    async fn per_writer(&self, series: &str) -> Vec<(String, f64)> {
+        self.samples()
+            .await
+            .into_iter()
+            .filter(|(name, _, _)| name == series)
+            .filter_map(|(_, labels, value)| {
+                let writer = labels.iter().find_map(|l| l.strip_prefix("writer="))?;
+                Some((writer.trim_matches('"').to_owned(), value))
+            })
+            .collect()
     }
 
     /// Waits (up to 20 s) until `series` reads `value`.
@@ -409,6 +464,7 @@ async fn store_of(server: &Server) -> std::sync::Arc<dyn tollgate::store::Store>
         url: server.db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 1,
+        writers: 1,
     })
     .await
     .unwrap()
@@ -528,4 +584,263 @@ async fn a_lone_webhook_is_committed_at_once_in_a_batch_of_one(backend: Backend)
     let store = store_of(&server).await;
     let stored = store.get_event("evt_alone").await.unwrap();
     assert_eq!(stored.map(|e| e.outcome).as_deref(), Some("applied"));
+}
+
+/// Runs `body` on PostgreSQL only (skipped, loudly, without one unless
+/// `TOLLGATE_REQUIRE_POSTGRES=1`): several writers are PostgreSQL's.
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_only {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if super::backend_ready(super::Backend::Postgres, stringify!($name)).await {
+                        super::$name().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_postgres!(
+    several_writers_apply_overlapping_out_of_order_redelivered_events_once_and_the_newest_wins,
+    a_deadlock_between_two_writers_is_transient_and_the_retry_applies,
+);
+
+fn customer_updated(id: &str, customer: &str, user: &str, at: i64) -> Value {
+    let customer = serde_json::json!({
+        "id": customer,
+        "object": "customer",
+        "metadata": { "user_id": user },
+    });
+    envelope(id, "customer.updated", at, Shape::Basil, customer)
+}
+
+/// Four writers, eight customers with three subscriptions each, every
+/// event sent at once: each subscription's events newest first and each
+/// delivered two or three times. Every delivery is answered 200 (no writer
+/// waited on another's rows until it failed), each event is recorded and
+/// applied once, and each subscription ends in its newest state.
+async fn several_writers_apply_overlapping_out_of_order_redelivered_events_once_and_the_newest_wins(
+) {
+    let backend = Backend::Postgres;
+    let server = Server::with_writers(backend, TestDatabase::create(backend).await, 4).await;
+    let t = now();
+    const CUSTOMERS: usize = 8;
+    const LAST: [&str; 4] = ["active", "canceled", "unpaid", "past_due"];
+    // (event, copies to deliver)
+    let mut events: Vec<(Value, usize)> = Vec::new();
+    // (customer, subscription, newest status, newest event)
+    let mut newest = Vec::new();
+    for c in 0..CUSTOMERS {
+        let customer = format!("cus_w{c}");
+        // Canceled first: an `active` event can't revive it, and each time
+        // that event's effect is applied it flags a review.
+        let dead = Sub::new(
+            &format!("sub_w{c}_dead"),
+            &customer,
+            "canceled",
+            now() + DAY,
+        );
+        let dead_event = subscription_event(
+            &format!("evt_w{c}_dead"),
+            CREATED,
+            t - 200,
+            &dead,
+            Shape::Basil,
+        );
+        assert_eq!(server.deliver(&dead_event).await["outcome"], "applied");
+        let revive = dead.status("active");
+        let kind = "customer.subscription.updated";
+        let revive = subscription_event(
+            &format!("evt_w{c}_revive"),
+            kind,
+            t - 5,
+            &revive,
+            Shape::Basil,
+        );
+        events.push((revive, 3));
+        let link = customer_updated(
+            &format!("evt_w{c}_link"),
+            &customer,
+            &format!("user_w{c}"),
+            t - 50,
+        );
+        events.push((link, 2));
+        for k in 0..2 {
+            let sub = Sub::new(&format!("sub_w{c}_{k}"), &customer, "trialing", now() + DAY);
+            let last = LAST[(c + k) % LAST.len()];
+            let statuses = ["trialing", "active", "past_due", last];
+            for (j, status) in statuses.into_iter().enumerate().rev() {
+                let kind = match (j, status) {
+                    (0, _) => CREATED,
+                    (_, "canceled") => "customer.subscription.deleted",
+                    _ => "customer.subscription.updated",
+                };
+                let at = t - 100 + 10 * j as i64;
+                let id = format!("evt_w{c}_{k}_{j}");
+                events.push((
+                    subscription_event(&id, kind, at, &sub.status(status), Shape::Basil),
+                    2,
+                ));
+            }
+            newest.push((
+                customer.clone(),
+                sub.id.clone(),
+                last,
+                format!("evt_w{c}_{k}_3"),
+            ));
+        }
+    }
+    let (_, written_before) = server.batches().await;
+
+    // Every copy at once: first copies in the order above, then the others.
+    let rounds = events.iter().map(|(_, copies)| *copies).max().unwrap();
+    let mut sends = Vec::new();
+    for round in 0..rounds {
+        for (event, copies) in &events {
+            if round < *copies {
+                let id = event["id"].as_str().unwrap().to_owned();
+                sends.push((id, server.post(event)));
+            }
+        }
+    }
+    let deliveries = sends.len();
+    let mut first_deliveries = std::collections::BTreeMap::<String, usize>::new();
+    for (id, send) in sends {
+        let (status, body) = send.await.unwrap();
+        assert_eq!(status, 200, "{id}: {body}");
+        let counted = first_deliveries.entry(id).or_default();
+        if body["duplicate"] == false {
+            *counted += 1;
+        }
+    }
+    for (id, firsts) in &first_deliveries {
+        assert_eq!(
+            *firsts, 1,
+            "{id}: one first delivery, the others duplicates"
+        );
+    }
+
+    let store = store_of(&server).await;
+    for (event, _) in &events {
+        let id = event["id"].as_str().unwrap();
+        assert!(
+            store.get_event(id).await.unwrap().is_some(),
+            "{id} recorded"
+        );
+    }
+    let reviews = store.list_reviews(false).await.unwrap();
+    for c in 0..CUSTOMERS {
+        let revive = format!("evt_w{c}_revive");
+        let stored = store.get_event(&revive).await.unwrap().unwrap();
+        assert_eq!(stored.outcome, "ignored", "{revive}");
+        let flagged = reviews
+            .iter()
+            .filter(|r| r.event_id.as_deref() == Some(revive.as_str()))
+            .count();
+        assert_eq!(flagged, 1, "one effect of {revive}: {reviews:?}");
+        let linked = store
+            .subscriptions_for_user(&format!("user_w{c}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            linked.len(),
+            3,
+            "user_w{c} sees its customer's subscriptions"
+        );
+    }
+    for (customer, sub, last, event) in &newest {
+        let records = store.subscriptions_for_customer(customer).await.unwrap();
+        let record = records.iter().find(|r| &r.id == sub).unwrap();
+        assert_eq!(record.status.map(|s| s.as_str()), Some(*last), "{sub}");
+        assert_eq!(
+            &record.snapshot_event_id, event,
+            "{sub}: the newest event wins"
+        );
+    }
+
+    // Every delivery was a job of some writer, and more than one wrote.
+    let (_, written) = server.batches().await;
+    assert_eq!(written - written_before, deliveries as f64);
+    let writers = server.per_writer("tollgate_ledger_batch_size_count").await;
+    assert!(
+        writers.iter().filter(|(_, batches)| *batches > 0.0).count() >= 2,
+        "{writers:?}"
+    );
+    assert!(
+        writers
+            .iter()
+            .all(|(w, _)| ["0", "1", "2", "3"].contains(&w.as_str())),
+        "{writers:?}"
+    );
+    assert_eq!(server.metric("tollgate_ledger_queued").await, 0.0);
+    assert_eq!(
+        server.metric("tollgate_ledger_batches_lost_total").await,
+        0.0
+    );
+}
+
+/// Two writers' transactions that lock two rows in opposite orders (as an
+/// entitlement summary and a `product.updated` forgetting the same product
+/// maps can): PostgreSQL fails one (40P01), and the store calls that
+/// transient, so its webhook is answered 503 and retried, never recorded
+/// as failed; the retry applies.
+async fn a_deadlock_between_two_writers_is_transient_and_the_retry_applies() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let store = tollgate::store::connect(&tollgate::store::StoreOptions {
+        url: db.url.clone(),
+        // Longer than PostgreSQL's deadlock_timeout (1 s): the deadlock is
+        // found before either wait times out.
+        busy_timeout: Duration::from_secs(30),
+        max_connections: 2,
+        writers: 2,
+    })
+    .await
+    .unwrap();
+    let mut first = store.begin().await.unwrap();
+    let mut second = store.begin().await.unwrap();
+    first
+        .forget_product_features("prod_a", 1_000)
+        .await
+        .unwrap();
+    second
+        .forget_product_features("prod_b", 1_000)
+        .await
+        .unwrap();
+    // Each then wants the other's row; the one that fails rolls back at
+    // once, so the other goes on and commits.
+    let crossed = |mut tx: Box<dyn tollgate::store::Tx>, product: &'static str| async move {
+        match tx.forget_product_features(product, 2_000).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    };
+    let a = tokio::spawn(crossed(first, "prod_b"));
+    let b = tokio::spawn(crossed(second, "prod_a"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let failed = match (a, b) {
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
+        other => panic!("one of the two must fail, the other commit: {other:?}"),
+    };
+    assert!(failed.is_transient(), "{failed:?}");
+    let code = match &failed {
+        tollgate::store::StoreError::Unavailable(sqlx::Error::Database(db)) => db.code(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code.as_deref(), Some("40P01"), "{failed:?}");
+    let mut retry = store.begin().await.unwrap();
+    retry
+        .forget_product_features("prod_a", 3_000)
+        .await
+        .unwrap();
+    retry
+        .forget_product_features("prod_b", 3_000)
+        .await
+        .unwrap();
+    retry.commit().await.unwrap();
 }

@@ -197,6 +197,8 @@ pub fn test_config(db_url: &str, stripe_base: &str) -> Config {
             url: db_url.to_owned(),
             busy_timeout: Duration::from_secs(5),
             max_connections: 4,
+            // The default, so PostgreSQL runs write on several writers.
+            writers: 4,
         },
         http_addr: "127.0.0.1:0".parse().unwrap(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),

@@ -257,6 +257,7 @@ async fn postgres_refusing_a_value_is_a_permanent_error_not_an_outage() {
         url: db.url.clone(),
         busy_timeout: std::time::Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .unwrap();

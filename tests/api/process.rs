@@ -50,6 +50,7 @@ async fn a_crash_mid_reconcile_loses_and_repeats_nothing(backend: Backend) {
         url: db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .unwrap();

@@ -829,6 +829,7 @@ async fn a_row_the_store_cannot_decode_answers_500_and_logs_the_cause(backend: B
         url: db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 1,
+        writers: 1,
     })
     .await
     .unwrap();

@@ -103,6 +103,7 @@ async fn fifty_identical_deliveries_split_across_replicas_have_one_effect() {
         url: db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .unwrap();
@@ -207,6 +208,7 @@ async fn both_replicas_push_through_a_flaky_receiver_without_duplicate_attempts(
         url: db.url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 2,
+        writers: 1,
     })
     .await
     .unwrap();

@@ -58,6 +58,7 @@ const COVERED: &[&str] = &[
     "ping",
     "probe_write",
     "backend",
+    "writers",
     "try_lead",
     "watch",
     "list_audit",
@@ -118,6 +119,7 @@ fn options(url: &str) -> StoreOptions {
         url: url.to_owned(),
         busy_timeout: Duration::from_secs(10),
         max_connections: 4,
+        writers: 1,
     }
 }
 

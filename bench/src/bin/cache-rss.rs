@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         url: args.database_url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 8,
+        writers: 1,
     })
     .await?;
     // No eviction, no expiry: every subject stays.

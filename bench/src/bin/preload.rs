@@ -206,6 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         url: args.database_url.clone(),
         busy_timeout: Duration::from_secs(5),
         max_connections: 1,
+        writers: 1,
     })
     .await?;
     drop(store);

@@ -315,6 +315,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn writers(&self) -> usize {
+        self.writers
+    }
+
     /// Leads while a session of this replica holds the reconciler's
     /// advisory lock; the lock goes with the session when the replica dies.
     #[tracing::instrument(level = "debug", skip_all)]

@@ -6,6 +6,7 @@ on_both_backends!(
     state_is_set_replaced_and_deleted,
     probe_write_commits_a_write,
     ping_and_backend,
+    writers_are_as_asked_on_postgres_and_one_on_sqlite,
     try_lead_is_held_by_one_replica,
 );
 
@@ -58,6 +59,36 @@ async fn ping_and_backend(backend: Backend) {
         Backend::Postgres => "postgres",
     };
     assert_eq!(store.backend(), expected);
+}
+
+/// PostgreSQL runs the ledger writers asked for, and its pool holds a
+/// connection for each besides `max_connections`: that many transactions
+/// can be open at once. SQLite has one write lock: one writer.
+async fn writers_are_as_asked_on_postgres_and_one_on_sqlite(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let store = store::connect(&StoreOptions {
+        // A pool with no connection left fails in about a second.
+        busy_timeout: Duration::from_secs(1),
+        max_connections: 2,
+        writers: 3,
+        ..options(&db.url)
+    })
+    .await
+    .expect("store opens");
+    match backend {
+        Backend::Sqlite => assert_eq!(store.writers(), 1),
+        Backend::Postgres => {
+            assert_eq!(store.writers(), 3);
+            let mut open = Vec::new();
+            for n in 0..5 {
+                let tx = store.begin().await;
+                open.push(tx.unwrap_or_else(|e| panic!("transaction {n} of 5: {e:?}")));
+            }
+            for tx in open {
+                tx.rollback().await.unwrap();
+            }
+        }
+    }
 }
 
 async fn try_lead_is_held_by_one_replica(backend: Backend) {
