@@ -9,12 +9,12 @@
 #                         # quick: every row of the full run at 100k users
 #                         # (3 runs, medians), scaling table at 10k and 100k
 #
-# Wall time on the 2-vCPU session VM (2026-12-06, shared with another
-# agent's builds, load average 5 to 14; release build already warm): full
-# 1168 s, quick 726 s. The full run does not fit issue 12's ~15 minutes
-# there: touch-all of 1M users costs 2-3 min per backend, the reconciler
-# runs ~1 min per backend and the scaling table ~40 s per backend. Use the
-# quick mode when the budget matters; the full run is for the 1M figures.
+# Wall time on the 2-vCPU session VM (2026-12-06): full 941 s on a quiet
+# machine, release build included (1168 s while another agent built beside
+# it); quick 726 s on the busy machine. Of a full run, touch-all of 1M users
+# costs 1-2 min per backend, the reconciler ~30 s and the scaling table ~40 s
+# per backend. Use the quick mode when the budget matters; the full run is
+# for the 1M figures.
 #   BENCH_USERS=10000 BENCH_SCALES="2000 10000" BENCH_RUNS=1 bench/run.sh
 #                         # smoke test of every section (BENCH_OUT to keep
 #                         # results.md as it is)
