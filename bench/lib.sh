@@ -112,13 +112,6 @@ commit_desc() {
   echo "$commit"
 }
 
-# md_section FILE TITLE: prints the `## TITLE` section of a Markdown file,
-# from its heading to the next `## ` heading (exclusive) or the end.
-md_section() {
-  [ -f "$1" ] || return 0
-  awk -v h="## $2" '$0 == h { on = 1; print; next } on && /^## / { on = 0 } on { print }' "$1"
-}
-
 # md_replace_section FILE TITLE NEWFILE: replaces the `## TITLE` section of
 # FILE with NEWFILE's content (which starts with that heading), in place;
 # appends it after a blank line if FILE has no such section. Everything else
