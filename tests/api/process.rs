@@ -38,10 +38,12 @@ async fn a_crash_mid_reconcile_loses_and_repeats_nothing(backend: Backend) {
         ("TOLLGATE_STRIPE_MAX_RPS", "100"),
     ];
 
-    // The pass starts with the process; kill it while page 3 is in flight.
+    // The pass starts with the process; kill it while page 4 is in flight.
+    // The next page is listed while one is written, so page 3 is being
+    // written then, and pages 1 and 2 are saved.
     let server = ServerProcess::start(&db.url, &stripe.base_url(), &env).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while stripe.request_count("/v1/events") < 3 && Instant::now() < deadline {
+    while stripe.request_count("/v1/events") < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill().await;
