@@ -32,7 +32,8 @@
 //!
 //! **Store**: [`store`], the `Store`/`Tx` traits with their row and DTO
 //! types, and the SQLite and PostgreSQL implementations with their own
-//! migrations; it publishes what it hears from other replicas as
+//! migrations; HasAccess's reads go through a read pool of their own on
+//! either backend. It publishes what it hears from other replicas as
 //! [`store::StoreEvent`]s and knows nothing of the cache.
 //!
 //! **Adapters**: [`stripe`] (the API client: timeouts, SDK-style retries, a
