@@ -10,7 +10,7 @@
 //! *epochs*; invalidation bumps the epoch, and a load inserts only if the
 //! epoch it saw before reading the store is still current.
 //!
-//! Records are kept compact ([`CompactRecord`]) in a map of its own
+//! Records are kept compact ([`crate::compact::CompactRecord`]) in a map of its own
 //! ([`subjects`]), so a million cached subjects take a few hundred bytes
 //! each, bookkeeping included.
 
