@@ -598,13 +598,8 @@ async fn replaying_a_failed_event_from_a_review_puts_the_entry_on_the_review(bac
     );
     assert_eq!(app.deliver(&event).await, "failed");
     let review = app
-        .store
-        .list_reviews(true)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.reason == "unknown_shape")
-        .expect("the failure is flagged");
+        .open_review("unknown_shape", "the failure is flagged")
+        .await;
     let mut browser = Browser::new(&app);
     browser.log_in().await;
     let path = format!("/admin/reviews/{}", review.id);
@@ -663,13 +658,8 @@ async fn releasing_a_held_revocation_ends_access_and_audits_it(backend: Backend)
     app.reconcile().await;
     assert!(app.access_for_customer("cus_hold").await.has_access, "held");
     let hold = app
-        .store
-        .list_reviews(true)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.reason == "revocation_by_reconciler")
-        .expect("a review holds it");
+        .open_review("revocation_by_reconciler", "a review holds it")
+        .await;
 
     let mut browser = Browser::new(&app);
     browser.log_in().await;

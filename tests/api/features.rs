@@ -473,13 +473,8 @@ async fn a_held_revocation_keeps_a_feature_until_an_admin_resolves_it(backend: B
     assert_eq!(other.reason(), Reason::FeatureNotIncluded, "{other:?}");
 
     let review = app
-        .store
-        .list_reviews(true)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.reason == "revocation_by_reconciler")
-        .expect("a review holds it");
+        .open_review("revocation_by_reconciler", "a review holds it")
+        .await;
     app.admin()
         .resolve_review(proto::ResolveReviewRequest {
             id: review.id,

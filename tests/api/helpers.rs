@@ -503,6 +503,18 @@ impl TestApp {
         self.store.list_notifications(0, 1000, true).await.unwrap()
     }
 
+    /// The open review raised for `reason` (the first, if several); panics
+    /// with `why` when there is none.
+    pub async fn open_review(&self, reason: &str, why: &str) -> tollgate::store::ReviewRow {
+        self.store
+            .list_reviews(true)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.reason == reason)
+            .expect(why)
+    }
+
     /// Waits (up to 10 s) for the review `event_id` raised for `reason` to
     /// note what the re-read from Stripe said, and returns the note.
     pub async fn review_note(&self, event_id: &str, reason: &str) -> String {

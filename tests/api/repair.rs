@@ -234,11 +234,9 @@ async fn a_held_revocation_keeps_access_until_an_admin_resolves_it(backend: Back
         (true, Reason::ReviewHold as i32),
         "{r:?}"
     );
-    let reviews = app.store.list_reviews(true).await.unwrap();
-    let hold = reviews
-        .iter()
-        .find(|r| r.reason == "revocation_by_reconciler")
-        .expect("a review holds it");
+    let hold = app
+        .open_review("revocation_by_reconciler", "a review holds it")
+        .await;
     let held = app.notifications().await;
     assert!(
         held.iter()
