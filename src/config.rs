@@ -83,9 +83,9 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TOLLGATE_DB_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub db_busy_timeout: Duration,
 
-    /// Connections in the read pool (SQLite); on PostgreSQL, in each of its
-    /// two pools: HasAccess's reads, and everything else (the reconciler,
-    /// the console), which also gets one more per ledger writer (see
+    /// Connections in each of two pools: HasAccess's reads, and everything
+    /// else (on SQLite the other reads, beside its one writer; on
+    /// PostgreSQL writes too, with one more per ledger writer: see
     /// --ledger-writers).
     #[arg(long, env = "TOLLGATE_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
