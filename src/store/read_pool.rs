@@ -12,7 +12,6 @@
 //! whose statement was cut short (an error, a caller that went away) is
 //! closed instead, never reused.
 
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -98,11 +97,12 @@ where
     }
 
     async fn lease(&self, reuse: bool) -> Result<Lease<'_, DB>, StoreError> {
-        let timed_out = || StoreError::Unavailable(sqlx::Error::PoolTimedOut);
-        let started = Instant::now();
-        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.acquire())
+        let timed_out = |_| StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        // One bound for the wait for a permit and the connect together.
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
-            .map_err(|_| timed_out())?
+            .map_err(timed_out)?
             .expect("BUG: the read pool's semaphore is never closed");
         let idle = if reuse {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
@@ -112,10 +112,9 @@ where
         let (conn, reused) = match idle {
             Some(conn) => (conn, true),
             None => {
-                let left = self.acquire_timeout.saturating_sub(started.elapsed());
-                let conn = within(left, self.connect.connect())
+                let conn = tokio::time::timeout_at(deadline, self.connect.connect())
                     .await
-                    .ok_or_else(timed_out)??;
+                    .map_err(timed_out)??;
                 ((conn, Instant::now()), false)
             }
         };
@@ -126,11 +125,6 @@ where
             _permit: permit,
         })
     }
-}
-
-/// `f`'s output, or `None` when it takes longer than `limit`.
-async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(limit, f).await.ok()
 }
 
 /// Whether `e` says the connection itself is gone (rather than that the
