@@ -1,7 +1,7 @@
 //! The read pool (HasAccess's reads) on PostgreSQL, where a server can end
-//! a connection and a read can wait on a lock: connections the server
-//! closed while idle are replaced, and reads cut short give their
-//! connections back. On SQLite the same pool's reads are covered by every
+//! a connection and a read can wait on a lock: reads do not wait for the
+//! pool writes use, connections the server closed while idle are
+//! replaced, and reads cut short give their connections back. On SQLite the same pool's reads are covered by every
 //! other test that reads a subject.
 
 use super::*;
@@ -83,4 +83,32 @@ async fn reads_cut_short_give_their_connections_back_and_leave_no_stale_rows() {
         .expect("a connection is free");
         assert_eq!(ids(read.unwrap()), ["sub_2"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_answered_while_every_connection_of_the_write_pool_is_taken() {
+    let Some(Fresh { store, db: _db }) = postgres("read pool apart from writes").await else {
+        return;
+    };
+    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
+    // The whole write pool (`options`: 4 connections and 1 writer's) held
+    // by open transactions, as busy writers and a busy console would.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let begun = tokio::time::timeout(SOON, store.begin()).await;
+        held.push(begun.expect("the pool has a connection").unwrap());
+    }
+    assert!(
+        tokio::time::timeout(BLOCKED, store.begin()).await.is_err(),
+        "the write pool is exhausted"
+    );
+
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.subscriptions_for_customer("cus_1"),
+    )
+    .await
+    .expect("a read does not wait for the write pool");
+    assert_eq!(ids(read.unwrap()), ["sub_1"]);
+    drop(held);
 }
