@@ -33,6 +33,8 @@ pub const LIVEMODE_MISMATCHES: &str = "tollgate_livemode_mismatches_total";
 pub const LEDGER_BATCH_SIZE: &str = "tollgate_ledger_batch_size";
 pub const LEDGER_QUEUED: &str = "tollgate_ledger_queued";
 pub const LEDGER_BATCHES_LOST: &str = "tollgate_ledger_batches_lost_total";
+pub const LEDGER_BULK_WRITES: &str = "tollgate_ledger_bulk_writes_total";
+pub const LEDGER_BULK_UNDONE: &str = "tollgate_ledger_bulk_undone_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -157,6 +159,14 @@ fn describe() {
     describe_counter!(
         LEDGER_BATCHES_LOST,
         "Transactions of the ledger's writer that failed as a whole (commit failed, connection lost): every write in them was answered with an error and none was stored."
+    );
+    describe_counter!(
+        LEDGER_BULK_WRITES,
+        "Events the ledger's writer recorded in runs, with one statement per kind of row for the whole run."
+    );
+    describe_counter!(
+        LEDGER_BULK_UNDONE,
+        "Events of runs the ledger's writer undid and wrote one at a time instead, by reason: error (a statement failed), recorded (an event was a duplicate), review (an event needs a review)."
     );
     describe_counter!(
         CONNECTIONS_DROPPED,

@@ -116,6 +116,84 @@ pub(super) async fn keep_link(
     }
 }
 
+/// An event that writes one subscription, as it writes it.
+pub(super) enum Write<'a> {
+    Snapshot(&'a SubscriptionSnapshot, Authority),
+    Payment(&'a event::InvoicePaid),
+}
+
+/// What an event that writes one subscription does to it, decided from the
+/// stored record alone: the path that writes event by event
+/// ([`apply_event`]) and the one that writes a run of them at once
+/// ([`super::writer`]) both act on it.
+pub(super) enum Step {
+    /// Stores `record` when there is one, and records the event with
+    /// `outcome` (applied, or stale: an older snapshot that may still
+    /// link a user).
+    Write {
+        record: Option<SubscriptionRecord>,
+        outcome: Outcome,
+    },
+    /// Stores `record`, which won a same-second tie over `previous`: that
+    /// deserves a review.
+    Tie {
+        record: SubscriptionRecord,
+        previous: crate::subscription::Status,
+    },
+    /// Stripe can't make this move: nothing is stored, and it is flagged.
+    Impossible {
+        from: crate::subscription::Status,
+        to: crate::subscription::Status,
+    },
+}
+
+pub(super) fn step(current: &SubscriptionRecord, write: &Write<'_>, envelope: &Envelope) -> Step {
+    match write {
+        Write::Snapshot(snap, authority) => {
+            let stamp = Stamp {
+                created: envelope.created,
+                event_id: envelope.id.clone(),
+            };
+            match subscription::apply_snapshot(Some(current), snap, &stamp, *authority) {
+                // Stripe's API overrode what events could not do.
+                Transition::Apply {
+                    record, corrected, ..
+                } if corrected.is_some() => Step::Write {
+                    record: Some(*record),
+                    outcome: Outcome::Applied,
+                },
+                Transition::Apply {
+                    record,
+                    tie: Some(previous),
+                    ..
+                } => Step::Tie {
+                    record: *record,
+                    previous,
+                },
+                Transition::Apply { record, .. } => Step::Write {
+                    record: Some(*record),
+                    outcome: Outcome::Applied,
+                },
+                Transition::Stale => Step::Write {
+                    record: subscription::fill_link(current, snap),
+                    outcome: Outcome::Stale,
+                },
+                Transition::Impossible { from, to } => Step::Impossible { from, to },
+            }
+        }
+        Write::Payment(paid) => Step::Write {
+            record: Some(subscription::apply_payment(
+                Some(current),
+                &paid.subscription_id,
+                &paid.customer_id,
+                paid.period_end,
+                envelope.created,
+            )),
+            outcome: Outcome::Applied,
+        },
+    }
+}
+
 /// Applies one domain event inside `tx`. Dispatch on event kinds happens
 /// here, once.
 pub(super) async fn apply_event(
@@ -128,41 +206,31 @@ pub(super) async fn apply_event(
 ) -> Result<Effect, StoreError> {
     match domain {
         DomainEvent::Subscription(snap) => {
-            let stamp = Stamp {
-                created: envelope.created,
-                event_id: envelope.id.clone(),
-            };
             let current = tx
                 .lock_subscription(&snap.id, &snap.customer_id, now)
                 .await?;
-            match subscription::apply_snapshot(Some(&current), &snap, &stamp, authority) {
-                Transition::Apply {
-                    record, corrected, ..
-                } if corrected.is_some() => {
-                    // Stripe's API overrode what events could not do.
-                    save(tx, now, &current, &record, affected).await?;
-                    Ok(Effect::applied())
-                }
-                Transition::Apply { record, tie, .. } => {
-                    save(tx, now, &current, &record, affected).await?;
-                    if let Some(previous) = tie {
-                        let details = format!(
-                            "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
-                            snap.status, snap.status
-                        );
-                        let review = (ReviewReason::SameSecondTie, details.as_str());
-                        flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
+            let write = Write::Snapshot(&snap, authority);
+            match step(&current, &write, envelope) {
+                Step::Write { record, outcome } => {
+                    if let Some(record) = record {
+                        save(tx, now, &current, &record, affected).await?;
                     }
-                    Ok(Effect::applied())
-                }
-                Transition::Stale => {
-                    keep_link(tx, now, &current, &snap, affected).await?;
                     Ok(Effect {
-                        outcome: Outcome::Stale,
+                        outcome,
                         error: None,
                     })
                 }
-                Transition::Impossible { from, to } => {
+                Step::Tie { record, previous } => {
+                    save(tx, now, &current, &record, affected).await?;
+                    let details = format!(
+                        "two snapshots created in the same second: {previous} and {}; applied {} by the tie rule",
+                        snap.status, snap.status
+                    );
+                    let review = (ReviewReason::SameSecondTie, details.as_str());
+                    flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
+                    Ok(Effect::applied())
+                }
+                Step::Impossible { from, to } => {
                     let details = format!("impossible transition {from} -> {to}; not applied");
                     let review = (ReviewReason::ImpossibleTransition, details.as_str());
                     flag_and_recheck(now, tx, &snap, envelope, review, follow_up).await?;
@@ -174,15 +242,17 @@ pub(super) async fn apply_event(
             let current = tx
                 .lock_subscription(&paid.subscription_id, &paid.customer_id, now)
                 .await?;
-            let record = subscription::apply_payment(
-                Some(&current),
-                &paid.subscription_id,
-                &paid.customer_id,
-                paid.period_end,
-                envelope.created,
-            );
-            save(tx, now, &current, &record, affected).await?;
-            Ok(Effect::applied())
+            let Step::Write { record, outcome } = step(&current, &Write::Payment(&paid), envelope)
+            else {
+                unreachable!("BUG: a payment is always written")
+            };
+            if let Some(record) = record {
+                save(tx, now, &current, &record, affected).await?;
+            }
+            Ok(Effect {
+                outcome,
+                error: None,
+            })
         }
         DomainEvent::InvoiceFailed(failed) => {
             // Never a status change by itself; the subscription is re-read

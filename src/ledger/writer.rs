@@ -9,7 +9,11 @@
 //! refuses a value of the event for good, recorded as failed instead), and
 //! a duplicate undoes its effect. The batch commits once, tells other
 //! replicas and invalidates the cache once for everything it touched, and
-//! only then is each job answered. When the transaction is lost (the
+//! only then is each job answered. A run of plain events (snapshots and
+//! paid invoices, most webhooks) is written first with one statement per
+//! kind of row for the whole run, inside one savepoint, and handed back to
+//! be written one at a time when that can't give the same result
+//! ([`bulk`]). When the transaction is lost (the
 //! commit fails, the connection dies) every job of the batch is answered
 //! with an error: none of them was stored.
 //!
@@ -48,6 +52,8 @@ use std::sync::Weak;
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
+
+mod bulk;
 
 use super::{effects, ApiApplied, Fetched, Ingested, Ledger, ReadOrigin, Recording, Source};
 use crate::event::{self, Envelope};
@@ -307,34 +313,73 @@ impl Batch<'_> {
 
 impl Ledger {
     /// Writes `jobs` in one transaction, commits once, then answers each.
-    /// `writer` labels its metrics.
+    /// Runs of plain events go the bulk path ([`bulk`]) first, the rest
+    /// (and a run it hands back) one at a time. `writer` labels its
+    /// metrics.
     async fn write_batch(&self, jobs: Vec<Job>, writer: &str) {
         let mut batch = Batch {
             store: self.store.as_ref(),
             tx: None,
             nested: jobs.len() > 1,
         };
+        let (works, replies): (Vec<Work>, Vec<Reply>) =
+            jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
+        let plain = self.plain_jobs(&works.iter().collect::<Vec<_>>());
         let mut touched = Affected::default();
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter();
-        while let Some(job) = jobs.next() {
-            match self.write_job(&mut batch, &job.work).await {
-                Ok((answer, affected)) => {
-                    touched.merge(&affected);
-                    done.push((job.reply, Ok(answer)));
-                }
-                Err(Failure::Job(e)) => done.push((job.reply, Err(e))),
-                Err(Failure::Batch(e)) => {
-                    done.push((job.reply, Err(batch_lost())));
-                    done.extend(jobs.map(|job| (job.reply, Err(batch_lost()))));
-                    return lost(done, &e, writer);
+        let mut answers: Vec<Result<Answer, StoreError>> = Vec::with_capacity(works.len());
+        let mut lost_at = None;
+        let mut next = 0;
+        while next < works.len() {
+            let run: Vec<(&Work, &bulk::Plain)> = works[next..]
+                .iter()
+                .zip(&plain[next..])
+                .map_while(|(work, plain)| Some((work, plain.as_ref()?)))
+                .collect();
+            if run.len() >= 2 {
+                match self.write_plain(&mut batch, &run).await {
+                    Ok(Some(written)) => {
+                        for (answer, affected) in written {
+                            touched.merge(&affected);
+                            answers.push(Ok(answer));
+                        }
+                        next += run.len();
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(Failure::Job(e)) | Err(Failure::Batch(e)) => {
+                        lost_at = Some(e);
+                        break;
+                    }
                 }
             }
+            // One at a time: a job that is not plain, or a run handed back.
+            for work in &works[next..next + run.len().max(1)] {
+                match self.write_job(&mut batch, work).await {
+                    Ok((answer, affected)) => {
+                        touched.merge(&affected);
+                        answers.push(Ok(answer));
+                    }
+                    Err(Failure::Job(e)) => answers.push(Err(e)),
+                    Err(Failure::Batch(e)) => {
+                        lost_at = Some(e);
+                        break;
+                    }
+                }
+            }
+            if lost_at.is_some() {
+                break;
+            }
+            next += run.len().max(1);
         }
-        let committed = match batch.tx {
-            Some(tx) => self.changes.commit(tx, touched).await,
-            None => Ok(()),
+        let committed = match (lost_at, batch.tx) {
+            (Some(e), _) => Err(e),
+            (None, Some(tx)) => self.changes.commit(tx, touched).await,
+            (None, None) => Ok(()),
         };
+        // Jobs never reached (the transaction was lost first) fail with it.
+        answers.resize_with(replies.len(), || Err(batch_lost()));
+        let done: Vec<(Reply, Result<Answer, StoreError>)> =
+            replies.into_iter().zip(answers).collect();
         match committed {
             Ok(()) => {
                 for (reply, answer) in done {

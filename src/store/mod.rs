@@ -313,6 +313,28 @@ pub trait Tx: Send {
         customer_id: &str,
         now_ms: i64,
     ) -> Result<SubscriptionRecord, StoreError>;
+    /// [`Tx::lock_subscription`] for several subscriptions in one
+    /// statement: `keys` are `(id, customer id)`, each id once. Their rows,
+    /// in no particular order.
+    async fn lock_subscriptions(
+        &mut self,
+        keys: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// [`Tx::save_subscription`] for several locked subscriptions in one
+    /// statement, each id once.
+    async fn save_subscriptions(
+        &mut self,
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Records several events, with distinct ids and change keys, in one
+    /// statement, and says how many it inserted: fewer than given when one
+    /// of them (or its twin) is already recorded, also by a transaction
+    /// that raced this one. The caller then undoes them all
+    /// ([`Tx::rollback_to_savepoint`]) and records them one at a time with
+    /// [`Tx::insert_event`], which tells which.
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError>;
     /// Every subscription of a customer, read inside the transaction.
     async fn customer_records(
         &mut self,

@@ -20,13 +20,15 @@ use crate::helpers::{
     backend_ready, now, spawn_app_on, Backend, ServerProcess, TestDatabase, SECRET,
 };
 use crate::on_both_backends;
-use crate::stripe::{envelope, subscription_event, Shape, Sub};
+use crate::stripe::{envelope, invoice_event, subscription_event, Shape, Sub};
 
 on_both_backends!(
     concurrent_webhooks_and_duplicates_each_get_the_right_answer_and_one_effect,
     a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply,
     a_batch_that_loses_its_database_answers_503_to_all_and_a_retry_applies_each_once,
     a_lone_webhook_is_committed_at_once_in_a_batch_of_one,
+    a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_would,
+    a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time,
 );
 
 const DAY: i64 = 86_400;
@@ -428,6 +430,10 @@ async fn a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply(bac
         (taken + 2.0, written + 7.0),
         "the gate's event alone, then the six queued behind it together"
     );
+    // The five plain events before the repeat were tried as one run,
+    // undone when the poisoned one was refused, and written one at a time.
+    assert_eq!(server.metric(&bulk_undone("error")).await, 5.0);
+    assert_eq!(server.metric(BULK_WRITES).await, 0.0);
 
     let store = store_of(&server).await;
     let poisoned = store.get_event("evt_poison").await.unwrap().unwrap();
@@ -843,4 +849,172 @@ async fn a_deadlock_between_two_writers_is_transient_and_the_retry_applies() {
         .await
         .unwrap();
     retry.commit().await.unwrap();
+}
+
+const BULK_WRITES: &str = "tollgate_ledger_bulk_writes_total";
+
+fn bulk_undone(reason: &str) -> String {
+    format!("tollgate_ledger_bulk_undone_total{{reason=\"{reason}\"}}")
+}
+
+/// What of a stored subscription the events below decide, to compare
+/// two stores.
+type Decided = (
+    Option<&'static str>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    String,
+);
+
+async fn decided(store: &dyn tollgate::store::Store, customer: &str) -> Vec<Decided> {
+    let mut records = store.subscriptions_for_customer(customer).await.unwrap();
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    records
+        .into_iter()
+        .map(|r| {
+            (
+                r.status.map(|s| s.as_str()),
+                r.current_period_end,
+                r.paid_through,
+                r.user_id,
+                r.snapshot_created,
+                r.snapshot_event_id,
+            )
+        })
+        .collect()
+}
+
+async fn a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_would(
+    backend: Backend,
+) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    server.deliver(&created("gate", "active", t - 60)).await;
+    let paid_until = t + 40 * DAY;
+    // Events of one subscription chain inside the run: p0 is created and
+    // then goes past due, and an older snapshot after both is stale; p1's
+    // invoice comes before its subscription.
+    let run = vec![
+        created("p0", "active", t - 10),
+        updated("evt_p0_past_due", "p0", "past_due", t - 5),
+        invoice_event(
+            "evt_p1_paid",
+            "invoice.paid",
+            t - 10,
+            "sub_p1",
+            "cus_p1",
+            paid_until,
+            Shape::Basil,
+        ),
+        created("p1", "active", t - 10),
+        updated("evt_p0_old", "p0", "canceled", t - 60),
+        created("p2", "trialing", t - 10),
+    ];
+    let gate = Gate::close(&server, "sub_gate").await;
+    let (taken, written) = server.batches().await;
+    let before = server.metric(BULK_WRITES).await;
+    let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
+    let (gated, queued) = server.queue_behind(&gate, &gate_event, &run).await;
+    gate.open().await;
+    assert_eq!(gated.await.unwrap().1["outcome"], "applied");
+    let mut outcomes = Vec::new();
+    for answer in queued {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["duplicate"], false, "{body}");
+        outcomes.push(body["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        outcomes,
+        ["applied", "applied", "applied", "applied", "stale", "applied"]
+    );
+    assert_eq!(server.batches().await, (taken + 2.0, written + 7.0));
+    assert_eq!(server.metric(BULK_WRITES).await, before + 6.0, "one run");
+    assert_eq!(server.metric(&bulk_undone("error")).await, 0.0);
+
+    // The same events, one at a time, on another store.
+    let one_by_one = spawn_app_on(backend).await;
+    for (event, outcome) in run.iter().zip(&outcomes) {
+        assert_eq!(&one_by_one.deliver(event).await, outcome, "{event}");
+    }
+    let store = store_of(&server).await;
+    for customer in ["cus_p0", "cus_p1", "cus_p2"] {
+        let bulk = decided(store.as_ref(), customer).await;
+        assert_eq!(bulk.len(), 1, "{customer}");
+        assert_eq!(
+            bulk,
+            decided(one_by_one.store.as_ref(), customer).await,
+            "{customer}"
+        );
+    }
+    assert_eq!(
+        decided(store.as_ref(), "cus_p0").await[0].0,
+        Some("past_due")
+    );
+    assert_eq!(
+        decided(store.as_ref(), "cus_p1").await[0].2,
+        Some(paid_until)
+    );
+    for event in &run {
+        let id = event["id"].as_str().unwrap();
+        let stored = store.get_event(id).await.unwrap().expect(id);
+        let alone = one_by_one.store.get_event(id).await.unwrap().expect(id);
+        assert_eq!(
+            (&stored.outcome, &stored.payload_sha256, &stored.source),
+            (&alone.outcome, &alone.payload_sha256, &alone.source),
+            "{id}"
+        );
+    }
+    // Redelivered, each is a duplicate with no effect.
+    for event in &run {
+        assert_eq!(server.deliver(event).await["duplicate"], true);
+    }
+    assert_eq!(
+        decided(store.as_ref(), "cus_p0").await[0].0,
+        Some("past_due")
+    );
+}
+
+async fn a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time(backend: Backend) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    server.deliver(&created("gate", "active", t - 60)).await;
+    // r0 is recorded as canceled; its redelivery in the run below must not
+    // apply again over the later change.
+    server.deliver(&created("r0", "active", t - 30)).await;
+    server
+        .deliver(&updated("evt_r0_canceled", "r0", "canceled", t - 20))
+        .await;
+    let run = vec![
+        created("r1", "active", t - 10),
+        created("r0", "active", t - 30),
+        created("r2", "active", t - 10),
+    ];
+    let gate = Gate::close(&server, "sub_gate").await;
+    let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
+    let (gated, queued) = server.queue_behind(&gate, &gate_event, &run).await;
+    gate.open().await;
+    assert_eq!(gated.await.unwrap().0, 200);
+    let mut answers = Vec::new();
+    for answer in queued {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.push((body["duplicate"].clone(), body["outcome"].clone()));
+    }
+    let applied = (Value::Bool(false), Value::from("applied"));
+    let duplicate = (Value::Bool(true), Value::Null);
+    assert_eq!(answers, [applied.clone(), duplicate, applied]);
+    assert_eq!(server.metric(&bulk_undone("recorded")).await, 3.0);
+    assert_eq!(server.metric(BULK_WRITES).await, 0.0);
+
+    let store = store_of(&server).await;
+    assert_eq!(
+        decided(store.as_ref(), "cus_r0").await[0].0,
+        Some("canceled")
+    );
+    for customer in ["cus_r1", "cus_r2"] {
+        assert_eq!(decided(store.as_ref(), customer).await[0].0, Some("active"));
+    }
 }

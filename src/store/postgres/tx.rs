@@ -2,6 +2,8 @@
 //! on its row lock (`FOR UPDATE`); writers to different ones run side by
 //! side.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::postgres::PgArguments;
 use sqlx::Row;
@@ -93,6 +95,109 @@ fn bind_notification<'q>(
         .bind(created_at_ms)
 }
 
+/// The PostgreSQL types of [`rows::SUBSCRIPTION_COLUMNS`], in its order:
+/// the casts of the arrays a multi-row statement unnests.
+const SUBSCRIPTION_TYPES: [&str; 16] = [
+    "text", "text", "text", "int8", "int8", "int8", "bool", "int8", "int8", "text", "text", "text",
+    "int8", "text", "int8", "int8",
+];
+
+/// The PostgreSQL types of [`rows::EVENT_COLUMNS`], in its order.
+const EVENT_TYPES: [&str; 14] = [
+    "text", "text", "int8", "bool", "text", "text", "text", "text", "text", "int8", "text", "text",
+    "text", "int8",
+];
+
+/// `UNNEST($1::text[], $2::int8[], ...)` of one array per type.
+fn unnest(types: &[&str]) -> String {
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", i + 1))
+        .collect();
+    format!("UNNEST({})", arrays.join(", "))
+}
+
+/// `$1` ids, `$2` their customers, `$3` now: [`rows::LOCK_SUBSCRIPTION`]
+/// for every pair, in id order so two writers lock shared rows alike.
+static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO subscriptions (id, customer_id, updated_at_ms) \
+         SELECT k.id, k.customer_id, $3 FROM UNNEST($1::text[], $2::text[]) AS k (id, customer_id) \
+         ORDER BY k.id \
+         ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {}",
+        rows::SUBSCRIPTION_COLUMNS
+    )
+});
+
+/// One array per column of [`rows::SUBSCRIPTION_COLUMNS`], then `$17`
+/// now: each row stored whole.
+static SAVE_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
+    let rows = format!(
+        "{} AS v ({})",
+        unnest(&SUBSCRIPTION_TYPES),
+        rows::SUBSCRIPTION_COLUMNS
+    );
+    rows::save_subscriptions_from(&rows, "$17")
+});
+
+/// One array per column of [`rows::EVENT_COLUMNS`].
+static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO events ({}) SELECT * FROM {} ON CONFLICT DO NOTHING",
+        rows::EVENT_COLUMNS,
+        unnest(&EVENT_TYPES)
+    )
+});
+
+/// Binds `rows` column by column, one array each, in the order of
+/// [`rows::SUBSCRIPTION_COLUMNS`].
+fn bind_subscription_arrays<'q>(query: Query<'q>, rows: &'q [SubscriptionRow]) -> Query<'q> {
+    fn column<'r, T>(rows: &'r [SubscriptionRow], f: impl Fn(&'r SubscriptionRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    query
+        .bind(column(rows, |r| r.id.as_str()))
+        .bind(column(rows, |r| r.customer_id.as_str()))
+        .bind(column(rows, |r| r.status.as_deref()))
+        .bind(column(rows, |r| r.current_period_end))
+        .bind(column(rows, |r| r.paid_through))
+        .bind(column(rows, |r| r.trial_end))
+        .bind(column(rows, |r| r.cancel_at_period_end))
+        .bind(column(rows, |r| r.past_due_since))
+        .bind(column(rows, |r| r.cancel_at))
+        .bind(column(rows, |r| r.pause_reason.as_deref()))
+        .bind(column(rows, |r| r.items.as_str()))
+        .bind(column(rows, |r| r.user_id.as_deref()))
+        .bind(column(rows, |r| r.snapshot_created))
+        .bind(column(rows, |r| r.snapshot_event_id.as_str()))
+        .bind(column(rows, |r| r.verified_at))
+        .bind(column(rows, |r| r.hold_review_id))
+}
+
+/// Binds `events` column by column, one array each, in the order of
+/// [`rows::EVENT_COLUMNS`].
+fn bind_event_arrays<'q>(query: Query<'q>, events: &[NewEvent<'q>]) -> Query<'q> {
+    fn column<'e, T>(events: &[NewEvent<'e>], f: impl Fn(&NewEvent<'e>) -> T) -> Vec<T> {
+        events.iter().map(f).collect()
+    }
+    query
+        .bind(column(events, |e| e.id))
+        .bind(column(events, |e| e.event_type))
+        .bind(column(events, |e| e.created))
+        .bind(column(events, |e| e.livemode))
+        .bind(column(events, |e| e.api_version))
+        .bind(column(events, |e| e.payload))
+        .bind(column(events, |e| e.payload_sha256))
+        .bind(column(events, |e| e.content_sha256))
+        .bind(column(events, |e| e.source))
+        .bind(column(events, |e| e.received_at_ms))
+        .bind(column(events, |e| e.change_key))
+        .bind(column(events, |e| e.outcome.as_str()))
+        .bind(column(events, |e| e.error))
+        .bind(column(events, |e| e.processed_at_ms))
+}
+
 #[async_trait]
 impl Tx for PgTx {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -160,6 +265,48 @@ impl Tx for PgTx {
             .fetch_one(self.tx.conn())
             .await?;
         row.try_into()
+    }
+
+    /// Rows are locked in id order, as one statement; see
+    /// [`PgTx::lock_subscription`](Tx::lock_subscription).
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lock_subscriptions(
+        &mut self,
+        keys: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+        let customers: Vec<&str> = keys.iter().map(|(_, customer)| *customer).collect();
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&LOCK_SUBSCRIPTIONS)
+            .bind(ids)
+            .bind(customers)
+            .bind(now_ms)
+            .fetch_all(self.tx.conn())
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_subscriptions(
+        &mut self,
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<SubscriptionRow> =
+            records.iter().map(|r| SubscriptionRow::from(*r)).collect();
+        bind_subscription_arrays(sqlx::query(&SAVE_SUBSCRIPTIONS), &rows)
+            .bind(now_ms)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError> {
+        let done = bind_event_arrays(sqlx::query(&INSERT_EVENTS), events)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -485,5 +632,22 @@ mod tests {
             bound(bind_notification(sqlx::query(""), &change, 1)),
             column_count(rows::NOTIFICATION_CHANGE_COLUMNS)
         );
+        // The multi-row statements: one array, and one type, per column.
+        assert_eq!(
+            bound(bind_subscription_arrays(
+                sqlx::query(""),
+                std::slice::from_ref(&row)
+            )),
+            column_count(rows::SUBSCRIPTION_COLUMNS)
+        );
+        assert_eq!(
+            SUBSCRIPTION_TYPES.len(),
+            column_count(rows::SUBSCRIPTION_COLUMNS)
+        );
+        assert_eq!(
+            bound(bind_event_arrays(sqlx::query(""), &[event])),
+            column_count(rows::EVENT_COLUMNS)
+        );
+        assert_eq!(EVENT_TYPES.len(), column_count(rows::EVENT_COLUMNS));
     }
 }

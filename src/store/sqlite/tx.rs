@@ -94,6 +94,24 @@ fn bind_notification<'q>(
         .bind(created_at_ms)
 }
 
+/// `rows` groups of `columns` placeholders, numbered on from `$1`, each
+/// followed by `shared` (a placeholder all rows bind alike) when given:
+/// `($1, $2, $5), ($3, $4, $5)`. SQLite has no arrays to unnest, so a
+/// statement that writes several rows has one of these per row count; each
+/// is prepared once per connection.
+fn value_rows(rows: usize, columns: usize, shared: Option<&str>) -> String {
+    (0..rows)
+        .map(|row| {
+            let mut values: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            values.extend(shared.map(str::to_owned));
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[async_trait]
 impl Tx for SqliteTx {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -159,6 +177,68 @@ impl Tx for SqliteTx {
             .fetch_one(self.tx.conn())
             .await?;
         row.try_into()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lock_subscriptions(
+        &mut self,
+        keys: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let now = format!("${}", keys.len() * 2 + 1);
+        let sql = format!(
+            "INSERT INTO subscriptions (id, customer_id, updated_at_ms) VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {}",
+            value_rows(keys.len(), 2, Some(&now)),
+            rows::SUBSCRIPTION_COLUMNS
+        );
+        let query = keys
+            .iter()
+            .fold(sqlx::query_as(&sql), |q, (id, customer)| {
+                q.bind(*id).bind(*customer)
+            })
+            .bind(now_ms);
+        let rows: Vec<SubscriptionRow> = query.fetch_all(self.tx.conn()).await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn save_subscriptions(
+        &mut self,
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let columns = rows::column_count(rows::SUBSCRIPTION_COLUMNS);
+        let now = format!("${}", records.len() * columns + 1);
+        let update = rows::save_subscriptions_from("v", &now);
+        let sql = format!(
+            "WITH v ({}) AS (VALUES {}) {update}",
+            rows::SUBSCRIPTION_COLUMNS,
+            value_rows(records.len(), columns, None),
+        );
+        let rows: Vec<SubscriptionRow> =
+            records.iter().map(|r| SubscriptionRow::from(*r)).collect();
+        rows.iter()
+            .fold(sqlx::query(&sql), bind_subscription)
+            .bind(now_ms)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING",
+            rows::EVENT_COLUMNS,
+            value_rows(events.len(), rows::column_count(rows::EVENT_COLUMNS), None)
+        );
+        let done = events
+            .iter()
+            .fold(sqlx::query(&sql), bind_event)
+            .execute(self.tx.conn())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -434,6 +514,13 @@ mod tests {
 
     fn bound(mut query: Query<'_>) -> usize {
         query.take_arguments().unwrap().map_or(0, |a| a.len())
+    }
+
+    #[test]
+    fn value_rows_number_each_row_on_and_share_the_shared_placeholder() {
+        assert_eq!(value_rows(1, 2, None), "($1, $2)");
+        assert_eq!(value_rows(2, 2, Some("$5")), "($1, $2, $5), ($3, $4, $5)");
+        assert_eq!(value_rows(3, 1, None), "($1), ($2), ($3)");
     }
 
     #[test]

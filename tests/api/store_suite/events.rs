@@ -5,6 +5,7 @@ use super::*;
 on_both_backends!(
     insert_event_records_once_and_reports_the_stored_hashes,
     insert_event_racing_the_same_id_gives_one_new_and_duplicates,
+    insert_events_records_several_and_counts_only_those_not_recorded_before,
     an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new,
     load_event_and_finish_event_read_and_set_the_outcome,
     an_event_reporting_a_recorded_change_is_a_twin_in_either_order,
@@ -61,6 +62,62 @@ async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backen
     );
     tx.rollback().await.unwrap();
     assert_eq!(store.get_event("evt_2").await.unwrap(), None);
+}
+
+async fn insert_events_records_several_and_counts_only_those_not_recorded_before(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let (one, two) = (Event::new("evt_1", "one"), Event::new("evt_2", "two"));
+    let mut tx = store.begin().await.unwrap();
+    let inserted = tx
+        .insert_events(&[one.as_new(), two.as_new()])
+        .await
+        .unwrap();
+    assert_eq!(inserted, 2);
+    tx.commit().await.unwrap();
+    for event in [&one, &two] {
+        let mut tx = store.begin().await.unwrap();
+        // Stored as one at a time stores it: the same row.
+        assert_eq!(
+            tx.insert_event(&event.as_new()).await.unwrap(),
+            Recorded::Duplicate {
+                payload_sha256: event.sha.clone(),
+                content_sha256: Some(event.sha.clone()),
+            }
+        );
+        tx.rollback().await.unwrap();
+        let row = store.get_event(&event.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                row.outcome.as_str(),
+                row.processed_at_ms,
+                row.source.as_str()
+            ),
+            ("applied", Some(1_700_000_000_124), "webhook")
+        );
+    }
+
+    // A recorded id, and a thin event whose twin is recorded: only the
+    // new one of each pair counts.
+    let three = Event::new("evt_3", "three");
+    let mut tx = store.begin().await.unwrap();
+    let again = Event::new("evt_1", "one again");
+    assert_eq!(
+        tx.insert_events(&[three.as_new(), again.as_new()])
+            .await
+            .unwrap(),
+        1
+    );
+    tx.rollback().await.unwrap();
+    let twin = Event::thin("evt_thin", "evt_2");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_events(&[twin.as_new(), three.as_new()])
+            .await
+            .unwrap(),
+        1
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(store.get_event("evt_3").await.unwrap(), None);
 }
 
 async fn insert_event_racing_the_same_id_gives_one_new_and_duplicates(backend: Backend) {

@@ -6,6 +6,7 @@ use super::*;
 on_both_backends!(
     lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_field,
     lock_subscription_serializes_writers_of_one_subscription,
+    lock_subscriptions_and_save_subscriptions_write_several_rows_at_once,
     customer_records_sees_the_transaction_and_readers_see_only_commits,
     subscriptions_for_user_and_customer_follow_metadata_and_links,
     non_terminal_subscriptions_leave_out_canceled_and_expired,
@@ -100,6 +101,52 @@ async fn lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn lock_subscriptions_and_save_subscriptions_write_several_rows_at_once(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let stored = full_record("sub_old", "cus_old");
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_old", "cus_old", 100)
+        .await
+        .unwrap();
+    tx.save_subscription(&stored, 100).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let keys = [("sub_new", "cus_new"), ("sub_old", "cus_elsewhere")];
+    let mut locked = tx.lock_subscriptions(&keys, 200).await.unwrap();
+    locked.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        locked,
+        vec![
+            SubscriptionRecord::placeholder("sub_new", "cus_new"),
+            stored.clone()
+        ]
+    );
+    let filled = full_record("sub_new", "cus_new");
+    let emptied = SubscriptionRecord::placeholder("sub_old", "cus_old");
+    // One never locked: stored nowhere, as with `save_subscription`.
+    let never = full_record("sub_never", "cus_never");
+    tx.save_subscriptions(&[&filled, &emptied, &never], 300)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let read = |customer: &'static str| {
+        let store = store.clone();
+        async move { store.subscriptions_for_customer(customer).await.unwrap() }
+    };
+    assert_eq!(read("cus_new").await, vec![filled]);
+    assert_eq!(read("cus_old").await, vec![emptied]);
+    assert!(read("cus_never").await.is_empty());
+
+    // Undone with the transaction, placeholders too.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscriptions(&[("sub_gone", "cus_gone")], 400)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(read("cus_gone").await.is_empty());
 }
 
 async fn lock_subscription_serializes_writers_of_one_subscription(backend: Backend) {

@@ -1,0 +1,244 @@
+//! The bulk path: a run of plain events in one batch written with one
+//! statement per kind of row instead of several per event.
+//!
+//! A plain event writes one subscription and nothing else, decided from
+//! the stored record alone: a subscription snapshot or a paid invoice,
+//! delivered by webhook with nothing to read from Stripe first, of the mode
+//! Tollgate serves, sanely dated, and the first of its id and change key in
+//! the batch. Most webhooks are. For a run of two or more of them, inside
+//! one savepoint: every subscription they write is locked in one statement,
+//! each event's step is decided in memory in the order they came (so two
+//! events of one subscription chain as they would one at a time), the
+//! events are recorded with their outcomes in one statement and the
+//! changed records stored in one more.
+//!
+//! Whatever the bulk path can't write as the path that writes one event at
+//! a time would, it leaves to that path: it undoes the run (back to its
+//! savepoint) and hands it back. That is when a statement fails (one
+//! event's value may be refused, and only that event must fail), when an
+//! event is already recorded (a duplicate's effect must not be kept, and
+//! its payload is compared), and when a step needs a review (a same-second
+//! tie, an impossible transition). The outcome is the same either way.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Answer, Batch, Failure, Work};
+use crate::event::{self, DomainEvent, InvoicePaid};
+use crate::ledger::effects::{self, Step, Write};
+use crate::ledger::{Fetched, Ingested, Ledger, Received, Source};
+use crate::outcome::Outcome;
+use crate::store::{NewEvent, StoreError};
+use crate::subject::Affected;
+use crate::subscription::{Authority, SubscriptionRecord, SubscriptionSnapshot};
+
+/// An event the bulk path can write, as classified.
+pub(super) enum Plain {
+    Snapshot(SubscriptionSnapshot),
+    Payment(InvoicePaid),
+}
+
+impl Plain {
+    /// The subscription it writes, and its customer.
+    fn key(&self) -> (&str, &str) {
+        match self {
+            Plain::Snapshot(snap) => (&snap.id, &snap.customer_id),
+            Plain::Payment(paid) => (&paid.subscription_id, &paid.customer_id),
+        }
+    }
+
+    fn write(&self) -> Write<'_> {
+        match self {
+            Plain::Snapshot(snap) => Write::Snapshot(snap, Authority::Event),
+            Plain::Payment(paid) => Write::Payment(paid),
+        }
+    }
+}
+
+/// Why a run went back to the path that writes one event at a time; the
+/// label of [`crate::metrics::LEDGER_BULK_UNDONE`].
+#[derive(Clone, Copy)]
+enum Undone {
+    /// A statement failed.
+    Error,
+    /// An event (or its twin) was recorded already.
+    Recorded,
+    /// A step needs a review.
+    Review,
+}
+
+impl Undone {
+    fn as_str(self) -> &'static str {
+        match self {
+            Undone::Error => "error",
+            Undone::Recorded => "recorded",
+            Undone::Review => "review",
+        }
+    }
+}
+
+impl Ledger {
+    /// Which of `works` (one batch, in order) the bulk path may write.
+    pub(super) fn plain_jobs(&self, works: &[&Work]) -> Vec<Option<Plain>> {
+        // Apart: an event's change key is its own id unless it is thin.
+        let mut seen_ids: HashSet<&str> = HashSet::new();
+        let mut seen_changes: HashSet<&str> = HashSet::new();
+        works
+            .iter()
+            .map(|work| {
+                let Work::Ingest {
+                    envelope,
+                    source,
+                    fetched,
+                    ..
+                } = work
+                else {
+                    return None;
+                };
+                // A repeat of an id or change key met earlier in the batch
+                // is a duplicate: the one-at-a-time path finds it.
+                let first = seen_ids.insert(&envelope.id);
+                let first = seen_changes.insert(envelope.change_key()) && first;
+                let plain = first
+                    && *source == Source::Webhook
+                    && matches!(fetched, Fetched::Nothing)
+                    && envelope.thin.is_none()
+                    && self.livemode.accepts(envelope.livemode)
+                    && event::check_created(envelope, self.clock.now_secs()).is_ok();
+                if !plain {
+                    return None;
+                }
+                match event::classify(envelope, &self.user_key) {
+                    Ok(DomainEvent::Subscription(snap)) => Some(Plain::Snapshot(snap)),
+                    Ok(DomainEvent::InvoicePaid(paid)) => Some(Plain::Payment(paid)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes `run` (plain jobs, at least two) inside a savepoint of
+    /// `batch`: each job's answer and what it touched, in order. `None`
+    /// when the run was undone, for the path that writes one at a time.
+    pub(super) async fn write_plain(
+        &self,
+        batch: &mut Batch<'_>,
+        run: &[(&Work, &Plain)],
+    ) -> Result<Option<Vec<(Answer, Affected)>>, Failure> {
+        batch.open().await?;
+        match self.try_plain(batch, run).await? {
+            Ok(written) => {
+                metrics::counter!(crate::metrics::LEDGER_BULK_WRITES).increment(run.len() as u64);
+                Ok(Some(written))
+            }
+            Err(why) => {
+                batch.undo().await?;
+                metrics::counter!(crate::metrics::LEDGER_BULK_UNDONE, "reason" => why.as_str())
+                    .increment(run.len() as u64);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The run's statements; `Err(why)` when it must be undone.
+    async fn try_plain(
+        &self,
+        batch: &mut Batch<'_>,
+        run: &[(&Work, &Plain)],
+    ) -> Result<Result<Vec<(Answer, Affected)>, Undone>, Failure> {
+        let now = self.clock.now_ms();
+        let tx = batch.tx().await?;
+
+        let mut keys: Vec<(&str, &str)> = Vec::with_capacity(run.len());
+        let mut locking = HashSet::with_capacity(run.len());
+        for (_, plain) in run {
+            let key = plain.key();
+            if locking.insert(key.0) {
+                keys.push(key);
+            }
+        }
+        let mut records: HashMap<String, SubscriptionRecord> =
+            match tx.lock_subscriptions(&keys, now).await {
+                Ok(locked) => locked.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                Err(e) => return Ok(Err(failed("lock", e))),
+            };
+
+        // Each step in the order the events came, on the record as the
+        // steps before it left it.
+        let mut changed: Vec<&str> = Vec::new();
+        let mut decided: Vec<(Outcome, Affected)> = Vec::with_capacity(run.len());
+        for (work, plain) in run {
+            let envelope = envelope_of(work);
+            let write = plain.write();
+            let id = plain.key().0;
+            let Some(current) = records.get(id) else {
+                let why = StoreError::Corrupt(format!("subscription {id} was not locked"));
+                return Ok(Err(failed("lock", why)));
+            };
+            match effects::step(current, &write, envelope) {
+                Step::Write { record, outcome } => {
+                    let mut affected = Affected::default();
+                    if let Some(record) = record {
+                        affected.add_record(current);
+                        affected.add_record(&record);
+                        if !changed.contains(&id) {
+                            changed.push(id);
+                        }
+                        records.insert(id.to_owned(), record);
+                    }
+                    decided.push((outcome, affected));
+                }
+                Step::Tie { .. } | Step::Impossible { .. } => return Ok(Err(Undone::Review)),
+            }
+        }
+
+        let received: Vec<Received<'_>> = run
+            .iter()
+            .map(|(work, _)| match work {
+                Work::Ingest { envelope, raw, .. } => Received::of(envelope, raw),
+                Work::ApiSnapshot { .. } => unreachable!("BUG: an API read in a plain run"),
+            })
+            .collect();
+        let rows: Vec<NewEvent<'_>> = run
+            .iter()
+            .zip(&received)
+            .zip(&decided)
+            .map(|(((work, _), received), (outcome, _))| {
+                received.row(envelope_of(work), Source::Webhook, now, (*outcome, None))
+            })
+            .collect();
+        match tx.insert_events(&rows).await {
+            Ok(n) if n == rows.len() as u64 => {}
+            Ok(_) => return Ok(Err(Undone::Recorded)),
+            Err(e) => return Ok(Err(failed("record", e))),
+        }
+        if !changed.is_empty() {
+            let saving: Vec<&SubscriptionRecord> = changed.iter().map(|id| &records[*id]).collect();
+            if let Err(e) = tx.save_subscriptions(&saving, now).await {
+                return Ok(Err(failed("save", e)));
+            }
+        }
+        Ok(Ok(decided
+            .into_iter()
+            .map(|(outcome, affected)| {
+                let recorded = Ingested::Recorded {
+                    outcome,
+                    follow_up: Vec::new(),
+                };
+                (Answer::Ingested(recorded), affected)
+            })
+            .collect()))
+    }
+}
+
+fn envelope_of(work: &Work) -> &event::Envelope {
+    match work {
+        Work::Ingest { envelope, .. } => envelope,
+        Work::ApiSnapshot { .. } => unreachable!("BUG: an API read in a plain run"),
+    }
+}
+
+/// A statement of the run failed: logged, and the run is undone.
+fn failed(statement: &'static str, e: StoreError) -> Undone {
+    tracing::info!(statement, error = %e, "a bulk write failed; its events are written one at a time");
+    Undone::Error
+}
