@@ -85,7 +85,7 @@ pub struct DatabaseArgs {
 
     /// Connections in each of two pools: HasAccess's reads, and everything
     /// else (on SQLite the other reads, beside its one writer; on
-    /// PostgreSQL writes too, with one more per ledger writer: see
+    /// PostgreSQL writes too, with up to three more per ledger writer: see
     /// --ledger-writers).
     #[arg(long, env = "TOLLGATE_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
@@ -108,11 +108,12 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 
     /// PostgreSQL: how many writer tasks commit webhooks and API reads side
-    /// by side, each in batches (group commit) on a connection of its own
-    /// (added to the pool). A customer's writes always go to the same
-    /// writer, in order. Ignored on SQLite, which has one write lock: one
-    /// writer.
-    #[arg(long, env = "TOLLGATE_LEDGER_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// by side, each in batches (group commit) on connections of its own
+    /// (up to 3 each, added to the pool: one writing, two committing). A
+    /// customer's writes always go to the same writer, in order. One
+    /// writer makes the largest batches, which the bulk path writes
+    /// fastest. Ignored on SQLite, which has one write lock: one writer.
+    #[arg(long, env = "TOLLGATE_LEDGER_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub ledger_writers: u32,
 
     /// Address of the HTTP port (Stripe webhooks, health, readiness), as
@@ -730,7 +731,7 @@ mod tests {
     }
 
     #[test]
-    fn ledger_writers_default_to_four_and_reach_the_store() {
+    fn ledger_writers_default_to_one_and_reach_the_store() {
         let argv = |extra: &[&'static str]| {
             let mut argv = vec!["tollgate", "serve", "--stripe-webhook-secret", "whsec_x"];
             argv.extend_from_slice(extra);
@@ -741,7 +742,7 @@ mod tests {
                 Command::Serve(args) => args.into_config().unwrap().store.writers,
                 _ => unreachable!(),
             };
-        assert_eq!(writers(&[]), 4);
+        assert_eq!(writers(&[]), 1);
         assert_eq!(writers(&["--ledger-writers", "2"]), 2);
         assert!(Cli::try_parse_from(argv(&["--ledger-writers", "0"])).is_err());
         assert!(Cli::try_parse_from(argv(&["--ledger-writers", "65"])).is_err());

@@ -17,9 +17,10 @@
 //! commit fails, the connection dies) every job of the batch is answered
 //! with an error: none of them was stored.
 //!
-//! On PostgreSQL several writers run side by side (`--ledger-writers`), so
-//! that the round trips of their batches overlap; SQLite has one write lock
-//! and one writer ([`Store::writers`]). A job goes to the writer its key
+//! On PostgreSQL a writer writes its next batch while the last ones commit
+//! ([`Committing`]), and several writers may run side by side
+//! (`--ledger-writers`, one by default: one writer's batches are the
+//! largest); SQLite has one write lock and one writer ([`Store::writers`]). A job goes to the writer its key
 //! picks ([`route`]), and the key is the customer whose rows it writes
 //! ([`key_of`]): the rows an event locks are its own (event id, change
 //! key) and its customer's (subscriptions, user links, entitlement
@@ -45,10 +46,11 @@
 //! A thin event's object is read from Stripe before its job is queued
 //! ([`Ledger::ingest`]), so a slow read never holds a batch.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +112,47 @@ enum Failure {
     Batch(StoreError),
 }
 
+/// Most batches of one writer committing at once on PostgreSQL, besides
+/// the one it is writing.
+const COMMITS_IN_FLIGHT: usize = crate::store::CONNECTIONS_PER_WRITER as usize - 1;
+
+/// The batches of one writer whose commit is under way. On PostgreSQL a
+/// writer goes on to its next batch while the last one commits (a commit
+/// is mostly a wait for the WAL flush), on another connection: at most
+/// [`COMMITS_IN_FLIGHT`] at once, and never with a batch that shares a
+/// routing key (a customer) with one still committing, which it waits for
+/// instead. So one customer's writes still come one after the other, each
+/// seeing the last committed, as the module docs say; writes that reach
+/// rows of another key wait on their row locks as between writers. On
+/// SQLite a batch commits before the next begins.
+#[derive(Default)]
+struct Committing {
+    /// Each batch's routing keys, and the task committing it.
+    batches: Vec<(HashSet<String>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Committing {
+    /// Waits until a batch with `keys` may be written beside the commits
+    /// under way.
+    async fn make_room(&mut self, keys: &HashSet<String>) {
+        loop {
+            self.batches.retain(|(_, commit)| !commit.is_finished());
+            let shared = self
+                .batches
+                .iter()
+                .position(|(committing, _)| !committing.is_disjoint(keys));
+            let wait_for = match shared {
+                Some(n) => n,
+                None if self.batches.len() >= COMMITS_IN_FLIGHT => 0,
+                None => return,
+            };
+            let (_, commit) = self.batches.remove(wait_for);
+            // A panic there dropped its replies; its callers were told.
+            let _ = commit.await;
+        }
+    }
+}
+
 /// Starts `count` writer tasks of `ledger` (at least one); they end once
 /// the ledger is dropped (their queues close).
 pub(super) fn start(ledger: Weak<Ledger>, count: usize) -> Queue {
@@ -118,12 +161,16 @@ pub(super) fn start(ledger: Weak<Ledger>, count: usize) -> Queue {
             let (jobs, queued) = mpsc::channel(QUEUE_CAPACITY);
             let ledger = ledger.clone();
             let label = n.to_string();
+            // Only this writer's batches use it, one at a time.
+            let committing = Arc::new(tokio::sync::Mutex::new(Committing::default()));
             tokio::spawn(run(queued, MAX_BATCH, label.clone(), move |batch| {
                 let ledger = ledger.upgrade();
                 let label = label.clone();
+                let committing = committing.clone();
                 async move {
                     if let Some(ledger) = ledger {
-                        ledger.write_batch(batch, &label).await;
+                        let mut committing = committing.lock().await;
+                        ledger.write_batch(batch, &label, &mut committing).await;
                     }
                 }
             }));
@@ -316,7 +363,15 @@ impl Ledger {
     /// Runs of plain events go the bulk path ([`bulk`]) first, the rest
     /// (and a run it hands back) one at a time. `writer` labels its
     /// metrics.
-    async fn write_batch(&self, jobs: Vec<Job>, writer: &str) {
+    async fn write_batch(&self, jobs: Vec<Job>, writer: &str, committing: &mut Committing) {
+        let pipelined = self.store.backend() == "postgres";
+        let keys: HashSet<String> = jobs
+            .iter()
+            .map(|job| key_of(&job.work).to_owned())
+            .collect();
+        if pipelined {
+            committing.make_room(&keys).await;
+        }
         let mut batch = Batch {
             store: self.store.as_ref(),
             tx: None,
@@ -371,22 +426,27 @@ impl Ledger {
             }
             next += run.len().max(1);
         }
-        let committed = match (lost_at, batch.tx) {
-            (Some(e), _) => Err(e),
-            (None, Some(tx)) => self.changes.commit(tx, touched).await,
-            (None, None) => Ok(()),
-        };
         // Jobs never reached (the transaction was lost first) fail with it.
         answers.resize_with(replies.len(), || Err(batch_lost()));
         let done: Vec<(Reply, Result<Answer, StoreError>)> =
             replies.into_iter().zip(answers).collect();
-        match committed {
-            Ok(()) => {
-                for (reply, answer) in done {
-                    let _ = reply.send(answer);
-                }
+        let tx = match (lost_at, batch.tx) {
+            (Some(e), _) => return lost(done, &e, writer),
+            (None, None) => return answer(done),
+            (None, Some(tx)) => tx,
+        };
+        let changes = self.changes.clone();
+        let writer = writer.to_owned();
+        let commit = async move {
+            match changes.commit(tx, touched).await {
+                Ok(()) => answer(done),
+                Err(e) => lost(done, &e, &writer),
             }
-            Err(e) => lost(done, &e, writer),
+        };
+        if pipelined {
+            committing.batches.push((keys, tokio::spawn(commit)));
+        } else {
+            commit.await;
         }
     }
 
@@ -449,6 +509,13 @@ impl Ledger {
             }
         };
         Ok((Answer::Ingested(ingested), Affected::default()))
+    }
+}
+
+/// Answers every job of a committed batch.
+fn answer(done: Vec<(Reply, Result<Answer, StoreError>)>) {
+    for (reply, answer) in done {
+        let _ = reply.send(answer);
     }
 }
 

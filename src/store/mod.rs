@@ -609,6 +609,10 @@ pub struct StoreOptions {
     pub writers: u32,
 }
 
+/// Connections one PostgreSQL ledger writer may hold at once: the batch it
+/// writes, and the batches before it whose commit is still under way.
+pub const CONNECTIONS_PER_WRITER: u32 = 3;
+
 /// Opens the store named by `options.url` and applies its migrations.
 pub async fn connect(options: &StoreOptions) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     let url = options.url.as_str();

@@ -82,11 +82,13 @@ impl PgStore {
                 .map_err(|e| open_error(&connect, target, e))?;
         let _ = opened.close().await;
         // Each ledger writer holds a connection for its batch's whole
-        // transaction: the pool has one for each on top of the others, so
-        // busy writers never starve reads (or each other).
+        // transaction, and more for the batches still committing: the pool
+        // has those on top of the others, so busy writers never starve
+        // reads (or each other).
         let writers = options.writers.max(1);
+        let writing = writers.saturating_mul(super::CONNECTIONS_PER_WRITER);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2).saturating_add(writers))
+            .max_connections(options.max_connections.max(2).saturating_add(writing))
             .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
             .test_before_acquire(false)
             .connect_with(connect.clone())

@@ -612,7 +612,69 @@ macro_rules! on_postgres {
 on_postgres!(
     several_writers_apply_overlapping_out_of_order_redelivered_events_once_and_the_newest_wins,
     a_deadlock_between_two_writers_is_transient_and_the_retry_applies,
+    a_writer_goes_on_while_a_batch_commits_but_not_with_that_batch_s_customer,
 );
+
+/// A commit that hangs: a deferred trigger, run at COMMIT, waits for an
+/// advisory lock the test holds whenever the transaction recorded an event
+/// whose id starts with `evt_slow`.
+const SLOW_COMMIT: &str = "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$; \
+     CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events \
+     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+     WHEN (NEW.id LIKE 'evt_slow%') EXECUTE FUNCTION slow_commit();";
+
+async fn a_writer_goes_on_while_a_batch_commits_but_not_with_that_batch_s_customer() {
+    let backend = Backend::Postgres;
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    server.sql(SLOW_COMMIT).await;
+    let mut holder = sqlx::PgConnection::connect(&server.db.url).await.unwrap();
+    holder
+        .execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+
+    let slow = server.post(&subscription_event(
+        "evt_slow_1",
+        CREATED,
+        t - 30,
+        &Sub::new("sub_slow", "cus_slow", "active", now() + DAY),
+        Shape::Basil,
+    ));
+    // Its batch has written and waits in COMMIT.
+    server
+        .await_metric("tollgate_ledger_batch_size_count", 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!slow.is_finished(), "the commit is held");
+
+    // Another customer's event is written and committed meanwhile.
+    let other = server.post(&created("other", "active", t - 10));
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("another customer's event is not held up by a commit under way")
+        .unwrap();
+    assert_eq!((status, body["outcome"].clone()), (200, "applied".into()));
+
+    // The slow batch's customer waits for that commit.
+    let same = server.post(&updated("evt_same_customer", "slow", "past_due", t - 5));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!same.is_finished(), "waits for its customer's commit");
+    assert!(!slow.is_finished());
+
+    holder
+        .execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .unwrap();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body["outcome"].clone()), (200, "applied".into()));
+    let (status, body) = same.await.unwrap();
+    assert_eq!((status, body["outcome"].clone()), (200, "applied".into()));
+    let store = store_of(&server).await;
+    let records = store.subscriptions_for_customer("cus_slow").await.unwrap();
+    assert_eq!(records[0].status.map(|s| s.as_str()), Some("past_due"));
+}
 
 fn customer_updated(id: &str, customer: &str, user: &str, at: i64) -> Value {
     let customer = serde_json::json!({

@@ -91,10 +91,10 @@ async fn reads_are_answered_while_every_connection_of_the_write_pool_is_taken() 
         return;
     };
     save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
-    // The whole write pool (`options`: 4 connections and 1 writer's) held
-    // by open transactions, as busy writers and a busy console would.
+    // The whole write pool (`options`: 4 connections and 1 writer's share)
+    // held by open transactions, as busy writers and a busy console would.
     let mut held = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..4 + tollgate::store::CONNECTIONS_PER_WRITER {
         let begun = tokio::time::timeout(SOON, store.begin()).await;
         held.push(begun.expect("the pool has a connection").unwrap());
     }
