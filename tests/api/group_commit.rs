@@ -29,6 +29,7 @@ on_both_backends!(
     a_lone_webhook_is_committed_at_once_in_a_batch_of_one,
     a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_would,
     a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time,
+    events_the_reconciler_finds_are_written_in_runs_and_each_change_announced,
 );
 
 const DAY: i64 = 86_400;
@@ -150,7 +151,21 @@ impl Server {
     }
 
     async fn with_writers(backend: Backend, db: TestDatabase, writers: usize) -> Server {
+        Server::listing(backend, db, writers, Vec::new()).await
+    }
+
+    /// A server whose fake Stripe lists `events`: its reconciler's first
+    /// pass, at start, finds them.
+    async fn listing(
+        backend: Backend,
+        db: TestDatabase,
+        writers: usize,
+        events: Vec<Value>,
+    ) -> Server {
         let stripe = FakeStripe::start().await;
+        for event in events {
+            stripe.push_event(event);
+        }
         // A gate is held for a while: the writer must wait it out rather
         // than give up.
         let writers = writers.to_string();
@@ -1079,4 +1094,76 @@ async fn a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time(backend:
     for customer in ["cus_r1", "cus_r2"] {
         assert_eq!(decided(store.as_ref(), customer).await[0].0, Some("active"));
     }
+}
+
+async fn events_the_reconciler_finds_are_written_in_runs_and_each_change_announced(
+    backend: Backend,
+) {
+    let t = now();
+    let missed: Vec<Value> = (0..30)
+        .map(|i| {
+            let mut sub = Sub::new(
+                &format!("sub_found_{i}"),
+                &format!("cus_found_{i}"),
+                "active",
+                t + DAY,
+            );
+            sub.user_id = Some(format!("user_found_{i}"));
+            subscription_event(
+                &format!("evt_found_{i}"),
+                CREATED,
+                t - 100 + i,
+                &sub,
+                Shape::Basil,
+            )
+        })
+        .collect();
+    let db = TestDatabase::create(backend).await;
+    let server = Server::listing(backend, db, 1, missed.clone()).await;
+    let store = store_of(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut stored = 0;
+        for event in &missed {
+            let id = event["id"].as_str().unwrap();
+            stored += usize::from(store.get_event(id).await.unwrap().is_some());
+        }
+        if stored == missed.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of {} found",
+            missed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A page's events are queued together: most are written in runs.
+    let bulk = server.metric(BULK_WRITES).await;
+    assert!(bulk >= 2.0, "written in runs: {bulk}");
+    for event in &missed {
+        let id = event["id"].as_str().unwrap();
+        let stored = store.get_event(id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.outcome.as_str(), stored.source.as_str()),
+            ("applied", "reconciler")
+        );
+    }
+    // Each found subscription restores its customer's access: announced
+    // once each, as one at a time would.
+    let notes = store.list_notifications(0, 1000, true).await.unwrap();
+    for i in 0..30 {
+        let of: Vec<_> = notes
+            .iter()
+            .filter(|n| n.customer_id == format!("cus_found_{i}"))
+            .map(|n| (n.kind.as_str(), n.user_id.as_str(), n.new_access))
+            .collect();
+        let user = format!("user_found_{i}");
+        assert_eq!(
+            of,
+            [("ACCESS_RESTORED", user.as_str(), true)],
+            "cus_found_{i}"
+        );
+    }
+    assert_eq!(notes.len(), 30);
 }

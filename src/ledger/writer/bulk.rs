@@ -1,11 +1,14 @@
 //! The bulk path: a run of plain events in one batch written with one
 //! statement per kind of row instead of several per event.
 //!
-//! A plain event writes one subscription and nothing else, decided from
-//! the stored record alone: a subscription snapshot or a paid invoice,
-//! delivered by webhook with nothing to read from Stripe first, of the mode
-//! Tollgate serves, sanely dated, and the first of its id and change key in
-//! the batch. Most webhooks are. For a run of two or more of them, inside
+//! A plain event writes one subscription, decided from the stored record
+//! alone: a subscription snapshot or a paid invoice, with nothing to read
+//! from Stripe first, of the mode Tollgate serves, sanely dated, and the
+//! first of its id and change key in the batch. Most webhooks are, and
+//! most events the reconciler finds; one of those is plain only when no
+//! other job of the batch writes its customer, since its customer's access
+//! is compared before and after it alone (and a change announced, as one
+//! at a time does). For a run of two or more of them, inside
 //! one savepoint: every subscription they write is locked in one statement,
 //! each event's step is decided in memory in the order they came (so two
 //! events of one subscription chain as they would one at a time), the
@@ -79,6 +82,10 @@ impl Undone {
 impl Ledger {
     /// Which of `works` (one batch, in order) the bulk path may write.
     pub(super) fn plain_jobs(&self, works: &[&Work]) -> Vec<Option<Plain>> {
+        let mut writers_of: HashMap<&str, usize> = HashMap::new();
+        for work in works {
+            *writers_of.entry(super::key_of(work)).or_default() += 1;
+        }
         // Apart: an event's change key is its own id unless it is thin.
         let mut seen_ids: HashSet<&str> = HashSet::new();
         let mut seen_changes: HashSet<&str> = HashSet::new();
@@ -98,8 +105,9 @@ impl Ledger {
                 // is a duplicate: the one-at-a-time path finds it.
                 let first = seen_ids.insert(&envelope.id);
                 let first = seen_changes.insert(envelope.change_key()) && first;
+                let alone = writers_of.get(super::key_of(work)) == Some(&1);
                 let plain = first
-                    && *source == Source::Webhook
+                    && (*source == Source::Webhook || alone)
                     && matches!(fetched, Fetched::Nothing)
                     && envelope.thin.is_none()
                     && self.livemode.accepts(envelope.livemode)
@@ -147,6 +155,19 @@ impl Ledger {
     ) -> Result<Result<Vec<(Answer, Affected)>, Undone>, Failure> {
         let now = self.clock.now_ms();
         let tx = batch.tx().await?;
+
+        // A change the reconciler finds is news to the product: its
+        // customer's access before, to compare once the run is written.
+        let mut watched = Vec::new();
+        for (work, plain) in run {
+            if source_of(work) == Source::Reconciler {
+                let customer = plain.key().1;
+                match self.changes.access(&mut *tx, customer).await {
+                    Ok(before) => watched.push((customer, before)),
+                    Err(e) => return Ok(Err(failed("read access", e))),
+                }
+            }
+        }
 
         let mut keys: Vec<(&str, &str)> = Vec::with_capacity(run.len());
         let mut locking = HashSet::with_capacity(run.len());
@@ -203,7 +224,7 @@ impl Ledger {
             .zip(&received)
             .zip(&decided)
             .map(|(((work, _), received), (outcome, _))| {
-                received.row(envelope_of(work), Source::Webhook, now, (*outcome, None))
+                received.row(envelope_of(work), source_of(work), now, (*outcome, None))
             })
             .collect();
         match tx.insert_events(&rows).await {
@@ -217,6 +238,15 @@ impl Ledger {
                 return Ok(Err(failed("save", e)));
             }
         }
+        for (customer, before) in &watched {
+            if let Err(e) = self
+                .changes
+                .announce(&mut *tx, customer, before, true)
+                .await
+            {
+                return Ok(Err(failed("announce", e)));
+            }
+        }
         Ok(Ok(decided
             .into_iter()
             .map(|(outcome, affected)| {
@@ -227,6 +257,13 @@ impl Ledger {
                 (Answer::Ingested(recorded), affected)
             })
             .collect()))
+    }
+}
+
+fn source_of(work: &Work) -> Source {
+    match work {
+        Work::Ingest { source, .. } => *source,
+        Work::ApiSnapshot { .. } => unreachable!("BUG: an API read in a plain run"),
     }
 }
 
