@@ -118,13 +118,10 @@ impl Changes {
         mut tx: Box<dyn Tx>,
         mut affected: Affected,
     ) -> Result<(), StoreError> {
-        if !affected.customers.is_empty() {
-            for user in tx.users_of_customers(&affected.customers).await? {
+        if !affected.is_empty() {
+            for user in tx.publish_with_users(&affected).await? {
                 affected.add_user(&user);
             }
-        }
-        if !affected.is_empty() {
-            tx.publish_changes(&affected).await?;
         }
         tx.commit().await?;
         self.cache.invalidate(&affected);

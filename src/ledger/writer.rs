@@ -10,8 +10,8 @@
 //! a duplicate undoes its effect. The batch commits once, tells other
 //! replicas and invalidates the cache once for everything it touched, and
 //! only then is each job answered. A run of plain events (snapshots and
-//! paid invoices, most webhooks) is written first with one statement per
-//! kind of row for the whole run, inside one savepoint, and handed back to
+//! paid invoices, most webhooks) is written first with a few statements
+//! for the whole run, inside one savepoint, and handed back to
 //! be written one at a time when that can't give the same result
 //! ([`bulk`]). When the transaction is lost (the
 //! commit fails, the connection dies) every job of the batch is answered
@@ -390,7 +390,7 @@ impl Ledger {
                 .zip(&plain[next..])
                 .map_while(|(work, plain)| Some((work, plain.as_ref()?)))
                 .collect();
-            if run.len() >= 2 {
+            if !run.is_empty() {
                 match self.write_plain(&mut batch, &run).await {
                     Ok(Some(written)) => {
                         for (answer, affected) in written {

@@ -335,6 +335,21 @@ pub trait Tx: Send {
     /// ([`Tx::rollback_to_savepoint`]) and records them one at a time with
     /// [`Tx::insert_event`], which tells which.
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError>;
+    /// [`Tx::insert_events`], then, only when every one of them was new,
+    /// [`Tx::save_subscriptions`]: how many events were inserted.
+    /// PostgreSQL does both in one statement.
+    async fn record_and_save(
+        &mut self,
+        events: &[NewEvent<'_>],
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let inserted = self.insert_events(events).await?;
+        if inserted == events.len() as u64 && !records.is_empty() {
+            self.save_subscriptions(records, now_ms).await?;
+        }
+        Ok(inserted)
+    }
     /// Every subscription of a customer, read inside the transaction.
     async fn customer_records(
         &mut self,
@@ -423,6 +438,20 @@ pub trait Tx: Send {
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError>;
+    /// The users linked to `affected`'s customers ([`Tx::users_of_customers`]),
+    /// and `affected` published with them ([`Tx::publish_changes`]): what a
+    /// commit tells other replicas. PostgreSQL does both in one statement.
+    async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
+        let users = if affected.customers.is_empty() {
+            Vec::new()
+        } else {
+            self.users_of_customers(&affected.customers).await?
+        };
+        let mut published = affected.clone();
+        users.iter().for_each(|u| published.add_user(u));
+        self.publish_changes(&published).await?;
+        Ok(users)
+    }
     /// Marks the point [`Tx::rollback_to_savepoint`] returns to: the start
     /// of one event's writes in a transaction that holds several. Marks
     /// nest; each is kept until the transaction ends.

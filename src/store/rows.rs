@@ -410,12 +410,15 @@ pub(crate) fn publication(affected: &Affected) -> String {
     let json =
         serde_json::json!({ "c": affected.customers, "u": affected.users, "p": affected.products })
             .to_string();
-    if json.len() > 7000 {
+    if json.len() > MAX_PUBLICATION_BYTES {
         "*".to_owned()
     } else {
         json
     }
 }
+
+/// The longest [`publication`] sent as it is, under PostgreSQL's 8000.
+pub(crate) const MAX_PUBLICATION_BYTES: usize = 7000;
 
 /// Reads a payload made by [`publication`].
 pub(crate) fn published(payload: &str) -> StoreEvent {

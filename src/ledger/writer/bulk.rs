@@ -8,12 +8,13 @@
 //! most events the reconciler finds; one of those is plain only when no
 //! other job of the batch writes its customer, since its customer's access
 //! is compared before and after it alone (and a change announced, as one
-//! at a time does). For a run of two or more of them, inside
-//! one savepoint: every subscription they write is locked in one statement,
-//! each event's step is decided in memory in the order they came (so two
-//! events of one subscription chain as they would one at a time), the
-//! events are recorded with their outcomes in one statement and the
-//! changed records stored in one more.
+//! at a time does). For a run of them (a lone one too), inside one
+//! savepoint (the whole transaction, for a batch of one): every
+//! subscription they write is locked in one statement, each event's step
+//! is decided in memory in the order they came (so two events of one
+//! subscription chain as they would one at a time), and the events are
+//! recorded with their outcomes and the changed records stored in one more
+//! (two on SQLite).
 //!
 //! Whatever the bulk path can't write as the path that writes one event at
 //! a time would, it leaves to that path: it undoes the run (back to its
@@ -124,7 +125,7 @@ impl Ledger {
             .collect()
     }
 
-    /// Writes `run` (plain jobs, at least two) inside a savepoint of
+    /// Writes `run` (plain jobs, at least one) inside a savepoint of
     /// `batch`: each job's answer and what it touched, in order. `None`
     /// when the run was undone, for the path that writes one at a time.
     pub(super) async fn write_plain(
@@ -227,16 +228,11 @@ impl Ledger {
                 received.row(envelope_of(work), source_of(work), now, (*outcome, None))
             })
             .collect();
-        match tx.insert_events(&rows).await {
+        let saving: Vec<&SubscriptionRecord> = changed.iter().map(|id| &records[*id]).collect();
+        match tx.record_and_save(&rows, &saving, now).await {
             Ok(n) if n == rows.len() as u64 => {}
             Ok(_) => return Ok(Err(Undone::Recorded)),
-            Err(e) => return Ok(Err(failed("record", e))),
-        }
-        if !changed.is_empty() {
-            let saving: Vec<&SubscriptionRecord> = changed.iter().map(|id| &records[*id]).collect();
-            if let Err(e) = tx.save_subscriptions(&saving, now).await {
-                return Ok(Err(failed("save", e)));
-            }
+            Err(e) => return Ok(Err(failed("record and save", e))),
         }
         for (customer, before) in &watched {
             if let Err(e) = self

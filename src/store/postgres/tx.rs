@@ -110,10 +110,15 @@ const EVENT_TYPES: [&str; 14] = [
 
 /// `UNNEST($1::text[], $2::int8[], ...)` of one array per type.
 fn unnest(types: &[&str]) -> String {
+    unnest_from(types, 1)
+}
+
+/// [`unnest`] with its placeholders numbered from `$first`.
+fn unnest_from(types: &[&str], first: usize) -> String {
     let arrays: Vec<String> = types
         .iter()
         .enumerate()
-        .map(|(i, t)| format!("${}::{t}[]", i + 1))
+        .map(|(i, t)| format!("${}::{t}[]", i + first))
         .collect();
     format!("UNNEST({})", arrays.join(", "))
 }
@@ -141,6 +146,32 @@ static SAVE_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
     rows::save_subscriptions_from(&rows, "$17")
 });
 
+/// [`INSERT_EVENTS`]' arrays (`$1..$14`), then [`SAVE_SUBSCRIPTIONS`]'
+/// (`$15..$30`), `$31` now and `$32` how many events there are: the
+/// subscriptions are stored only if every event was inserted (a
+/// data-modifying `WITH` runs whether or not it is read). Returns how many
+/// were.
+static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
+    let events = EVENT_TYPES.len();
+    let subscriptions = SUBSCRIPTION_TYPES.len();
+    let now = format!("${}", events + subscriptions + 1);
+    let all = format!("${}", events + subscriptions + 2);
+    let rows = format!(
+        "{} AS v ({}), inserted",
+        unnest_from(&SUBSCRIPTION_TYPES, events + 1),
+        rows::SUBSCRIPTION_COLUMNS
+    );
+    let save = rows::save_subscriptions_from(&rows, &now);
+    format!(
+        "WITH recorded AS (INSERT INTO events ({}) SELECT * FROM {} ON CONFLICT DO NOTHING \
+         RETURNING 1), inserted AS (SELECT count(*) AS n FROM recorded), \
+         saved AS ({save} AND inserted.n = {all} RETURNING 1) \
+         SELECT n FROM inserted",
+        rows::EVENT_COLUMNS,
+        unnest(&EVENT_TYPES),
+    )
+});
+
 /// One array per column of [`rows::EVENT_COLUMNS`].
 static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -149,6 +180,21 @@ static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
         unnest(&EVENT_TYPES)
     )
 });
+
+/// `$1` channel, `$2` customers, `$3` users, `$4` products, `$5` the
+/// longest payload: the users linked to the customers (as
+/// `USERS_OF_CUSTOMERS` reads them), and a notification of all of them,
+/// `*` when it would be longer. Users already given are not read back.
+const PUBLISH_WITH_USERS: &str = "WITH linked AS (\
+       SELECT user_id FROM customer_users WHERE customer_id = ANY($2) \
+       UNION SELECT user_id FROM subscriptions \
+       WHERE customer_id = ANY($2) AND user_id IS NOT NULL), \
+     payload AS (SELECT json_build_object('c', $2::text[], \
+       'u', array(SELECT unnest($3::text[]) UNION SELECT user_id FROM linked), \
+       'p', $4::text[])::text AS p) \
+     SELECT array(SELECT user_id FROM linked) FROM payload, \
+       LATERAL pg_notify($1, CASE WHEN octet_length(payload.p) > $5 THEN '*' ELSE payload.p END) \
+       AS sent";
 
 /// Binds `rows` column by column, one array each, in the order of
 /// [`rows::SUBSCRIPTION_COLUMNS`].
@@ -299,6 +345,25 @@ impl Tx for PgTx {
             .execute(self.tx.conn())
             .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_and_save(
+        &mut self,
+        events: &[NewEvent<'_>],
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let rows: Vec<SubscriptionRow> =
+            records.iter().map(|r| SubscriptionRow::from(*r)).collect();
+        let query = bind_event_arrays(sqlx::query(&RECORD_AND_SAVE), events);
+        let row = bind_subscription_arrays(query, &rows)
+            .bind(now_ms)
+            .bind(events.len() as i64)
+            .fetch_one(self.tx.conn())
+            .await?;
+        let inserted: i64 = row.try_get(0)?;
+        Ok(inserted as u64)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -553,6 +618,21 @@ impl Tx for PgTx {
             .execute(self.tx.conn())
             .await?;
         Ok(())
+    }
+
+    /// One round trip where the default takes two: the users are read,
+    /// the payload built as [`rows::publication`] builds it, and sent.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
+        let (users,): (Vec<String>,) = sqlx::query_as(PUBLISH_WITH_USERS)
+            .bind(INVALIDATION_CHANNEL)
+            .bind(&affected.customers)
+            .bind(&affected.users)
+            .bind(&affected.products)
+            .bind(rows::MAX_PUBLICATION_BYTES as i32)
+            .fetch_one(self.tx.conn())
+            .await?;
+        Ok(users)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -6,6 +6,7 @@ on_both_backends!(
     insert_event_records_once_and_reports_the_stored_hashes,
     insert_event_racing_the_same_id_gives_one_new_and_duplicates,
     insert_events_records_several_and_counts_only_those_not_recorded_before,
+    record_and_save_stores_the_subscriptions_only_when_every_event_is_new,
     an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new,
     load_event_and_finish_event_read_and_set_the_outcome,
     an_event_reporting_a_recorded_change_is_a_twin_in_either_order,
@@ -118,6 +119,57 @@ async fn insert_events_records_several_and_counts_only_those_not_recorded_before
     );
     tx.rollback().await.unwrap();
     assert_eq!(store.get_event("evt_3").await.unwrap(), None);
+}
+
+async fn record_and_save_stores_the_subscriptions_only_when_every_event_is_new(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_events(&[Event::new("evt_1", "one").as_new()])
+            .await
+            .unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    let status = |store: Arc<dyn Store>| async move {
+        let records = store.subscriptions_for_customer("cus_1").await.unwrap();
+        records.first().and_then(|r| r.status)
+    };
+
+    // One of the two is recorded: the subscription is not stored.
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
+    record.status = Some(Status::Active);
+    let (again, two) = (Event::new("evt_1", "one"), Event::new("evt_2", "two"));
+    let inserted = tx
+        .record_and_save(&[two.as_new(), again.as_new()], &[&record], 2)
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(status(store.clone()).await, None, "the placeholder only");
+
+    // All new: stored with them.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 3).await.unwrap();
+    let three = Event::new("evt_3", "three");
+    let inserted = tx
+        .record_and_save(&[three.as_new()], &[&record], 4)
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(status(store.clone()).await, Some(Status::Active));
+    assert!(store.get_event("evt_3").await.unwrap().is_some());
+    // Nothing to store is fine too.
+    let mut tx = store.begin().await.unwrap();
+    let four = Event::new("evt_4", "four");
+    assert_eq!(
+        tx.record_and_save(&[four.as_new()], &[], 5).await.unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    assert!(store.get_event("evt_4").await.unwrap().is_some());
 }
 
 async fn insert_event_racing_the_same_id_gives_one_new_and_duplicates(backend: Backend) {

@@ -8,6 +8,7 @@ on_both_backends!(
     rollback_leaves_nothing_behind_and_keeps_the_store_working,
     dropping_a_transaction_leaves_nothing_behind_and_keeps_the_store_working,
     publish_changes_reaches_watchers_on_postgres_only,
+    publish_with_users_returns_the_customers_users_and_publishes_them_too,
 );
 
 /// Writes through every `Tx` method that writes.
@@ -225,6 +226,71 @@ async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
                 .unwrap();
         }
     }
+}
+
+async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_1", "user_linked", 1).await.unwrap();
+    let mut record = tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
+    record.user_id = Some("user_of_sub".to_owned());
+    tx.save_subscription(&record, 1).await.unwrap();
+    tx.link_customer("cus_other", "user_elsewhere", 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let (events, mut heard) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move { store.watch(events, stop).await }
+    });
+    if backend == Backend::Postgres {
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
+    }
+    let affected = Affected {
+        customers: vec!["cus_1".to_owned()],
+        users: vec!["user_given".to_owned()],
+        products: vec!["prod_1".to_owned()],
+    };
+    let mut tx = store.begin().await.unwrap();
+    let mut users = tx.publish_with_users(&affected).await.unwrap();
+    tx.commit().await.unwrap();
+    users.sort();
+    assert_eq!(users, ["user_linked", "user_of_sub"]);
+    if backend == Backend::Postgres {
+        let Some(StoreEvent::Changed(mut published)) = next(&mut heard).await else {
+            panic!("a change is published");
+        };
+        published.users.sort();
+        assert_eq!(
+            published,
+            Affected {
+                customers: vec!["cus_1".to_owned()],
+                users: vec![
+                    "user_given".to_owned(),
+                    "user_linked".to_owned(),
+                    "user_of_sub".to_owned()
+                ],
+                products: vec!["prod_1".to_owned()],
+            }
+        );
+        // Too many subjects for one notification: forget everything.
+        let many = Affected {
+            customers: (0..1000).map(|i| format!("cus_many_{i}")).collect(),
+            ..Affected::default()
+        };
+        let mut tx = store.begin().await.unwrap();
+        assert!(tx.publish_with_users(&many).await.unwrap().is_empty());
+        tx.commit().await.unwrap();
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Unknown));
+    }
+    stop.cancel();
+    tokio::time::timeout(SOON, watcher)
+        .await
+        .expect("watch stops")
+        .unwrap();
 }
 
 async fn next(heard: &mut mpsc::Receiver<StoreEvent>) -> Option<StoreEvent> {
