@@ -196,12 +196,14 @@ const PUBLISH_WITH_USERS: &str = "WITH linked AS (\
        LATERAL pg_notify($1, CASE WHEN octet_length(payload.p) > $5 THEN '*' ELSE payload.p END) \
        AS sent";
 
+/// One column of `rows`, as the array a multi-row statement unnests.
+fn column<'r, R, T>(rows: &'r [R], f: impl Fn(&'r R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
 /// Binds `rows` column by column, one array each, in the order of
 /// [`rows::SUBSCRIPTION_COLUMNS`].
 fn bind_subscription_arrays<'q>(query: Query<'q>, rows: &'q [SubscriptionRow]) -> Query<'q> {
-    fn column<'r, T>(rows: &'r [SubscriptionRow], f: impl Fn(&'r SubscriptionRow) -> T) -> Vec<T> {
-        rows.iter().map(f).collect()
-    }
     query
         .bind(column(rows, |r| r.id.as_str()))
         .bind(column(rows, |r| r.customer_id.as_str()))
@@ -224,9 +226,6 @@ fn bind_subscription_arrays<'q>(query: Query<'q>, rows: &'q [SubscriptionRow]) -
 /// Binds `events` column by column, one array each, in the order of
 /// [`rows::EVENT_COLUMNS`].
 fn bind_event_arrays<'q>(query: Query<'q>, events: &[NewEvent<'q>]) -> Query<'q> {
-    fn column<'e, T>(events: &[NewEvent<'e>], f: impl Fn(&NewEvent<'e>) -> T) -> Vec<T> {
-        events.iter().map(f).collect()
-    }
     query
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.event_type))

@@ -179,12 +179,7 @@ async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
             }
         }
     };
-    let (events, mut heard) = mpsc::channel(16);
-    let stop = CancellationToken::new();
-    let watcher = tokio::spawn({
-        let (store, stop) = (store.clone(), stop.clone());
-        async move { store.watch(events, stop).await }
-    });
+    let (mut heard, stop, watcher) = watching(&store);
 
     match backend {
         Backend::Sqlite => {
@@ -240,12 +235,7 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
         .unwrap();
     tx.commit().await.unwrap();
 
-    let (events, mut heard) = mpsc::channel(16);
-    let stop = CancellationToken::new();
-    let watcher = tokio::spawn({
-        let (store, stop) = (store.clone(), stop.clone());
-        async move { store.watch(events, stop).await }
-    });
+    let (mut heard, stop, watcher) = watching(&store);
     if backend == Backend::Postgres {
         assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
     }
@@ -291,6 +281,23 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
         .await
         .expect("watch stops")
         .unwrap();
+}
+
+/// `store.watch` running: what it hears, how to stop it, and its task.
+fn watching(
+    store: &Arc<dyn Store>,
+) -> (
+    mpsc::Receiver<StoreEvent>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let (events, heard) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move { store.watch(events, stop).await }
+    });
+    (heard, stop, watcher)
 }
 
 async fn next(heard: &mut mpsc::Receiver<StoreEvent>) -> Option<StoreEvent> {
