@@ -10,8 +10,9 @@
 #                         # (3 runs, medians), scaling table at 10k and 100k
 #
 # Wall time on the 2-vCPU session VM (2026-12-06): full 941 s on a quiet
-# machine, release build included (1168 s while another agent built beside
-# it); quick 726 s on the busy machine. Of a full run, touch-all of 1M users
+# AMD EPYC machine, 1003 s on an Intel Xeon one, release build included
+# (1168 s while another agent built beside it); quick 726 s on the busy
+# machine. Of a full run, touch-all of 1M users
 # costs 1-2 min per backend, the reconciler ~30 s and the scaling table ~40 s
 # per backend. Use the quick mode when the budget matters; the full run is
 # for the 1M figures.
