@@ -147,7 +147,7 @@ impl Committing {
                 None => return,
             };
             let (_, commit) = self.batches.remove(wait_for);
-            // A panic there dropped its replies; its callers were told.
+            // Its task ends normally: a panic inside is caught and logged.
             let _ = commit.await;
         }
     }
@@ -444,6 +444,15 @@ impl Ledger {
             }
         };
         if pipelined {
+            // Its replies go with a panic (the callers are told), as in
+            // [`run`], which no longer sees this part.
+            let commit = AssertUnwindSafe(commit).catch_unwind().map(move |done| {
+                if done.is_err() {
+                    tracing::error!(
+                        "BUG: a ledger writer's commit panicked; its batch was not answered"
+                    );
+                }
+            });
             committing.batches.push((keys, tokio::spawn(commit)));
         } else {
             commit.await;
