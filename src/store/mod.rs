@@ -321,35 +321,21 @@ pub trait Tx: Send {
         keys: &[(&str, &str)],
         now_ms: i64,
     ) -> Result<Vec<SubscriptionRecord>, StoreError>;
-    /// [`Tx::save_subscription`] for several locked subscriptions in one
-    /// statement, each id once.
-    async fn save_subscriptions(
-        &mut self,
-        records: &[&SubscriptionRecord],
-        now_ms: i64,
-    ) -> Result<(), StoreError>;
-    /// Records several events, with distinct ids and change keys, in one
-    /// statement, and says how many it inserted: fewer than given when one
-    /// of them (or its twin) is already recorded, also by a transaction
-    /// that raced this one. The caller then undoes them all
-    /// ([`Tx::rollback_to_savepoint`]) and records them one at a time with
-    /// [`Tx::insert_event`], which tells which.
-    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError>;
-    /// [`Tx::insert_events`], then, only when every one of them was new,
-    /// [`Tx::save_subscriptions`]: how many events were inserted.
-    /// PostgreSQL does both in one statement.
+    /// Records several events with their outcomes (distinct ids and change
+    /// keys) and, only when every one of them was new, stores several
+    /// locked subscriptions whole ([`Tx::save_subscription`] for each id
+    /// once; one never locked is stored nowhere). Says how many events it
+    /// inserted: fewer than given when one of them (or its twin) is already
+    /// recorded, also by a transaction that raced this one. The caller then
+    /// undoes them all ([`Tx::rollback_to_savepoint`]) and records them one
+    /// at a time with [`Tx::insert_event`], which tells which. PostgreSQL
+    /// does it in one statement, SQLite in two.
     async fn record_and_save(
         &mut self,
         events: &[NewEvent<'_>],
         records: &[&SubscriptionRecord],
         now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let inserted = self.insert_events(events).await?;
-        if inserted == events.len() as u64 && !records.is_empty() {
-            self.save_subscriptions(records, now_ms).await?;
-        }
-        Ok(inserted)
-    }
+    ) -> Result<u64, StoreError>;
     /// Every subscription of a customer, read inside the transaction.
     async fn customer_records(
         &mut self,

@@ -73,8 +73,6 @@ const COVERED: &[&str] = &[
     "finish_event",
     "lock_subscription",
     "lock_subscriptions",
-    "save_subscriptions",
-    "insert_events",
     "record_and_save",
     "customer_records",
     "set_hold",

@@ -135,19 +135,8 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One array per column of [`rows::SUBSCRIPTION_COLUMNS`], then `$17`
-/// now: each row stored whole.
-static SAVE_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
-    let rows = format!(
-        "{} AS v ({})",
-        unnest(&SUBSCRIPTION_TYPES),
-        rows::SUBSCRIPTION_COLUMNS
-    );
-    rows::save_subscriptions_from(&rows, "$17")
-});
-
-/// [`INSERT_EVENTS`]' arrays (`$1..$14`), then [`SAVE_SUBSCRIPTIONS`]'
-/// (`$15..$30`), `$31` now and `$32` how many events there are: the
+/// One array per column of [`rows::EVENT_COLUMNS`] (`$1..$14`), then one
+/// per column of [`rows::SUBSCRIPTION_COLUMNS`] (`$15..$30`), `$31` now and `$32` how many events there are: the
 /// subscriptions are stored only if every event was inserted (a
 /// data-modifying `WITH` runs whether or not it is read). Returns how many
 /// were.
@@ -169,15 +158,6 @@ static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
          SELECT n FROM inserted",
         rows::EVENT_COLUMNS,
         unnest(&EVENT_TYPES),
-    )
-});
-
-/// One array per column of [`rows::EVENT_COLUMNS`].
-static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO events ({}) SELECT * FROM {} ON CONFLICT DO NOTHING",
-        rows::EVENT_COLUMNS,
-        unnest(&EVENT_TYPES)
     )
 });
 
@@ -332,21 +312,6 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn save_subscriptions(
-        &mut self,
-        records: &[&SubscriptionRecord],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<SubscriptionRow> =
-            records.iter().map(|r| SubscriptionRow::from(*r)).collect();
-        bind_subscription_arrays(sqlx::query(&SAVE_SUBSCRIPTIONS), &rows)
-            .bind(now_ms)
-            .execute(self.tx.conn())
-            .await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_and_save(
         &mut self,
         events: &[NewEvent<'_>],
@@ -363,14 +328,6 @@ impl Tx for PgTx {
             .await?;
         let inserted: i64 = row.try_get(0)?;
         Ok(inserted as u64)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all)]
-    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError> {
-        let done = bind_event_arrays(sqlx::query(&INSERT_EVENTS), events)
-            .execute(self.tx.conn())
-            .await?;
-        Ok(done.rows_affected())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -202,12 +202,29 @@ impl Tx for SqliteTx {
         rows::records(rows)
     }
 
+    /// The events in one statement, then the records in another when
+    /// every event was new.
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn save_subscriptions(
+    async fn record_and_save(
         &mut self,
+        events: &[NewEvent<'_>],
         records: &[&SubscriptionRecord],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING",
+            rows::EVENT_COLUMNS,
+            value_rows(events.len(), rows::column_count(rows::EVENT_COLUMNS), None)
+        );
+        let inserted = events
+            .iter()
+            .fold(sqlx::query(&sql), bind_event)
+            .execute(self.tx.conn())
+            .await?
+            .rows_affected();
+        if inserted < events.len() as u64 || records.is_empty() {
+            return Ok(inserted);
+        }
         let columns = rows::column_count(rows::SUBSCRIPTION_COLUMNS);
         let now = format!("${}", records.len() * columns + 1);
         let update = rows::save_subscriptions_from("v", &now);
@@ -223,22 +240,7 @@ impl Tx for SqliteTx {
             .bind(now_ms)
             .execute(self.tx.conn())
             .await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(level = "debug", skip_all)]
-    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<u64, StoreError> {
-        let sql = format!(
-            "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING",
-            rows::EVENT_COLUMNS,
-            value_rows(events.len(), rows::column_count(rows::EVENT_COLUMNS), None)
-        );
-        let done = events
-            .iter()
-            .fold(sqlx::query(&sql), bind_event)
-            .execute(self.tx.conn())
-            .await?;
-        Ok(done.rows_affected())
+        Ok(inserted)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -5,7 +5,7 @@ use super::*;
 on_both_backends!(
     insert_event_records_once_and_reports_the_stored_hashes,
     insert_event_racing_the_same_id_gives_one_new_and_duplicates,
-    insert_events_records_several_and_counts_only_those_not_recorded_before,
+    record_and_save_records_several_events_and_counts_only_those_not_recorded_before,
     record_and_save_stores_the_subscriptions_only_when_every_event_is_new,
     an_insert_waiting_on_a_rolled_back_insert_of_the_same_id_is_new,
     load_event_and_finish_event_read_and_set_the_outcome,
@@ -65,12 +65,14 @@ async fn insert_event_records_once_and_reports_the_stored_hashes(backend: Backen
     assert_eq!(store.get_event("evt_2").await.unwrap(), None);
 }
 
-async fn insert_events_records_several_and_counts_only_those_not_recorded_before(backend: Backend) {
+async fn record_and_save_records_several_events_and_counts_only_those_not_recorded_before(
+    backend: Backend,
+) {
     let Fresh { store, db: _db } = fresh(backend).await;
     let (one, two) = (Event::new("evt_1", "one"), Event::new("evt_2", "two"));
     let mut tx = store.begin().await.unwrap();
     let inserted = tx
-        .insert_events(&[one.as_new(), two.as_new()])
+        .record_and_save(&[one.as_new(), two.as_new()], &[], 1)
         .await
         .unwrap();
     assert_eq!(inserted, 2);
@@ -103,7 +105,7 @@ async fn insert_events_records_several_and_counts_only_those_not_recorded_before
     let mut tx = store.begin().await.unwrap();
     let again = Event::new("evt_1", "one again");
     assert_eq!(
-        tx.insert_events(&[three.as_new(), again.as_new()])
+        tx.record_and_save(&[three.as_new(), again.as_new()], &[], 1)
             .await
             .unwrap(),
         1
@@ -112,7 +114,7 @@ async fn insert_events_records_several_and_counts_only_those_not_recorded_before
     let twin = Event::thin("evt_thin", "evt_2");
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.insert_events(&[twin.as_new(), three.as_new()])
+        tx.record_and_save(&[twin.as_new(), three.as_new()], &[], 1)
             .await
             .unwrap(),
         1
@@ -125,7 +127,7 @@ async fn record_and_save_stores_the_subscriptions_only_when_every_event_is_new(b
     let Fresh { store, db: _db } = fresh(backend).await;
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.insert_events(&[Event::new("evt_1", "one").as_new()])
+        tx.record_and_save(&[Event::new("evt_1", "one").as_new()], &[], 1)
             .await
             .unwrap(),
         1

@@ -6,7 +6,7 @@ use super::*;
 on_both_backends!(
     lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_field,
     lock_subscription_serializes_writers_of_one_subscription,
-    lock_subscriptions_and_save_subscriptions_write_several_rows_at_once,
+    lock_subscriptions_and_record_and_save_write_several_rows_at_once,
     customer_records_sees_the_transaction_and_readers_see_only_commits,
     subscriptions_for_user_and_customer_follow_metadata_and_links,
     non_terminal_subscriptions_leave_out_canceled_and_expired,
@@ -103,7 +103,7 @@ async fn lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_
         .is_empty());
 }
 
-async fn lock_subscriptions_and_save_subscriptions_write_several_rows_at_once(backend: Backend) {
+async fn lock_subscriptions_and_record_and_save_write_several_rows_at_once(backend: Backend) {
     let Fresh { store, db: _db } = fresh(backend).await;
     let stored = full_record("sub_old", "cus_old");
     let mut tx = store.begin().await.unwrap();
@@ -128,9 +128,12 @@ async fn lock_subscriptions_and_save_subscriptions_write_several_rows_at_once(ba
     let emptied = SubscriptionRecord::placeholder("sub_old", "cus_old");
     // One never locked: stored nowhere, as with `save_subscription`.
     let never = full_record("sub_never", "cus_never");
-    tx.save_subscriptions(&[&filled, &emptied, &never], 300)
+    let event = Event::new("evt_saving", "saving");
+    let saved = tx
+        .record_and_save(&[event.as_new()], &[&filled, &emptied, &never], 300)
         .await
         .unwrap();
+    assert_eq!(saved, 1);
     tx.commit().await.unwrap();
     let read = |customer: &'static str| {
         let store = store.clone();
