@@ -341,6 +341,12 @@ pub trait Tx: Send {
         &mut self,
         customer_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Every subscription of each of `customers` (each once), read inside
+    /// the transaction in one statement, in no particular order.
+    async fn customers_records(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
     /// Keeps a subscription's access until review `review_id` is resolved.
     async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError>;
     /// Lifts the holds of a review; returns the customers whose access changed.
@@ -366,6 +372,15 @@ pub trait Tx: Send {
         &mut self,
         customer_ids: &[String],
     ) -> Result<Vec<String>, StoreError>;
+    /// The least user id linked to each of `customers` (directly or
+    /// through a subscription), as `(customer, user)`, in one statement; a
+    /// customer no user is linked to is left out. The least of
+    /// [`Tx::users_of_customer`], so a notification names the same user
+    /// whichever way it was queued.
+    async fn first_users_of_customers(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Adds a review record; returns its id.
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError>;
     /// Records what a follow-up refresh found, keeping the review open.
@@ -387,7 +402,13 @@ pub trait Tx: Send {
         change: &AccessChange,
         created_at_ms: i64,
     ) -> Result<i64, StoreError>;
-    /// Sets (or, with `None`, deletes) a piece of service state.
+    /// [`Tx::queue_notification`] for several changes, queued in their
+    /// order in one statement; returns each new id with its customer.
+    async fn queue_notifications(
+        &mut self,
+        changes: &[AccessChange],
+        created_at_ms: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
     /// Stores `product`'s whole feature map from a read begun at
     /// `read_at_ms`, unless a later read or forget is stored.
     async fn save_product_features(

@@ -27,6 +27,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Answer, Batch, Failure, Work};
+use crate::changes::Watched;
 use crate::event::{self, DomainEvent, InvoicePaid};
 use crate::ledger::effects::{self, Step, Write};
 use crate::ledger::{Fetched, Ingested, Ledger, Received, Source};
@@ -158,17 +159,21 @@ impl Ledger {
         let tx = batch.tx().await?;
 
         // A change the reconciler finds is news to the product: its
-        // customer's access before, to compare once the run is written.
-        let mut watched = Vec::new();
-        for (work, plain) in run {
-            if source_of(work) == Source::Reconciler {
-                let customer = plain.key().1;
-                match self.changes.access(&mut *tx, customer).await {
-                    Ok(before) => watched.push((customer, before)),
-                    Err(e) => return Ok(Err(failed("read access", e))),
-                }
+        // customer's access before (each such customer is written by no
+        // other job of the batch), to compare once the run is written.
+        let watching: Vec<&str> = run
+            .iter()
+            .filter(|(work, _)| source_of(work) == Source::Reconciler)
+            .map(|(_, plain)| plain.key().1)
+            .collect();
+        let watched = if watching.is_empty() {
+            Vec::new()
+        } else {
+            match self.changes.access_of(&mut *tx, &watching).await {
+                Ok(watched) => watched,
+                Err(e) => return Ok(Err(failed("read access", e))),
             }
-        }
+        };
 
         let mut keys: Vec<(&str, &str)> = Vec::with_capacity(run.len());
         let mut locking = HashSet::with_capacity(run.len());
@@ -234,12 +239,26 @@ impl Ledger {
             Ok(_) => return Ok(Err(Undone::Recorded)),
             Err(e) => return Ok(Err(failed("record and save", e))),
         }
-        for (customer, before) in &watched {
-            if let Err(e) = self
-                .changes
-                .announce(&mut *tx, customer, before, true)
-                .await
-            {
+        if !watched.is_empty() {
+            // Each watched customer's records as the run left them: those
+            // read before, with the run's locked rows (placeholders too)
+            // in their place, as a read now would find them.
+            let mut after: Vec<(&Watched, Vec<SubscriptionRecord>)> =
+                watched.iter().map(|w| (w, w.records.clone())).collect();
+            for (id, _) in &keys {
+                let record = &records[*id];
+                let Some((_, list)) = after
+                    .iter_mut()
+                    .find(|(w, _)| w.customer == record.customer_id)
+                else {
+                    continue;
+                };
+                match list.iter_mut().find(|r| r.id == record.id) {
+                    Some(stored) => *stored = record.clone(),
+                    None => list.push(record.clone()),
+                }
+            }
+            if let Err(e) = self.changes.announce_known(&mut *tx, &after).await {
                 return Ok(Err(failed("announce", e)));
             }
         }

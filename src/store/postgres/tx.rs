@@ -161,6 +161,32 @@ static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// `$1..$11` one array per column of [`rows::NOTIFICATION_CHANGE_COLUMNS`]
+/// but the last, `$12` created at: [`rows::INSERT_NOTIFICATION`] for each
+/// row, inserted in array order so their ids follow it.
+static INSERT_NOTIFICATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO notifications ({}, next_attempt_at_ms) \
+         SELECT {columns}, $12, $12 FROM {} WITH ORDINALITY AS n ({columns}, i) ORDER BY n.i \
+         RETURNING id, customer_id",
+        rows::NOTIFICATION_CHANGE_COLUMNS,
+        unnest(&NOTIFICATION_TYPES),
+        columns = NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED,
+    )
+});
+
+/// The PostgreSQL types of [`rows::NOTIFICATION_CHANGE_COLUMNS`] but the
+/// last (`created_at_ms`, one value for all rows).
+const NOTIFICATION_TYPES: [&str; 11] = [
+    "text", "text", "text", "text", "text", "text", "bool", "bool", "int8", "int8", "text",
+];
+
+/// [`rows::NOTIFICATION_CHANGE_COLUMNS`] but the last, as the names of
+/// the unnested arrays.
+const NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED: &str = "kind, user_id, customer_id, \
+     subscription_id, old_status, new_status, old_access, new_access, old_access_until, \
+     new_access_until, reason";
+
 /// `$1` channel, `$2` customers, `$3` users, `$4` products, `$5` the
 /// longest payload: the users linked to the customers (as
 /// `USERS_OF_CUSTOMERS` reads them), and a notification of all of them,
@@ -343,6 +369,24 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn customers_records(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM subscriptions WHERE customer_id = ANY($1)",
+                rows::SUBSCRIPTION_COLUMNS
+            )
+        });
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&SUBSCRIPTIONS_OF_CUSTOMERS)
+            .bind(customers)
+            .fetch_all(self.tx.conn())
+            .await?;
+        rows::records(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError> {
         sqlx::query(rows::SET_HOLD)
             .bind(subscription_id)
@@ -417,6 +461,22 @@ impl Tx for PgTx {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn first_users_of_customers(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        const FIRST_USERS: &str = "SELECT customer_id, min(user_id) FROM (\
+             SELECT customer_id, user_id FROM customer_users WHERE customer_id = ANY($1) \
+             UNION ALL SELECT customer_id, user_id FROM subscriptions \
+             WHERE customer_id = ANY($1) AND user_id IS NOT NULL) AS linked \
+             GROUP BY customer_id";
+        Ok(sqlx::query_as(FIRST_USERS)
+            .bind(customers)
+            .fetch_all(self.tx.conn())
+            .await?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError> {
         let (id,): (i64,) = sqlx::query_as(rows::INSERT_REVIEW)
             .bind(review.subject)
@@ -474,6 +534,32 @@ impl Tx for PgTx {
         .fetch_one(self.tx.conn())
         .await?;
         Ok(row.try_get("id")?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn queue_notifications(
+        &mut self,
+        changes: &[AccessChange],
+        created_at_ms: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(&INSERT_NOTIFICATIONS)
+            .bind(column(changes, |c| c.kind.as_str()))
+            .bind(column(changes, |c| c.user_id.as_str()))
+            .bind(column(changes, |c| c.customer_id.as_str()))
+            .bind(column(changes, |c| c.subscription_id.as_str()))
+            .bind(column(changes, |c| c.old_status.as_str()))
+            .bind(column(changes, |c| c.new_status.as_str()))
+            .bind(column(changes, |c| c.old_access))
+            .bind(column(changes, |c| c.new_access))
+            .bind(column(changes, |c| c.old_access_until))
+            .bind(column(changes, |c| c.new_access_until))
+            .bind(column(changes, |c| c.reason.as_str()))
+            .bind(created_at_ms)
+            .fetch_all(self.tx.conn())
+            .await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

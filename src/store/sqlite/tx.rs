@@ -2,6 +2,8 @@
 //! connection, so they serialize whole: a transaction that has begun holds
 //! the write lock until it ends.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Row;
@@ -255,6 +257,27 @@ impl Tx for SqliteTx {
         rows::records(rows)
     }
 
+    /// The customers go in as one JSON list, which `json_each` reads back.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn customers_records(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM subscriptions \
+                 WHERE customer_id IN (SELECT value FROM json_each($1))",
+                rows::SUBSCRIPTION_COLUMNS
+            )
+        });
+        let customers = serde_json::to_string(customers).expect("BUG: strings serialize");
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&SUBSCRIPTIONS_OF_CUSTOMERS)
+            .bind(customers)
+            .fetch_all(self.tx.conn())
+            .await?;
+        rows::records(rows)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn set_hold(&mut self, subscription_id: &str, review_id: i64) -> Result<(), StoreError> {
         sqlx::query(rows::SET_HOLD)
@@ -331,6 +354,27 @@ impl Tx for SqliteTx {
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
 
+    /// The customers go in as one JSON list, which `json_each` reads back.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn first_users_of_customers(
+        &mut self,
+        customers: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        const FIRST_USERS: &str =
+            "WITH wanted AS (SELECT value AS customer_id FROM json_each($1)) \
+             SELECT customer_id, min(user_id) FROM (\
+             SELECT customer_id, user_id FROM customer_users \
+             WHERE customer_id IN (SELECT customer_id FROM wanted) \
+             UNION ALL SELECT customer_id, user_id FROM subscriptions \
+             WHERE customer_id IN (SELECT customer_id FROM wanted) AND user_id IS NOT NULL) \
+             GROUP BY customer_id";
+        let customers = serde_json::to_string(customers).expect("BUG: strings serialize");
+        Ok(sqlx::query_as(FIRST_USERS)
+            .bind(customers)
+            .fetch_all(self.tx.conn())
+            .await?)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flag_review(&mut self, review: &NewReview<'_>) -> Result<i64, StoreError> {
         let (id,): (i64,) = sqlx::query_as(rows::INSERT_REVIEW)
@@ -389,6 +433,46 @@ impl Tx for SqliteTx {
         .fetch_one(self.tx.conn())
         .await?;
         Ok(row.try_get("id")?)
+    }
+
+    /// One row of values per change; ids are assigned in row order.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn queue_notifications(
+        &mut self,
+        changes: &[AccessChange],
+        created_at_ms: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every column but the last (created at), which all rows share
+        // with the first attempt's time.
+        let columns = rows::column_count(rows::NOTIFICATION_CHANGE_COLUMNS) - 1;
+        let created = format!("${}", changes.len() * columns + 1);
+        let sql = format!(
+            "INSERT INTO notifications ({}, next_attempt_at_ms) VALUES {} \
+             RETURNING id, customer_id",
+            rows::NOTIFICATION_CHANGE_COLUMNS,
+            value_rows(
+                changes.len(),
+                columns,
+                Some(&format!("{created}, {created}"))
+            ),
+        );
+        let query = changes.iter().fold(sqlx::query_as(&sql), |q, change| {
+            q.bind(change.kind.as_str())
+                .bind(&change.user_id)
+                .bind(&change.customer_id)
+                .bind(&change.subscription_id)
+                .bind(&change.old_status)
+                .bind(&change.new_status)
+                .bind(change.old_access)
+                .bind(change.new_access)
+                .bind(change.old_access_until)
+                .bind(change.new_access_until)
+                .bind(&change.reason)
+        });
+        Ok(query.bind(created_at_ms).fetch_all(self.tx.conn()).await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -5,6 +5,7 @@ use super::*;
 
 on_both_backends!(
     queue_notification_and_list_notifications_page_oldest_first,
+    queue_notifications_queues_several_in_order_at_once,
     ack_notification_acknowledges_once,
     claim_notifications_leases_due_rows_for_one_attempt,
     delivery_failed_ends_the_lease_and_schedules_the_next_attempt,
@@ -57,6 +58,64 @@ async fn queue_notification_and_list_notifications_page_oldest_first(backend: Ba
     assert!(store.ack_notification(ids[1], 5000).await.unwrap());
     assert_eq!(page(0, 10, false).await, [ids[0], ids[2]]);
     assert_eq!(page(0, 10, true).await, ids);
+}
+
+async fn queue_notifications_queues_several_in_order_at_once(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let before = queue(&*store, &[500]).await;
+    let changes: Vec<AccessChange> = (1..=3).map(change).collect();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.queue_notifications(&[], 1000).await.unwrap().is_empty());
+    let queued = tx.queue_notifications(&changes, 1000).await.unwrap();
+    tx.commit().await.unwrap();
+    let customers: Vec<&str> = queued.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(customers, ["cus_1", "cus_2", "cus_3"]);
+    let ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]) && ids[0] > before[0],
+        "ids follow the order given: {ids:?}"
+    );
+
+    let all = store.list_notifications(before[0], 10, true).await.unwrap();
+    assert_eq!(all.iter().map(|n| n.id).collect::<Vec<_>>(), ids);
+    for (n, expected) in all.iter().zip(&changes) {
+        assert_eq!(n.kind, expected.kind.as_str());
+        assert_eq!(
+            (&n.user_id, &n.customer_id, &n.subscription_id),
+            (
+                &expected.user_id,
+                &expected.customer_id,
+                &expected.subscription_id
+            )
+        );
+        assert_eq!(
+            (&n.old_status, &n.new_status, n.old_access, n.new_access),
+            (
+                &expected.old_status,
+                &expected.new_status,
+                expected.old_access,
+                expected.new_access
+            )
+        );
+        assert_eq!(
+            (n.old_access_until, n.new_access_until, &n.reason),
+            (
+                expected.old_access_until,
+                expected.new_access_until,
+                &expected.reason
+            )
+        );
+        assert_eq!(
+            (n.created_at_ms, n.attempts, n.acked_at_ms),
+            (1000, 0, None)
+        );
+    }
+    assert_eq!(
+        claim(&*store, 999, 100, 10).await.len(),
+        1,
+        "the first attempt is due at creation"
+    );
+    assert_eq!(claim(&*store, 1000, 100, 10).await.len(), 3);
 }
 
 async fn ack_notification_acknowledges_once(backend: Backend) {

@@ -8,10 +8,12 @@ on_both_backends!(
     lock_subscription_serializes_writers_of_one_subscription,
     lock_subscriptions_and_record_and_save_write_several_rows_at_once,
     customer_records_sees_the_transaction_and_readers_see_only_commits,
+    customers_records_reads_every_subscription_of_several_customers_at_once,
     subscriptions_for_user_and_customer_follow_metadata_and_links,
     non_terminal_subscriptions_leave_out_canceled_and_expired,
     unlinked_customers_lists_live_customers_no_user_is_linked_to,
     link_customer_is_idempotent_and_users_of_customer_unions_both_sources,
+    first_users_of_customers_names_the_least_linked_user_of_each,
     holds_are_set_and_released_per_review,
     unreadable_rows_are_reported_as_corrupt,
 );
@@ -240,6 +242,38 @@ async fn customer_records_sees_the_transaction_and_readers_see_only_commits(back
     );
 }
 
+async fn customers_records_reads_every_subscription_of_several_customers_at_once(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&*store, "sub_a1", "cus_a", status(Status::Active)).await;
+    save(&*store, "sub_a2", "cus_a", status(Status::Canceled)).await;
+    save(&*store, "sub_b1", "cus_b", status(Status::Active)).await;
+    save(&*store, "sub_other", "cus_other", status(Status::Active)).await;
+
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx.lock_subscription("sub_b2", "cus_b", 1).await.unwrap();
+    record.status = Some(Status::Trialing);
+    tx.save_subscription(&record, 1).await.unwrap();
+    let read = tx
+        .customers_records(&["cus_a", "cus_b", "cus_none"])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(ids(read.clone())),
+        ["sub_a1", "sub_a2", "sub_b1", "sub_b2"],
+        "every subscription of the customers named, none of others"
+    );
+    assert!(read.contains(&record), "as the transaction wrote it");
+    let one = tx.customer_records("cus_a").await.unwrap();
+    assert!(one.iter().all(|r| read.contains(r)), "whole records");
+    assert!(tx.customers_records(&[]).await.unwrap().is_empty());
+    assert!(tx
+        .customers_records(&["cus_none"])
+        .await
+        .unwrap()
+        .is_empty());
+    tx.rollback().await.unwrap();
+}
+
 async fn subscriptions_for_user_and_customer_follow_metadata_and_links(backend: Backend) {
     let Fresh { store, db: _db } = fresh(backend).await;
     let user = |u: &str| {
@@ -358,6 +392,47 @@ async fn link_customer_is_idempotent_and_users_of_customer_unions_both_sources(b
         ids(store.subscriptions_for_user("user_linked").await.unwrap()),
         ["sub_1"]
     );
+}
+
+async fn first_users_of_customers_names_the_least_linked_user_of_each(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&*store, "sub_1", "cus_1", |r| {
+        r.user_id = Some("user_m".to_owned())
+    })
+    .await;
+    save(&*store, "sub_2", "cus_2", |r| {
+        r.user_id = Some("user_z".to_owned())
+    })
+    .await;
+    save(&*store, "sub_3", "cus_3", |_| {}).await;
+    let mut tx = store.begin().await.unwrap();
+    // A link sorts before the metadata user on cus_1, after it on cus_2.
+    tx.link_customer("cus_1", "user_a", 1).await.unwrap();
+    tx.link_customer("cus_2", "user_zz", 1).await.unwrap();
+    tx.link_customer("cus_4", "user_4", 1).await.unwrap();
+    let mut first = tx
+        .first_users_of_customers(&["cus_1", "cus_2", "cus_3", "cus_4", "cus_none"])
+        .await
+        .unwrap();
+    first.sort();
+    let pair = |c: &str, u: &str| (c.to_owned(), u.to_owned());
+    assert_eq!(
+        first,
+        [
+            pair("cus_1", "user_a"),
+            pair("cus_2", "user_z"),
+            pair("cus_4", "user_4")
+        ],
+        "the least user of each customer that has one"
+    );
+    let least = |users: Vec<String>| users.into_iter().min();
+    assert_eq!(
+        least(tx.users_of_customer("cus_2").await.unwrap()),
+        Some("user_z".to_owned()),
+        "the least of users_of_customer"
+    );
+    assert!(tx.first_users_of_customers(&[]).await.unwrap().is_empty());
+    tx.rollback().await.unwrap();
 }
 
 async fn holds_are_set_and_released_per_review(backend: Backend) {
