@@ -207,24 +207,6 @@ pub(crate) const SET_HOLD: &str = "UPDATE subscriptions SET hold_review_id = $2 
 pub(crate) const RELEASE_HOLDS: &str = "UPDATE subscriptions SET hold_review_id = NULL \
      WHERE hold_review_id = $1 RETURNING customer_id";
 
-/// `UPDATE subscriptions SET column = v.column, ..., updated_at_ms = $now
-/// FROM rows WHERE subscriptions.id = v.id`: stores several locked
-/// subscriptions whole, from `rows` named `v` with the columns of
-/// [`SUBSCRIPTION_COLUMNS`] (each backend spells them its own way).
-pub(crate) fn save_subscriptions_from(rows: &str, now: &str) -> String {
-    let assignments: Vec<String> = SUBSCRIPTION_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .skip(1)
-        .map(|column| format!("{column} = v.{column}"))
-        .collect();
-    format!(
-        "UPDATE subscriptions SET {}, updated_at_ms = {now} FROM {rows} \
-         WHERE subscriptions.id = v.id",
-        assignments.join(", ")
-    )
-}
-
 // Customers and users.
 
 /// `$1` customer id, `$2` user id, `$3` now.

@@ -116,7 +116,11 @@ impl Store for PgStore {
         let rows: Vec<(String, String)> = self
             .reads
             .fetch_all(
-                "SELECT customer_id, features FROM entitlement_summaries WHERE customer_id = ANY($1)",
+                // One customer at a time, planned on the key whatever the
+                // statistics: see `tx::LINKED_USERS`.
+                "SELECT e.customer_id, e.features FROM unnest($1::text[]) AS k (customer_id) \
+                 CROSS JOIN LATERAL (SELECT customer_id, features FROM entitlement_summaries \
+                 WHERE customer_id = k.customer_id OFFSET 0) AS e",
                 |q| q.bind(customers),
             )
             .await?;

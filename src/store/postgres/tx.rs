@@ -136,28 +136,44 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One array per column of [`rows::EVENT_COLUMNS`] (`$1..$14`), then one
-/// per column of [`rows::SUBSCRIPTION_COLUMNS`] (`$15..$30`), `$31` now and `$32` how many events there are: the
-/// subscriptions are stored only if every event was inserted (a
-/// data-modifying `WITH` runs whether or not it is read). Returns how many
-/// were.
+/// per column of [`rows::SUBSCRIPTION_COLUMNS`] (`$15..$30`), `$31` now
+/// and `$32` how many events there are: the subscriptions are stored only
+/// if every event was inserted (a data-modifying `WITH` runs whether or not
+/// it is read). Returns how many were.
+///
+/// The subscriptions are stored by an upsert on the key of rows known to
+/// exist rather than by `UPDATE ... FROM` the arrays: the generic plan of
+/// that join, made on a new database whose tables are empty, was a hash
+/// join over a sequential scan of every subscription (see
+/// [`LINKED_USERS`]); the conflict of an upsert is found on the primary key
+/// whatever the statistics. A row never locked is not there, so the probe
+/// leaves it out rather than insert it.
 static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
     let events = EVENT_TYPES.len();
     let subscriptions = SUBSCRIPTION_TYPES.len();
     let now = format!("${}", events + subscriptions + 1);
     let all = format!("${}", events + subscriptions + 2);
-    let rows = format!(
-        "{} AS v ({}), inserted",
-        unnest_from(&SUBSCRIPTION_TYPES, events + 1),
-        rows::SUBSCRIPTION_COLUMNS
-    );
-    let save = rows::save_subscriptions_from(&rows, &now);
+    let assignments: Vec<String> = rows::SUBSCRIPTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect();
     format!(
-        "WITH recorded AS (INSERT INTO events ({}) SELECT * FROM {} ON CONFLICT DO NOTHING \
-         RETURNING 1), inserted AS (SELECT count(*) AS n FROM recorded), \
-         saved AS ({save} AND inserted.n = {all} RETURNING 1) \
+        "WITH recorded AS (INSERT INTO events ({events_columns}) SELECT * FROM {events_rows} \
+         ON CONFLICT DO NOTHING RETURNING 1), inserted AS (SELECT count(*) AS n FROM recorded), \
+         saved AS (INSERT INTO subscriptions ({columns}, updated_at_ms) \
+         SELECT v.*, {now} FROM {subscription_rows} AS v ({columns}) \
+         CROSS JOIN LATERAL (SELECT 1 FROM subscriptions WHERE id = v.id OFFSET 0) AS locked \
+         WHERE (SELECT n FROM inserted) = {all} \
+         ON CONFLICT (id) DO UPDATE SET {assignments}, updated_at_ms = excluded.updated_at_ms \
+         RETURNING 1) \
          SELECT n FROM inserted",
-        rows::EVENT_COLUMNS,
-        unnest(&EVENT_TYPES),
+        events_columns = rows::EVENT_COLUMNS,
+        events_rows = unnest(&EVENT_TYPES),
+        columns = rows::SUBSCRIPTION_COLUMNS,
+        subscription_rows = unnest_from(&SUBSCRIPTION_TYPES, events + 1),
+        assignments = assignments.join(", "),
     )
 });
 
@@ -187,14 +203,33 @@ const NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED: &str = "kind, user_id, customer_i
      subscription_id, old_status, new_status, old_access, new_access, old_access_until, \
      new_access_until, reason";
 
+/// Statements that look up several customers do it one customer at a
+/// time, `unnest($n::text[]) AS k (customer_id) CROSS JOIN LATERAL (...)`
+/// with `customer_id = k.customer_id` inside, rather than `customer_id =
+/// ANY($n)`. Tollgate's connections use generic plans, made once per
+/// connection from the statistics of that moment: on a new database, with
+/// its tables empty and never analyzed, `ANY` was planned as a sequential
+/// scan and kept as one while the table grew (10,000 subscriptions:
+/// 4 million rows read in 800 scans by one reconciler catch-up). A
+/// per-customer lookup is planned on the index whatever the statistics.
+///
+/// `$1` the customers: every user linked to each, directly or through a
+/// subscription, with repeats.
+const LINKED_USERS: &str = "SELECT l.user_id FROM unnest($1::text[]) AS k (customer_id) \
+     CROSS JOIN LATERAL (\
+       SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
+       UNION ALL SELECT user_id FROM subscriptions \
+       WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS l";
+
 /// `$1` channel, `$2` customers, `$3` users, `$4` products, `$5` the
 /// longest payload: the users linked to the customers (as
-/// `USERS_OF_CUSTOMERS` reads them), and a notification of all of them,
+/// [`LINKED_USERS`] reads them), and a notification of all of them,
 /// `*` when it would be longer. Users already given are not read back.
-const PUBLISH_WITH_USERS: &str = "WITH linked AS (\
-       SELECT user_id FROM customer_users WHERE customer_id = ANY($2) \
-       UNION SELECT user_id FROM subscriptions \
-       WHERE customer_id = ANY($2) AND user_id IS NOT NULL), \
+const PUBLISH_WITH_USERS: &str = "WITH linked AS (SELECT DISTINCT l.user_id \
+       FROM unnest($2::text[]) AS k (customer_id) CROSS JOIN LATERAL (\
+       SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
+       UNION ALL SELECT user_id FROM subscriptions \
+       WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS l), \
      payload AS (SELECT json_build_object('c', $2::text[], \
        'u', array(SELECT unnest($3::text[]) UNION SELECT user_id FROM linked), \
        'p', $4::text[])::text AS p) \
@@ -373,9 +408,11 @@ impl Tx for PgTx {
         &mut self,
         customers: &[&str],
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        // One customer at a time: see LINKED_USERS.
         static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "SELECT {} FROM subscriptions WHERE customer_id = ANY($1)",
+                "SELECT s.* FROM unnest($1::text[]) AS k (customer_id) CROSS JOIN LATERAL \
+                 (SELECT {} FROM subscriptions WHERE customer_id = k.customer_id OFFSET 0) AS s",
                 rows::SUBSCRIPTION_COLUMNS
             )
         });
@@ -449,11 +486,9 @@ impl Tx for PgTx {
         &mut self,
         customer_ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        const USERS_OF_CUSTOMERS: &str =
-            "SELECT user_id FROM customer_users WHERE customer_id = ANY($1) \
-             UNION SELECT user_id FROM subscriptions \
-             WHERE customer_id = ANY($1) AND user_id IS NOT NULL";
-        let users: Vec<(String,)> = sqlx::query_as(USERS_OF_CUSTOMERS)
+        static USERS_OF_CUSTOMERS: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT DISTINCT user_id FROM ({LINKED_USERS}) AS linked"));
+        let users: Vec<(String,)> = sqlx::query_as(&USERS_OF_CUSTOMERS)
             .bind(customer_ids)
             .fetch_all(self.tx.conn())
             .await?;
@@ -465,11 +500,14 @@ impl Tx for PgTx {
         &mut self,
         customers: &[&str],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        const FIRST_USERS: &str = "SELECT customer_id, min(user_id) FROM (\
-             SELECT customer_id, user_id FROM customer_users WHERE customer_id = ANY($1) \
-             UNION ALL SELECT customer_id, user_id FROM subscriptions \
-             WHERE customer_id = ANY($1) AND user_id IS NOT NULL) AS linked \
-             GROUP BY customer_id";
+        // One customer at a time: see LINKED_USERS.
+        const FIRST_USERS: &str = "SELECT k.customer_id, u.user_id \
+             FROM unnest($1::text[]) AS k (customer_id) CROSS JOIN LATERAL (\
+             SELECT min(user_id) AS user_id FROM (\
+             SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
+             UNION ALL SELECT user_id FROM subscriptions \
+             WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS linked) AS u \
+             WHERE u.user_id IS NOT NULL";
         Ok(sqlx::query_as(FIRST_USERS)
             .bind(customers)
             .fetch_all(self.tx.conn())

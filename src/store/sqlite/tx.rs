@@ -114,6 +114,24 @@ fn value_rows(rows: usize, columns: usize, shared: Option<&str>) -> String {
         .join(", ")
 }
 
+/// `UPDATE subscriptions SET column = v.column, ..., updated_at_ms = $now
+/// FROM from WHERE subscriptions.id = v.id`: stores several locked
+/// subscriptions whole, from rows named `v` with the columns of
+/// [`rows::SUBSCRIPTION_COLUMNS`].
+fn save_subscriptions_from(from: &str, now: &str) -> String {
+    let assignments: Vec<String> = rows::SUBSCRIPTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .map(|column| format!("{column} = v.{column}"))
+        .collect();
+    format!(
+        "UPDATE subscriptions SET {}, updated_at_ms = {now} FROM {from} \
+         WHERE subscriptions.id = v.id",
+        assignments.join(", ")
+    )
+}
+
 #[async_trait]
 impl Tx for SqliteTx {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -229,7 +247,7 @@ impl Tx for SqliteTx {
         }
         let columns = rows::column_count(rows::SUBSCRIPTION_COLUMNS);
         let now = format!("${}", records.len() * columns + 1);
-        let update = rows::save_subscriptions_from("v", &now);
+        let update = save_subscriptions_from("v", &now);
         let sql = format!(
             "WITH v ({}) AS (VALUES {}) {update}",
             rows::SUBSCRIPTION_COLUMNS,
