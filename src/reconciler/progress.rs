@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::store::{Store, StoreError};
 
@@ -13,6 +14,45 @@ const PASS_KEY: &str = "reconciler.events_pass";
 const SWEEP_KEY: &str = "reconciler.last_sweep_at";
 
 /// An unfinished catch-up pass.
+/// What a pass follows of one listed event: where the next page starts,
+/// and how new it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// `None` when not a string.
+    pub id: Option<String>,
+    /// `None` when not an integer.
+    pub created: Option<i64>,
+}
+
+impl Listed {
+    /// Reads the two fields of a listed event's text, whatever else it
+    /// holds (nothing when it is not an object).
+    pub fn of(raw: &RawValue) -> Listed {
+        /// The two fields, each left unparsed so that one of another type
+        /// still lets the other be read.
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            created: Option<&'a RawValue>,
+        }
+        // A derived struct also reads a list, in field order.
+        if !raw.get().starts_with('{') {
+            return Listed::default();
+        }
+        let Ok(head) = serde_json::from_str::<Head<'_>>(raw.get()) else {
+            return Listed::default();
+        };
+        Listed {
+            id: head.id.and_then(|v| serde_json::from_str(v.get()).ok()),
+            created: head
+                .created
+                .and_then(|v| serde_json::from_str(v.get()).ok()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassState {
     /// Events created at or after this (unix seconds) are listed.
@@ -46,11 +86,11 @@ pub fn start_pass(saved: Option<PassState>, cursor: Option<i64>, now: i64) -> Pa
 impl PassState {
     /// Takes in one page of listed events; true when there is another page
     /// to fetch (then the pass resumes after this page's last event).
-    pub fn record_page(&mut self, page: &[serde_json::Value], has_more: bool) -> bool {
-        for created in page.iter().filter_map(|e| e["created"].as_i64()) {
+    pub fn record_page(&mut self, page: &[Listed], has_more: bool) -> bool {
+        for created in page.iter().filter_map(|e| e.created) {
             self.high_water = Some(self.high_water.map_or(created, |h| h.max(created)));
         }
-        let last = page.last().and_then(|e| e["id"].as_str());
+        let last = page.last().and_then(|e| e.id.as_deref());
         match (has_more, last) {
             (true, Some(id)) => {
                 self.after = Some(id.to_owned());
@@ -183,15 +223,52 @@ mod tests {
             "nothing seen: keep the cursor"
         );
         let page = [
-            json!({"id": "evt_3", "created": NOW - 10}),
-            json!({"id": "evt_2", "created": NOW - 20}),
+            listed(json!({"id": "evt_3", "created": NOW - 10})),
+            listed(json!({"id": "evt_2", "created": NOW - 20})),
         ];
         assert!(pass.record_page(&page, true));
         assert_eq!(pass.after.as_deref(), Some("evt_2"));
-        let last = [json!({"id": "evt_1", "created": NOW - 30})];
+        let last = [listed(json!({"id": "evt_1", "created": NOW - 30}))];
         assert!(!pass.record_page(&last, false));
         assert_eq!(pass.after.as_deref(), Some("evt_2"), "no next page");
         assert_eq!(pass.next_cursor(), NOW - 10);
         assert!(!pass.record_page(&[], true), "an empty page ends the pass");
+    }
+
+    fn listed(value: serde_json::Value) -> Listed {
+        Listed::of(&RawValue::from_string(value.to_string()).unwrap())
+    }
+
+    #[test]
+    fn a_listed_event_s_id_and_created_are_read_whatever_else_it_holds() {
+        let of = |text: &str| Listed::of(&RawValue::from_string(text.to_owned()).unwrap());
+        let both = |id: &str, created| Listed {
+            id: Some(id.to_owned()),
+            created: Some(created),
+        };
+        assert_eq!(
+            of(
+                r#"{"id":"evt_1","object":"event","data":{"object":{"id":"sub_1","created":5}},"created":7}"#
+            ),
+            both("evt_1", 7),
+            "the event's own fields, not its object's"
+        );
+        assert_eq!(of(r#"{"id":"evt_\u0031","created":7}"#), both("evt_1", 7));
+        assert_eq!(
+            of(r#"{"id":5,"created":7}"#),
+            Listed {
+                id: None,
+                created: Some(7)
+            }
+        );
+        assert_eq!(
+            of(r#"{"id":"evt_1","created":"7"}"#),
+            Listed {
+                id: Some("evt_1".to_owned()),
+                created: None
+            }
+        );
+        assert_eq!(of("[1, 2]"), Listed::default());
+        assert_eq!(of("null"), Listed::default());
     }
 }
