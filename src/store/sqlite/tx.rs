@@ -74,13 +74,9 @@ fn bind_event<'q>(query: Query<'q>, event: &NewEvent<'q>) -> Query<'q> {
         .bind(event.processed_at_ms)
 }
 
-/// Binds `change` and its creation time in the order of
-/// [`rows::NOTIFICATION_CHANGE_COLUMNS`].
-fn bind_notification<'q>(
-    query: Query<'q>,
-    change: &'q AccessChange,
-    created_at_ms: i64,
-) -> Query<'q> {
+/// Binds `change` in the order of [`rows::NOTIFICATION_CHANGE_COLUMNS`],
+/// all but the last (its creation time, which the caller binds).
+fn bind_notification<'q>(query: Query<'q>, change: &'q AccessChange) -> Query<'q> {
     query
         .bind(change.kind.as_str())
         .bind(&change.user_id)
@@ -93,7 +89,6 @@ fn bind_notification<'q>(
         .bind(change.old_access_until)
         .bind(change.new_access_until)
         .bind(&change.reason)
-        .bind(created_at_ms)
 }
 
 /// `rows` groups of `columns` placeholders, numbered on from `$1`, each
@@ -443,13 +438,10 @@ impl Tx for SqliteTx {
         change: &AccessChange,
         created_at_ms: i64,
     ) -> Result<i64, StoreError> {
-        let row = bind_notification(
-            sqlx::query(&rows::INSERT_NOTIFICATION),
-            change,
-            created_at_ms,
-        )
-        .fetch_one(self.tx.conn())
-        .await?;
+        let row = bind_notification(sqlx::query(&rows::INSERT_NOTIFICATION), change)
+            .bind(created_at_ms)
+            .fetch_one(self.tx.conn())
+            .await?;
         Ok(row.try_get("id")?)
     }
 
@@ -477,20 +469,15 @@ impl Tx for SqliteTx {
                 Some(&format!("{created}, {created}"))
             ),
         );
-        let query = changes.iter().fold(sqlx::query_as(&sql), |q, change| {
-            q.bind(change.kind.as_str())
-                .bind(&change.user_id)
-                .bind(&change.customer_id)
-                .bind(&change.subscription_id)
-                .bind(&change.old_status)
-                .bind(&change.new_status)
-                .bind(change.old_access)
-                .bind(change.new_access)
-                .bind(change.old_access_until)
-                .bind(change.new_access_until)
-                .bind(&change.reason)
-        });
-        Ok(query.bind(created_at_ms).fetch_all(self.tx.conn()).await?)
+        let rows = changes
+            .iter()
+            .fold(sqlx::query(&sql), bind_notification)
+            .bind(created_at_ms)
+            .fetch_all(self.tx.conn())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -669,7 +656,7 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(
-            bound(bind_notification(sqlx::query(""), &change, 1)),
+            bound(bind_notification(sqlx::query(""), &change).bind(1)),
             column_count(rows::NOTIFICATION_CHANGE_COLUMNS)
         );
     }
