@@ -154,12 +154,6 @@ async fn receive_webhook(
     // this span into whatever else runs on the thread.
     let span =
         tracing::info_span!("webhook", event_id = %envelope.id, event_type = %envelope.event_type);
-    let ingested = state
-        .ledger
-        .ingest(&envelope, &body, Source::Webhook)
-        .instrument(span.clone())
-        .await?;
-    let _enter = span.enter();
     // The label comes from a signed body, but its values must stay few:
     // types Tollgate acts on by name (thin ones with their `v1.` prefix),
     // everything else as "other".
@@ -168,6 +162,12 @@ async fn receive_webhook(
     } else {
         "other".to_owned()
     };
+    let ingested = state
+        .ledger
+        .ingest(envelope, &body, Source::Webhook)
+        .instrument(span.clone())
+        .await?;
+    let _enter = span.enter();
     match ingested {
         Ingested::Duplicate => {
             metrics::counter!(crate::metrics::WEBHOOKS, "type" => event_type, "outcome" => "duplicate").increment(1);

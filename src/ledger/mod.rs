@@ -85,19 +85,21 @@ enum PreRead {
     Relist(String),
 }
 
-/// A delivered event's text and hashes, as its ledger row keeps them.
-struct Received<'a> {
-    payload: std::borrow::Cow<'a, str>,
+/// A delivered event's text and hashes, as its ledger row keeps them:
+/// made by the task that received the event, before it is queued, so that
+/// the ledger's writer, which every event waits on, does not hash.
+struct Received {
+    payload: String,
     payload_sha256: String,
     /// Equal for the same event whether it came by webhook or from the
     /// events API (see [`event::content_hash`]).
     content_sha256: String,
 }
 
-impl<'a> Received<'a> {
-    fn of(envelope: &Envelope, raw: &'a [u8]) -> Self {
+impl Received {
+    fn of(envelope: &Envelope, raw: &[u8]) -> Self {
         Received {
-            payload: String::from_utf8_lossy(raw),
+            payload: String::from_utf8_lossy(raw).into_owned(),
             payload_sha256: hex::encode(Sha256::digest(raw)),
             content_sha256: content_hash(envelope),
         }
@@ -178,13 +180,13 @@ impl Ledger {
     /// on Stripe.
     pub async fn ingest(
         &self,
-        envelope: &Envelope,
+        envelope: Envelope,
         raw: &[u8],
         source: Source,
     ) -> Result<Ingested, IngestError> {
         // Decided once: the clock must not move an event across the line
         // between "read first" and "record as is" halfway through.
-        let pre_read = self.pre_read(envelope);
+        let pre_read = self.pre_read(&envelope);
         if !matches!(pre_read, PreRead::Nothing)
             && self
                 .store
@@ -193,7 +195,7 @@ impl Ledger {
         {
             return Ok(Ingested::Duplicate);
         }
-        let fetched = self.read_first(envelope, pre_read).await?;
+        let fetched = self.read_first(&envelope, pre_read).await?;
         Ok(self.writer.ingest(envelope, raw, source, fetched).await?)
     }
 
@@ -284,12 +286,11 @@ impl Ledger {
         &self,
         tx: &mut dyn Tx,
         envelope: &Envelope,
-        raw: &[u8],
+        received: &Received,
         source: Source,
         fetched: &Fetched,
     ) -> Result<Recording, StoreError> {
         let now = self.clock.now_ms();
-        let received = Received::of(envelope, raw);
         let applied = self.apply_recorded(tx, envelope, source, fetched).await?;
         let error = applied.effect.storable_error();
         let handled = (applied.effect.outcome, error.as_deref());
@@ -407,13 +408,12 @@ impl Ledger {
         &self,
         tx: &mut dyn Tx,
         envelope: &Envelope,
-        raw: &[u8],
+        received: &Received,
         source: Source,
         cause: &sqlx::Error,
     ) -> Result<Ingested, StoreError> {
         tracing::warn!(event_id = %envelope.id, error = %cause, "the database refused a value of this event; recording it as failed");
         let now = self.clock.now_ms();
-        let received = Received::of(envelope, raw);
         let error = format!("the database refused a value of this event: {cause}");
         let error = event::storable_text(&error, MAX_TEXT_BYTES);
         let handled = (Outcome::Failed, Some(error.as_ref()));

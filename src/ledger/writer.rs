@@ -57,7 +57,9 @@ use tokio::sync::{mpsc, oneshot};
 
 mod bulk;
 
-use super::{effects, ApiApplied, Fetched, Ingested, Ledger, ReadOrigin, Recording, Source};
+use super::{
+    effects, ApiApplied, Fetched, Ingested, Ledger, ReadOrigin, Received, Recording, Source,
+};
 use crate::event::{self, Envelope};
 use crate::store::{Store, StoreError, Tx};
 use crate::subject::Affected;
@@ -88,7 +90,7 @@ type Reply = oneshot::Sender<Result<Answer, StoreError>>;
 enum Work {
     Ingest {
         envelope: Envelope,
-        raw: Vec<u8>,
+        received: Received,
         source: Source,
         fetched: Fetched,
     },
@@ -260,14 +262,14 @@ fn batch_lost() -> StoreError {
 impl Queue {
     pub(super) async fn ingest(
         &self,
-        envelope: &Envelope,
+        envelope: Envelope,
         raw: &[u8],
         source: Source,
         fetched: Fetched,
     ) -> Result<Ingested, StoreError> {
         let work = Work::Ingest {
-            envelope: envelope.clone(),
-            raw: raw.to_vec(),
+            received: Received::of(&envelope, raw),
+            envelope,
             source,
             fetched,
         };
@@ -467,13 +469,13 @@ impl Ledger {
         work: &Work,
     ) -> Result<(Answer, Affected), Failure> {
         batch.open().await?;
-        let (envelope, raw, source, fetched) = match work {
+        let (envelope, received, source, fetched) = match work {
             Work::Ingest {
                 envelope,
-                raw,
+                received,
                 source,
                 fetched,
-            } => (envelope, raw, *source, fetched),
+            } => (envelope, received, *source, fetched),
             Work::ApiSnapshot {
                 snap,
                 read_at,
@@ -487,7 +489,7 @@ impl Ledger {
         };
         let tx = batch.tx().await?;
         let ingested = match self
-            .record_and_apply(tx, envelope, raw, source, fetched)
+            .record_and_apply(tx, envelope, received, source, fetched)
             .await
         {
             Ok(Recording::New(applied)) => {
@@ -509,7 +511,9 @@ impl Ledger {
             Err(StoreError::Rejected(cause)) => {
                 batch.undo().await?;
                 let tx = batch.tx().await?;
-                let refused = self.record_refused(tx, envelope, raw, source, &cause).await;
+                let refused = self
+                    .record_refused(tx, envelope, received, source, &cause)
+                    .await;
                 batch.kept(refused).await?
             }
             Err(e) => {
@@ -567,17 +571,18 @@ mod tests {
     }
 
     fn ingest(event_type: &str, object: serde_json::Value) -> Work {
+        let envelope = Envelope {
+            id: "evt_1".into(),
+            event_type: event_type.into(),
+            created: 1_800_000_000,
+            livemode: false,
+            api_version: None,
+            object,
+            thin: None,
+        };
         Work::Ingest {
-            envelope: Envelope {
-                id: "evt_1".into(),
-                event_type: event_type.into(),
-                created: 1_800_000_000,
-                livemode: false,
-                api_version: None,
-                object,
-                thin: None,
-            },
-            raw: Vec::new(),
+            received: Received::of(&envelope, b""),
+            envelope,
             source: Source::Webhook,
             fetched: Fetched::Nothing,
         }
@@ -597,8 +602,8 @@ mod tests {
             snapshot_event: None,
         });
         Work::Ingest {
+            received: Received::of(&envelope, b""),
             envelope,
-            raw: Vec::new(),
             source: Source::Webhook,
             fetched,
         }

@@ -288,16 +288,17 @@ impl Reconciler {
                 return Ok(Fed::Unreadable);
             }
         };
+        let (id, event_type) = (envelope.id.clone(), envelope.event_type.clone());
         match self
             .ledger
-            .ingest(&envelope, raw, Source::Reconciler)
+            .ingest(envelope, raw, Source::Reconciler)
             .await?
         {
             Ingested::Duplicate => Ok(Fed::Duplicate),
             Ingested::Recorded { outcome, follow_up } => {
                 self.refresher.follow_up(follow_up);
                 if outcome == Outcome::Applied {
-                    tracing::info!(event_id = %envelope.id, event_type = %envelope.event_type, "missed webhook applied");
+                    tracing::info!(event_id = %id, event_type = %event_type, "missed webhook applied");
                     Ok(Fed::Applied)
                 } else {
                     Ok(Fed::Other)

@@ -30,7 +30,7 @@ use super::{Answer, Batch, Failure, Work};
 use crate::changes::Watched;
 use crate::event::{self, DomainEvent, InvoicePaid};
 use crate::ledger::effects::{self, Step, Write};
-use crate::ledger::{Fetched, Ingested, Ledger, Received, Source};
+use crate::ledger::{Fetched, Ingested, Ledger, Source};
 use crate::outcome::Outcome;
 use crate::store::{NewEvent, StoreError};
 use crate::subject::Affected;
@@ -161,11 +161,13 @@ impl Ledger {
         // A change the reconciler finds is news to the product: its
         // customer's access before (each such customer is written by no
         // other job of the batch), to compare once the run is written.
-        let watching: Vec<&str> = run
-            .iter()
-            .filter(|(work, _)| source_of(work) == Source::Reconciler)
-            .map(|(_, plain)| plain.key().1)
-            .collect();
+        let mut watching: Vec<&str> = Vec::new();
+        for (work, plain) in run {
+            let customer = plain.key().1;
+            if source_of(work) == Source::Reconciler && !watching.contains(&customer) {
+                watching.push(customer);
+            }
+        }
         let watched = if watching.is_empty() {
             Vec::new()
         } else {
@@ -218,19 +220,17 @@ impl Ledger {
             }
         }
 
-        let received: Vec<Received<'_>> = run
-            .iter()
-            .map(|(work, _)| match work {
-                Work::Ingest { envelope, raw, .. } => Received::of(envelope, raw),
-                Work::ApiSnapshot { .. } => unreachable!("BUG: an API read in a plain run"),
-            })
-            .collect();
         let rows: Vec<NewEvent<'_>> = run
             .iter()
-            .zip(&received)
             .zip(&decided)
-            .map(|(((work, _), received), (outcome, _))| {
-                received.row(envelope_of(work), source_of(work), now, (*outcome, None))
+            .map(|((work, _), (outcome, _))| match work {
+                Work::Ingest {
+                    envelope,
+                    received,
+                    source,
+                    ..
+                } => received.row(envelope, *source, now, (*outcome, None)),
+                Work::ApiSnapshot { .. } => unreachable!("BUG: an API read in a plain run"),
             })
             .collect();
         let saving: Vec<&SubscriptionRecord> = changed.iter().map(|id| &records[*id]).collect();
