@@ -117,7 +117,7 @@ impl Store for PgStore {
             .reads
             .fetch_all(
                 // One customer at a time, planned on the key whatever the
-                // statistics: see `tx::LINKED_USERS`.
+                // statistics: see `tx::linked_users`.
                 "SELECT e.customer_id, e.features FROM unnest($1::text[]) AS k (customer_id) \
                  CROSS JOIN LATERAL (SELECT customer_id, features FROM entitlement_summaries \
                  WHERE customer_id = k.customer_id OFFSET 0) AS e",

@@ -145,7 +145,7 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
 /// exist rather than by `UPDATE ... FROM` the arrays: the generic plan of
 /// that join, made on a new database whose tables are empty, was a hash
 /// join over a sequential scan of every subscription (see
-/// [`LINKED_USERS`]); the conflict of an upsert is found on the primary key
+/// [`linked_users`]); the conflict of an upsert is found on the primary key
 /// whatever the statistics. A row never locked is not there, so the probe
 /// leaves it out rather than insert it.
 static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
@@ -187,7 +187,7 @@ static INSERT_NOTIFICATIONS: LazyLock<String> = LazyLock::new(|| {
          RETURNING id, customer_id",
         rows::NOTIFICATION_CHANGE_COLUMNS,
         unnest(&NOTIFICATION_TYPES),
-        columns = NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED,
+        columns = notification_columns_but_created(),
     )
 });
 
@@ -197,11 +197,14 @@ const NOTIFICATION_TYPES: [&str; 11] = [
     "text", "text", "text", "text", "text", "text", "bool", "bool", "int8", "int8", "text",
 ];
 
-/// [`rows::NOTIFICATION_CHANGE_COLUMNS`] but the last, as the names of
-/// the unnested arrays.
-const NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED: &str = "kind, user_id, customer_id, \
-     subscription_id, old_status, new_status, old_access, new_access, old_access_until, \
-     new_access_until, reason";
+/// [`rows::NOTIFICATION_CHANGE_COLUMNS`] but the last (`created_at_ms`),
+/// as the names of the unnested arrays.
+fn notification_columns_but_created() -> &'static str {
+    rows::NOTIFICATION_CHANGE_COLUMNS
+        .rsplit_once(',')
+        .expect("BUG: notifications have several columns")
+        .0
+}
 
 /// Statements that look up several customers do it one customer at a
 /// time, `unnest($n::text[]) AS k (customer_id) CROSS JOIN LATERAL (...)`
@@ -213,29 +216,35 @@ const NOTIFICATION_CHANGE_COLUMNS_BUT_CREATED: &str = "kind, user_id, customer_i
 /// 4 million rows read in 800 scans by one reconciler catch-up). A
 /// per-customer lookup is planned on the index whatever the statistics.
 ///
-/// `$1` the customers: every user linked to each, directly or through a
-/// subscription, with repeats.
-const LINKED_USERS: &str = "SELECT l.user_id FROM unnest($1::text[]) AS k (customer_id) \
-     CROSS JOIN LATERAL (\
-       SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
-       UNION ALL SELECT user_id FROM subscriptions \
-       WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS l";
+/// Every user linked to each customer of the array placeholder
+/// `customers` (such as `$1`), directly or through a subscription, each
+/// user once.
+fn linked_users(customers: &str) -> String {
+    format!(
+        "SELECT DISTINCT l.user_id FROM unnest({customers}::text[]) AS k (customer_id) \
+         CROSS JOIN LATERAL (\
+           SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
+           UNION ALL SELECT user_id FROM subscriptions \
+           WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS l"
+    )
+}
 
 /// `$1` channel, `$2` customers, `$3` users, `$4` products, `$5` the
 /// longest payload: the users linked to the customers (as
-/// [`LINKED_USERS`] reads them), and a notification of all of them,
+/// [`linked_users`] reads them), and a notification of all of them,
 /// `*` when it would be longer. Users already given are not read back.
-const PUBLISH_WITH_USERS: &str = "WITH linked AS (SELECT DISTINCT l.user_id \
-       FROM unnest($2::text[]) AS k (customer_id) CROSS JOIN LATERAL (\
-       SELECT user_id FROM customer_users WHERE customer_id = k.customer_id \
-       UNION ALL SELECT user_id FROM subscriptions \
-       WHERE customer_id = k.customer_id AND user_id IS NOT NULL) AS l), \
+static PUBLISH_WITH_USERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH linked AS ({}), \
      payload AS (SELECT json_build_object('c', $2::text[], \
        'u', array(SELECT unnest($3::text[]) UNION SELECT user_id FROM linked), \
        'p', $4::text[])::text AS p) \
      SELECT array(SELECT user_id FROM linked) FROM payload, \
        LATERAL pg_notify($1, CASE WHEN octet_length(payload.p) > $5 THEN '*' ELSE payload.p END) \
-       AS sent";
+       AS sent",
+        linked_users("$2")
+    )
+});
 
 /// One column of `rows`, as the array a multi-row statement unnests.
 fn column<'r, R, T>(rows: &'r [R], f: impl Fn(&'r R) -> T) -> Vec<T> {
@@ -408,7 +417,7 @@ impl Tx for PgTx {
         &mut self,
         customers: &[&str],
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        // One customer at a time: see LINKED_USERS.
+        // One customer at a time: see linked_users.
         static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "SELECT s.* FROM unnest($1::text[]) AS k (customer_id) CROSS JOIN LATERAL \
@@ -486,8 +495,7 @@ impl Tx for PgTx {
         &mut self,
         customer_ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        static USERS_OF_CUSTOMERS: LazyLock<String> =
-            LazyLock::new(|| format!("SELECT DISTINCT user_id FROM ({LINKED_USERS}) AS linked"));
+        static USERS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| linked_users("$1"));
         let users: Vec<(String,)> = sqlx::query_as(&USERS_OF_CUSTOMERS)
             .bind(customer_ids)
             .fetch_all(self.tx.conn())
@@ -500,7 +508,7 @@ impl Tx for PgTx {
         &mut self,
         customers: &[&str],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        // One customer at a time: see LINKED_USERS.
+        // One customer at a time: see linked_users.
         const FIRST_USERS: &str = "SELECT k.customer_id, u.user_id \
              FROM unnest($1::text[]) AS k (customer_id) CROSS JOIN LATERAL (\
              SELECT min(user_id) AS user_id FROM (\
@@ -704,7 +712,7 @@ impl Tx for PgTx {
     /// the payload built as [`rows::publication`] builds it, and sent.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
-        let (users,): (Vec<String>,) = sqlx::query_as(PUBLISH_WITH_USERS)
+        let (users,): (Vec<String>,) = sqlx::query_as(&PUBLISH_WITH_USERS)
             .bind(INVALIDATION_CHANNEL)
             .bind(&affected.customers)
             .bind(&affected.users)
@@ -809,5 +817,13 @@ mod tests {
             column_count(rows::EVENT_COLUMNS)
         );
         assert_eq!(EVENT_TYPES.len(), column_count(rows::EVENT_COLUMNS));
+        assert_eq!(
+            NOTIFICATION_TYPES.len(),
+            column_count(notification_columns_but_created())
+        );
+        assert_eq!(
+            NOTIFICATION_TYPES.len() + 1,
+            column_count(rows::NOTIFICATION_CHANGE_COLUMNS)
+        );
     }
 }
