@@ -101,10 +101,16 @@ async fn the_reconciler_applies_missed_webhooks_exactly_once_across_pages(backen
         report.events_duplicate, 5,
         "webhook-delivered events are not applied twice"
     );
-    // Stripe lists newest first, so subscription 1's creation comes after
-    // its newer update and is stale; everything else missed is applied.
-    assert_eq!(report.events_other, 1);
-    assert_eq!(report.events_applied, events.len() as i64 - 6);
+    // Everything missed is applied, but for subscription 1's creation:
+    // Stripe lists it after its newer update, and pages are written
+    // several at once, in no set order, so it is either stale (written
+    // after the update) or applied and then overtaken by it.
+    assert!(report.events_other <= 1, "{report:?}");
+    assert_eq!(
+        report.events_applied + report.events_other,
+        events.len() as i64 - 5,
+        "{report:?}"
+    );
     assert!(report.pages >= 3, "{report:?}");
     for e in &events {
         assert_eq!(app.event_count(e["id"].as_str().unwrap()).await, 1);
