@@ -101,14 +101,6 @@ fn parts(unix: i64) -> (i64, u32, u32, i64, i64, i64) {
     (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
-fn year(y: i64) -> String {
-    if (0..=9999).contains(&y) {
-        format!("{y:04}")
-    } else {
-        format!("{y:+}")
-    }
-}
-
 /// Parses durations such as `7d`, `36h`, `15m`, `2s`, `1h 30m`, or a bare
 /// number of seconds (`300`): one syntax for every duration option
 /// (the server's and the command-line clients').
@@ -122,14 +114,68 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Unix seconds as `2026-11-27T10:00:00Z`.
 pub fn rfc3339(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = parts(unix);
-    format!("{}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", year(y))
+    Rfc3339(unix).to_string()
 }
 
 /// Unix seconds as `2026-11-27T10:00Z`, for sentences.
 pub fn rfc3339_minute(unix: i64) -> String {
-    let (y, mo, d, h, mi, _) = parts(unix);
-    format!("{}-{mo:02}-{d:02}T{h:02}:{mi:02}Z", year(y))
+    Rfc3339Minute(unix).to_string()
+}
+
+/// Shows unix seconds as [`rfc3339`] does, written straight into the
+/// string being formatted: every HasAccess answer's detail carries one,
+/// and a `String` of its own per time was a visible part of the hot path.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(pub i64);
+
+/// Shows unix seconds as [`rfc3339_minute`] does (see [`Rfc3339`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339Minute(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_time(f, self.0, true)
+    }
+}
+
+impl std::fmt::Display for Rfc3339Minute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_time(f, self.0, false)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM[:SS]Z`; a year outside 0..=9999 is written with its
+/// sign and all its digits.
+fn write_time(f: &mut std::fmt::Formatter<'_>, unix: i64, seconds: bool) -> std::fmt::Result {
+    let (y, mo, d, h, mi, s) = parts(unix);
+    if !(0..=9999).contains(&y) {
+        write!(f, "{y:+}")?;
+    } else {
+        let y = y as u32;
+        f.write_str(two_digits(y / 100))?;
+        f.write_str(two_digits(y % 100))?;
+    }
+    let mut buf = *b"-MM-DDTHH:MM:SSZ";
+    let mut put = |at: usize, v: u32| buf[at..at + 2].copy_from_slice(two_digits(v).as_bytes());
+    put(1, mo);
+    put(4, d);
+    put(7, h as u32);
+    put(10, mi as u32);
+    put(13, s as u32);
+    let text = if seconds {
+        &buf[..]
+    } else {
+        buf[12] = b'Z';
+        &buf[..13]
+    };
+    f.write_str(std::str::from_utf8(text).expect("BUG: ASCII digits"))
+}
+
+/// `v` (below 100) as two digits.
+fn two_digits(v: u32) -> &'static str {
+    const DIGITS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    let at = (v % 100) as usize * 2;
+    &DIGITS[at..at + 2]
 }
 
 #[cfg(test)]

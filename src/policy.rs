@@ -116,19 +116,19 @@ impl Decision {
     }
 }
 
-/// Formats unix seconds as `2026-11-27T10:00Z`, for detail sentences.
-fn fmt_minute(unix: i64) -> String {
-    crate::clock::rfc3339_minute(unix)
+/// Shows unix seconds as `2026-11-27T10:00Z`, for detail sentences.
+fn fmt_minute(unix: i64) -> crate::clock::Rfc3339Minute {
+    crate::clock::Rfc3339Minute(unix)
 }
 
 pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Formats unix seconds as `2026-11-27T10:00:00Z`; never panics, whatever
+/// Shows unix seconds as `2026-11-27T10:00:00Z`; never panics, whatever
 /// the value.
-pub fn fmt_time(unix: i64) -> String {
-    crate::clock::rfc3339(unix)
+pub fn fmt_time(unix: i64) -> crate::clock::Rfc3339 {
+    crate::clock::Rfc3339(unix)
 }
 
 /// Judges one record on its own.
@@ -1145,7 +1145,7 @@ mod tests {
 
     #[test]
     fn fmt_time_is_rfc3339() {
-        assert_eq!(fmt_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_time(0).to_string(), "1970-01-01T00:00:00Z");
     }
 
     #[test]
