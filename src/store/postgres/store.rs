@@ -18,6 +18,22 @@ use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, Re
 use crate::store::{Store, StoreError, StoreEvent, Tx};
 use crate::subscription::SubscriptionRecord;
 
+/// `$1` user id: as SQLite's [`rows::SUBSCRIPTIONS_OF_USER`], with each
+/// linked customer's subscriptions looked up in a `LATERAL` subquery: a
+/// join is planned as a hash join over a sequential scan of
+/// `subscriptions` when the plan is made on a new, empty database (plans
+/// are generic, and kept), and stays so until an autoanalyze.
+static SUBSCRIPTIONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
+    let columns = rows::SUBSCRIPTION_COLUMNS;
+    format!(
+        "SELECT {columns} FROM subscriptions WHERE user_id = $1 \
+         UNION ALL SELECT {} FROM customer_users AS l CROSS JOIN LATERAL \
+         (SELECT {columns} FROM subscriptions WHERE customer_id = l.customer_id OFFSET 0) AS s \
+         WHERE l.user_id = $1",
+        rows::qualified_subscription_columns("s")
+    )
+});
+
 #[async_trait]
 impl Store for PgStore {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -32,9 +48,9 @@ impl Store for PgStore {
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
         let rows: Vec<SubscriptionRow> = self
             .reads
-            .fetch_all(&rows::SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
+            .fetch_all(&SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
-        rows::records(rows)
+        rows::user_records(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

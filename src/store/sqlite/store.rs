@@ -27,7 +27,7 @@ impl Store for SqliteStore {
             .reads
             .fetch_all(&rows::SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
-        rows::records(rows)
+        rows::user_records(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
