@@ -202,13 +202,18 @@ pub(crate) const UNLINKED_CUSTOMERS: &str = "SELECT s.customer_id, MIN(s.id) \
 /// `$1` id, `$2` customer id, `$3` now: the subscription's row, an empty
 /// placeholder when it is new, locked until commit. The no-op update is
 /// what makes an upsert return (and, on PostgreSQL, lock) a row that
-/// exists, also one a concurrent transaction has just inserted.
+/// exists, also one a concurrent transaction has just inserted. It sets a
+/// column no index holds: setting `id`, SQLite rewrote the row's entry in
+/// the primary key's index, one more page in every commit's WAL.
 pub(crate) static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO subscriptions (id, customer_id, updated_at_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {SUBSCRIPTION_COLUMNS}"
+         ON CONFLICT (id) DO {NO_OP_UPDATE} RETURNING {SUBSCRIPTION_COLUMNS}"
     )
 });
+
+/// The update of [`LOCK_SUBSCRIPTION`] and its multi-row forms.
+pub(crate) const NO_OP_UPDATE: &str = "UPDATE SET updated_at_ms = subscriptions.updated_at_ms";
 
 /// [`SUBSCRIPTION_COLUMNS`] as `$1..$14` (`$1`, the id, is the key), then
 /// `updated_at_ms`.

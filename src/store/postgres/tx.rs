@@ -130,7 +130,8 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
         "INSERT INTO subscriptions (id, customer_id, updated_at_ms) \
          SELECT k.id, k.customer_id, $3 FROM UNNEST($1::text[], $2::text[]) AS k (id, customer_id) \
          ORDER BY k.id \
-         ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {}",
+         ON CONFLICT (id) DO {} RETURNING {}",
+        rows::NO_OP_UPDATE,
         rows::SUBSCRIPTION_COLUMNS
     )
 });

@@ -205,8 +205,9 @@ impl Tx for SqliteTx {
         let now = format!("${}", keys.len() * 2 + 1);
         let sql = format!(
             "INSERT INTO subscriptions (id, customer_id, updated_at_ms) VALUES {} \
-             ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING {}",
+             ON CONFLICT (id) DO {} RETURNING {}",
             value_rows(keys.len(), 2, Some(&now)),
+            rows::NO_OP_UPDATE,
             rows::SUBSCRIPTION_COLUMNS
         );
         let query = keys
