@@ -47,8 +47,13 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error(connect.get_filename(), e))?;
         let _ = opened.close().await;
+        // Not tested before each use: a SQLite connection lives in this
+        // process and cannot be lost while idle, and the test is a round
+        // trip to its worker thread on every write transaction (sqlx still
+        // tests it when it goes back).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(options.busy_timeout.max(std::time::Duration::from_secs(1)))
             .connect_with(connect.clone())
             .await?;
