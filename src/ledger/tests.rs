@@ -48,7 +48,7 @@ async fn an_event_is_recorded_once_and_its_redelivery_is_a_duplicate() {
     );
     let again = s
         .ledger
-        .ingest(envelope.clone(), &raw, Source::Webhook)
+        .ingest(envelope, &raw, Source::Webhook)
         .await
         .unwrap();
     assert_eq!(again, Ingested::Duplicate);
@@ -62,13 +62,13 @@ async fn the_same_id_with_other_content_is_a_duplicate_and_is_flagged() {
     let s = services().await;
     let (envelope, raw) = subscription_event("evt_1", NOW - 60, "active", false);
     s.ledger
-        .ingest(envelope.clone(), &raw, Source::Webhook)
+        .ingest(envelope, &raw, Source::Webhook)
         .await
         .unwrap();
     let (changed, raw) = subscription_event("evt_1", NOW - 60, "canceled", false);
     let again = s
         .ledger
-        .ingest(changed.clone(), &raw, Source::Webhook)
+        .ingest(changed, &raw, Source::Webhook)
         .await
         .unwrap();
     assert_eq!(again, Ingested::Duplicate);
@@ -80,21 +80,15 @@ async fn the_same_id_with_other_content_is_a_duplicate_and_is_flagged() {
 async fn a_live_event_may_be_one_day_ahead_of_the_clock_and_not_a_second_more() {
     let s = services().await;
     let (edge, raw) = subscription_event("evt_edge", NOW + DAY, "active", true);
-    s.ledger
-        .ingest(edge.clone(), &raw, Source::Webhook)
-        .await
-        .unwrap();
+    s.ledger.ingest(edge, &raw, Source::Webhook).await.unwrap();
     assert_eq!(outcome(&s, "evt_edge").await.as_deref(), Some("applied"));
     let (past, raw) = subscription_event("evt_past", NOW + DAY + 1, "past_due", true);
-    s.ledger
-        .ingest(past.clone(), &raw, Source::Webhook)
-        .await
-        .unwrap();
+    s.ledger.ingest(past, &raw, Source::Webhook).await.unwrap();
     assert_eq!(outcome(&s, "evt_past").await.as_deref(), Some("failed"));
     // Test mode is held to 2000..2100 only (test clocks live in the future).
     let (test_mode, raw) = subscription_event("evt_test", NOW + 300 * DAY, "canceled", false);
     s.ledger
-        .ingest(test_mode.clone(), &raw, Source::Webhook)
+        .ingest(test_mode, &raw, Source::Webhook)
         .await
         .unwrap();
     assert_eq!(outcome(&s, "evt_test").await.as_deref(), Some("applied"));
@@ -105,19 +99,16 @@ async fn a_replay_runs_the_first_delivery_pipeline_follow_ups_included() {
     let s = services().await;
     let (active, raw) = subscription_event("evt_1", NOW - 60, "active", false);
     s.ledger
-        .ingest(active.clone(), &raw, Source::Webhook)
+        .ingest(active, &raw, Source::Webhook)
         .await
         .unwrap();
     let (canceled, raw) = subscription_event("evt_2", NOW - 30, "canceled", false);
     s.ledger
-        .ingest(canceled.clone(), &raw, Source::Webhook)
+        .ingest(canceled, &raw, Source::Webhook)
         .await
         .unwrap();
     let (early, raw) = subscription_event("evt_3", NOW + 2 * DAY, "active", true);
-    s.ledger
-        .ingest(early.clone(), &raw, Source::Webhook)
-        .await
-        .unwrap();
+    s.ledger.ingest(early, &raw, Source::Webhook).await.unwrap();
     assert_eq!(outcome(&s, "evt_3").await.as_deref(), Some("failed"));
 
     s.clock.advance_secs(3 * DAY);
@@ -145,7 +136,7 @@ async fn an_api_read_is_stamped_with_the_read_time_and_invalidates_the_cache() {
     let s = services().await;
     let (active, raw) = subscription_event("evt_1", NOW - 60, "active", false);
     s.ledger
-        .ingest(active.clone(), &raw, Source::Webhook)
+        .ingest(active, &raw, Source::Webhook)
         .await
         .unwrap();
     let subject = crate::subject::Subject::User("u1".into());
