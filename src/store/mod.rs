@@ -17,9 +17,9 @@
 //! unchanged (`rows.rs`). `tests/api/store_suite/` runs one behaviour suite
 //! against both.
 
+mod lease_pool;
 mod owned_tx;
 mod postgres;
-mod read_pool;
 mod rows;
 mod sqlite;
 

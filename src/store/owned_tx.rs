@@ -1,9 +1,9 @@
-//! The transaction both backends' `Tx` types wrap: a pooled connection it
+//! The transaction both backends' `Tx` types wrap: a leased connection it
 //! owns, driven with plain statements.
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Database, Executor, Pool};
+use sqlx::{Database, Executor};
 
+use super::lease_pool::{Lease, LeasePool};
 use super::StoreError;
 
 /// An open write transaction on a connection it owns.
@@ -13,35 +13,40 @@ use super::StoreError;
 /// error) it rolls back by itself, sqlx's own bookkeeping then believes a
 /// transaction is still open, and every later `begin` on that connection
 /// became a SAVEPOINT inside a transaction that never commits. Here any
-/// error on BEGIN, COMMIT or ROLLBACK, and any drop before the end (an error
-/// `?` or a cancelled request), closes the connection instead of returning
-/// it to the pool; closing rolls back whatever was open, and the pool opens
-/// a fresh one.
+/// error on BEGIN, COMMIT or ROLLBACK (or ROLLBACK TO SAVEPOINT), and any
+/// drop before the end (an error `?` or a cancelled request), closes the
+/// connection instead of giving it back; closing rolls back whatever was
+/// open, and the pool opens a fresh one.
 pub(crate) struct OwnedTx<DB: Database> {
     /// `None` once the transaction has ended.
-    conn: Option<PoolConnection<DB>>,
+    lease: Option<Lease<DB>>,
+    /// A `ROLLBACK TO SAVEPOINT` failed: the transaction may be gone
+    /// already, so the connection is closed at the end rather than reused.
+    broken: bool,
 }
 
 impl<DB: Database> OwnedTx<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    /// Takes a connection from `pool` and sends `begin` (`BEGIN`, or
+    /// Leases a connection from `pool` and sends `begin` (`BEGIN`, or
     /// SQLite's `BEGIN IMMEDIATE`) on it.
-    pub(crate) async fn begin(pool: &Pool<DB>, begin: &'static str) -> Result<Self, StoreError> {
-        let mut conn = pool.acquire().await?;
-        if let Err(e) = conn.execute(begin).await {
-            conn.close_on_drop();
-            return Err(e.into());
-        }
-        Ok(OwnedTx { conn: Some(conn) })
+    pub(crate) async fn begin(
+        pool: &LeasePool<DB>,
+        begin: &'static str,
+    ) -> Result<Self, StoreError> {
+        Ok(OwnedTx {
+            lease: Some(pool.begin(begin).await?),
+            broken: false,
+        })
     }
 
     /// The connection, for the statements of the transaction.
     pub(crate) fn conn(&mut self) -> &mut DB::Connection {
-        self.conn
+        self.lease
             .as_mut()
             .expect("BUG: transaction used after its end")
+            .conn()
     }
 
     /// `SAVEPOINT event`: the same statement on both backends.
@@ -58,9 +63,7 @@ where
         match self.conn().execute("ROLLBACK TO SAVEPOINT event").await {
             Ok(_) => Ok(()),
             Err(e) => {
-                if let Some(conn) = self.conn.as_mut() {
-                    conn.close_on_drop();
-                }
+                self.broken = true;
                 Err(e.into())
             }
         }
@@ -77,24 +80,17 @@ where
     /// Sends `COMMIT` or `ROLLBACK`; on any error the connection is closed
     /// rather than reused.
     async fn end(&mut self, statement: &'static str) -> Result<(), StoreError> {
-        let mut conn = self.conn.take().expect("BUG: transaction ended twice");
-        match conn.execute(statement).await {
+        let mut lease = self.lease.take().expect("BUG: transaction ended twice");
+        match lease.conn().execute(statement).await {
+            Ok(_) if !self.broken => {
+                lease.give_back();
+                Ok(())
+            }
             Ok(_) => Ok(()),
             Err(e) => {
-                conn.close_on_drop();
                 tracing::warn!(error = %e, statement, "transaction end failed; closing the connection");
                 Err(e.into())
             }
-        }
-    }
-}
-
-impl<DB: Database> Drop for OwnedTx<DB> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            // Dropped mid-transaction: never hand this connection to the
-            // next writer.
-            conn.close_on_drop();
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::read_pool::ReadPool;
+use super::lease_pool::LeasePool;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -41,11 +41,14 @@ pub const INVALIDATION_CHANNEL: &str = "tollgate_invalidate";
 const RECONCILER_LOCK: i64 = 8_390_043_843_661_231_205;
 
 pub struct PgStore {
-    /// Writes (a connection per ledger writer on top of `max_connections`),
-    /// the reconciler's and the console's reads, the listener.
+    /// Single statements (writes, the reconciler's and the console's
+    /// reads): half of `max_connections`, and the listener's connection.
     pool: PgPool,
-    /// HasAccess's reads (see [`ReadPool`]).
-    reads: ReadPool<sqlx::Postgres>,
+    /// Write transactions (see [`LeasePool`]): the other half, and
+    /// [`super::CONNECTIONS_PER_WRITER`] for each ledger writer on top.
+    transactions: LeasePool<sqlx::Postgres>,
+    /// HasAccess's reads (see [`LeasePool`]).
+    reads: LeasePool<sqlx::Postgres>,
     connect: PgConnectOptions,
     /// The session that holds the reconciler lock, while this replica leads.
     leader: tokio::sync::Mutex<Option<PgConnection>>,
@@ -91,25 +94,31 @@ impl PgStore {
                 .map_err(|e| open_error(&connect, target, e))?;
         let _ = opened.close().await;
         // Each ledger writer holds a connection for its batch's whole
-        // transaction, and more for the batches still committing: the pool
-        // has those on top of the others, so busy writers never starve
-        // reads (or each other).
+        // transaction, and more for the batches still committing: the
+        // transactions' pool has those on top of the others, so busy
+        // writers never starve reads (or each other). `max_connections`
+        // is shared between single statements and other transactions.
         let writers = options.writers.max(1);
         let writing = writers.saturating_mul(super::CONNECTIONS_PER_WRITER);
+        let others = options.max_connections.max(2);
+        let acquire_timeout = options.busy_timeout.max(Duration::from_secs(1));
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2).saturating_add(writing))
-            .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+            // The listener's connection on top.
+            .max_connections(others - others / 2 + 1)
+            .acquire_timeout(acquire_timeout)
             .test_before_acquire(false)
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        let reads = ReadPool::new(
+        let transactions = LeasePool::new(
             connect.clone(),
-            options.max_connections.max(2),
-            options.busy_timeout.max(Duration::from_secs(1)),
+            (others / 2).saturating_add(writing),
+            acquire_timeout,
         );
+        let reads = LeasePool::new(connect.clone(), others, acquire_timeout);
         Ok(PgStore {
             pool,
+            transactions,
             reads,
             connect,
             leader: tokio::sync::Mutex::new(None),

@@ -17,19 +17,21 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use super::read_pool::ReadPool;
+use super::lease_pool::LeasePool;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
-    /// The only connection that writes.
-    writer: SqlitePool,
+    /// The only connection that writes (a lease pool of one): write
+    /// transactions, single-statement writes, and the reads that must see
+    /// the latest write.
+    writer: LeasePool<sqlx::Sqlite>,
     /// Readers, which WAL lets run beside the writer: the console's, the
     /// sweeps' and the other occasional reads.
     reader: SqlitePool,
-    /// HasAccess's reads (see [`ReadPool`]), beside the writer too.
-    reads: ReadPool<sqlx::Sqlite>,
+    /// HasAccess's reads (see [`LeasePool`]), beside the writer too.
+    reads: LeasePool<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -43,23 +45,22 @@ impl SqliteStore {
             .foreign_keys(true);
         // Open the file once directly: a pool would report a missing
         // directory as a bare "database unavailable".
-        let opened = SqliteConnection::connect_with(&connect)
+        let mut opened = SqliteConnection::connect_with(&connect)
             .await
             .map_err(|e| open_error(connect.get_filename(), e))?;
+        let migrated = MIGRATOR
+            .run_direct(&mut opened)
+            .await
+            .map_err(StoreError::Migrate);
         let _ = opened.close().await;
-        // Not tested before each use: a SQLite connection lives in this
-        // process and cannot be lost while idle, and the test is a round
-        // trip to its worker thread on every write transaction (sqlx still
-        // tests it when it goes back).
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(options.busy_timeout.max(std::time::Duration::from_secs(1)))
-            .connect_with(connect.clone())
-            .await?;
-        MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
+        migrated?;
+        let writer = LeasePool::new(
+            connect.clone(),
+            1,
+            options.busy_timeout.max(std::time::Duration::from_secs(1)),
+        );
         let connect = connect.read_only(true);
-        let reads = ReadPool::new(
+        let reads = LeasePool::new(
             connect.clone(),
             options.max_connections.max(1),
             options.busy_timeout.max(std::time::Duration::from_secs(1)),

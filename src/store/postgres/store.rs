@@ -1,5 +1,5 @@
 //! PostgreSQL reads, single-statement writes, leadership and the listener.
-//! HasAccess's reads go through the read pool ([`crate::store::read_pool`]);
+//! HasAccess's reads go through the read pool ([`crate::store::lease_pool`]);
 //! everything else shares one sqlx pool.
 
 use std::sync::LazyLock;
@@ -38,7 +38,7 @@ static SUBSCRIPTIONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
 impl Store for PgStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
-        Ok(Box::new(PgTx::begin(&self.pool).await?))
+        Ok(Box::new(PgTx::begin(&self.transactions).await?))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

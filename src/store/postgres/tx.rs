@@ -6,12 +6,13 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgArguments;
+use sqlx::Postgres;
 use sqlx::Row;
-use sqlx::{PgPool, Postgres};
 
 use super::INVALIDATION_CHANNEL;
 use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
+use crate::store::lease_pool::LeasePool;
 use crate::store::owned_tx::OwnedTx;
 use crate::store::rows::{self, SubscriptionRow};
 use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
@@ -26,7 +27,7 @@ pub(crate) struct PgTx {
 }
 
 impl PgTx {
-    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, StoreError> {
+    pub(crate) async fn begin(pool: &LeasePool<Postgres>) -> Result<Self, StoreError> {
         Ok(PgTx {
             tx: OwnedTx::begin(pool, "BEGIN").await?,
         })

@@ -145,21 +145,25 @@ impl Store for SqliteStore {
         limit: i64,
         include_acked: bool,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(&rows::LIST_NOTIFICATIONS)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query_as(&rows::LIST_NOTIFICATIONS)
             .bind(after_id)
             .bind(limit)
             .bind(include_acked)
-            .fetch_all(&self.writer)
-            .await?)
+            .fetch_all(lease.conn())
+            .await;
+        lease.finish(done)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn ack_notification(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let mut lease = self.writer.lease(true).await?;
         let done = sqlx::query(rows::ACK_NOTIFICATION)
             .bind(id)
             .bind(now_ms)
-            .execute(&self.writer)
-            .await?;
+            .execute(lease.conn())
+            .await;
+        let done = lease.finish(done)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -179,12 +183,14 @@ impl Store for SqliteStore {
                  ORDER BY id LIMIT $3) RETURNING {NOTIFICATION_COLUMNS}"
             )
         });
-        Ok(sqlx::query_as(&CLAIM)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query_as(&CLAIM)
             .bind(now_ms)
             .bind(now_ms.saturating_add(lease_ms))
             .bind(limit)
-            .fetch_all(&self.writer)
-            .await?)
+            .fetch_all(lease.conn())
+            .await;
+        lease.finish(done)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -196,14 +202,16 @@ impl Store for SqliteStore {
         error: &str,
         dead: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(rows::DELIVERY_FAILED)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query(rows::DELIVERY_FAILED)
             .bind(id)
             .bind(attempts)
             .bind(next_attempt_at_ms)
             .bind(error)
             .bind(dead)
-            .execute(&self.writer)
-            .await?;
+            .execute(lease.conn())
+            .await;
+        lease.finish(done)?;
         Ok(())
     }
 
@@ -224,10 +232,12 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let value: Option<(String,)> = sqlx::query_as(rows::GET_STATE)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query_as(rows::GET_STATE)
             .bind(key)
-            .fetch_optional(&self.writer)
-            .await?;
+            .fetch_optional(lease.conn())
+            .await;
+        let value: Option<(String,)> = lease.finish(done)?;
         Ok(value.map(|(v,)| v))
     }
 
@@ -244,12 +254,14 @@ impl Store for SqliteStore {
         before_id: i64,
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        Ok(sqlx::query_as(&rows::LIST_AUDIT)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query_as(&rows::LIST_AUDIT)
             .bind(target.unwrap_or(""))
             .bind(before_id.max(0))
             .bind(limit)
-            .fetch_all(&self.writer)
-            .await?)
+            .fetch_all(lease.conn())
+            .await;
+        lease.finish(done)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -296,11 +308,13 @@ impl Store for SqliteStore {
         id: &str,
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(&rows::NOTIFICATIONS_ABOUT)
+        let mut lease = self.writer.lease(true).await?;
+        let done = sqlx::query_as(&rows::NOTIFICATIONS_ABOUT)
             .bind(id)
             .bind(limit)
-            .fetch_all(&self.writer)
-            .await?)
+            .fetch_all(lease.conn())
+            .await;
+        lease.finish(done)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

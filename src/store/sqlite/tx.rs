@@ -7,10 +7,11 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Row;
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::Sqlite;
 
 use crate::access_change::AccessChange;
 use crate::outcome::Outcome;
+use crate::store::lease_pool::LeasePool;
 use crate::store::owned_tx::OwnedTx;
 use crate::store::rows::{self, SubscriptionRow};
 use crate::store::{NewAudit, NewEvent, NewReview, Recorded, StoreError, Tx};
@@ -27,7 +28,7 @@ pub(crate) struct SqliteTx {
 impl SqliteTx {
     /// IMMEDIATE takes the write lock at BEGIN, so a writer that is not
     /// really the only one fails loudly here instead of at COMMIT.
-    pub(crate) async fn begin(writer: &SqlitePool) -> Result<Self, StoreError> {
+    pub(crate) async fn begin(writer: &LeasePool<Sqlite>) -> Result<Self, StoreError> {
         Ok(SqliteTx {
             tx: OwnedTx::begin(writer, "BEGIN IMMEDIATE").await?,
         })

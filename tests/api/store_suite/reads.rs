@@ -1,8 +1,9 @@
-//! The read pool (HasAccess's reads) on PostgreSQL, where a server can end
-//! a connection and a read can wait on a lock: reads do not wait for the
-//! pool writes use, connections the server closed while idle are
-//! replaced, and reads cut short give their connections back. On SQLite the same pool's reads are covered by every
-//! other test that reads a subject.
+//! The lease pools (HasAccess's reads, write transactions) on PostgreSQL,
+//! where a server can end a connection and a read can wait on a lock:
+//! reads do not wait for the connections writes use, connections the
+//! server closed while idle are replaced, and reads cut short give their
+//! connections back. On SQLite the same pools are covered by every other
+//! test that reads a subject or writes.
 
 use super::*;
 use sqlx::{Connection, Executor};
@@ -13,6 +14,19 @@ async fn postgres(test: &str) -> Option<Fresh> {
         return None;
     }
     Some(fresh(Backend::Postgres).await)
+}
+
+/// Ends every session of the database but this one's, as a server restart
+/// or an administrator would.
+async fn end_every_other_session(url: &str) {
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,14 +41,7 @@ async fn a_read_after_the_server_closed_the_idle_read_connections_still_answers(
         assert_eq!(ids(read.unwrap()), ["sub_1"]);
     }
 
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .await
-        .unwrap();
+    end_every_other_session(&db.url).await;
 
     for _ in 0..6 {
         let read = store.subscriptions_for_customer("cus_1").await;
@@ -43,6 +50,36 @@ async fn a_read_after_the_server_closed_the_idle_read_connections_still_answers(
             ["sub_1"]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_after_the_server_closed_the_idle_write_connections_still_begins() {
+    let Some(Fresh { store, db }) = postgres("transactions reconnect").await else {
+        return;
+    };
+    // Several transactions at once, each committed: their connections
+    // go back to the pool, idle.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(store.begin().await.unwrap());
+    }
+    for tx in open {
+        tx.commit().await.unwrap();
+    }
+
+    end_every_other_session(&db.url).await;
+
+    for n in 0..4 {
+        let mut tx = store
+            .begin()
+            .await
+            .expect("a dead idle connection is replaced, not reported");
+        let id = format!("sub_{n}");
+        tx.lock_subscription(&id, "cus_1", 1).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let stored = store.subscriptions_for_customer("cus_1").await.unwrap();
+    assert_eq!(ids(stored), ["sub_0", "sub_1", "sub_2", "sub_3"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,16 +128,17 @@ async fn reads_are_answered_while_every_connection_of_the_write_pool_is_taken() 
         return;
     };
     save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
-    // The whole write pool (`options`: 4 connections and 1 writer's share)
-    // held by open transactions, as busy writers and a busy console would.
+    // Every connection for transactions (`options`: half of 4, and 1
+    // writer's share) held by open ones, as busy writers and a busy
+    // console would.
     let mut held = Vec::new();
-    for _ in 0..4 + tollgate::store::CONNECTIONS_PER_WRITER {
+    for _ in 0..4 / 2 + tollgate::store::CONNECTIONS_PER_WRITER {
         let begun = tokio::time::timeout(SOON, store.begin()).await;
         held.push(begun.expect("the pool has a connection").unwrap());
     }
     assert!(
         tokio::time::timeout(BLOCKED, store.begin()).await.is_err(),
-        "the write pool is exhausted"
+        "the transactions' connections are all taken"
     );
 
     let read = tokio::time::timeout(

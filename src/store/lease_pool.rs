@@ -1,23 +1,27 @@
-//! The read pool: connections kept for HasAccess's reads (a subject's
-//! subscriptions, product maps, entitlement summaries), apart from the pool
-//! the writers, the reconciler and the console use, on either backend.
+//! The lease pools: connections lent one statement or one transaction at a
+//! time, apart from sqlx's `Pool`. HasAccess's reads (a subject's
+//! subscriptions, product maps, entitlement summaries) use one on either
+//! backend, and write transactions another: the single writer connection
+//! on SQLite (its single statements too), the ledger writers' and other
+//! transactions on PostgreSQL.
 //!
-//! Apart, so a read never queues behind writes for a connection. And not a
-//! second sqlx `Pool`: sqlx tests every connection as it goes back to its
+//! Not a sqlx `Pool`: sqlx tests every connection as it goes back to its
 //! pool (on PostgreSQL a Sync and a wait for ReadyForQuery; on SQLite a
-//! round trip to the connection's worker thread), a second round trip for
-//! every one-statement read, which a profile of cold reads showed as half
-//! of their `sendto` calls on PostgreSQL. Here a connection goes back only
-//! after its statement ran to completion, so it is known to be idle; one
-//! whose statement was cut short (an error, a caller that went away) is
-//! closed instead, never reused.
+//! round trip to the connection's worker thread). That is a second round
+//! trip for every one-statement read, which a profile of cold reads showed
+//! as half of their `sendto` calls on PostgreSQL, and one more for every
+//! write transaction, which the next one waits for (one in six round trips
+//! of a lone webhook). Here a connection goes back only after its
+//! statement ran to completion, or its transaction ended, so it is known to
+//! be idle; one whose statement was cut short (an error, a caller that went
+//! away) is closed instead, never reused.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::query::QueryAs;
 use sqlx::{ConnectOptions, Connection, Database, Executor, FromRow, IntoArguments};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::StoreError;
 
@@ -26,30 +30,35 @@ use crate::store::StoreError;
 /// own default lifetime).
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-pub(crate) struct ReadPool<DB: Database> {
+pub(crate) struct LeasePool<DB: Database> {
+    shared: Arc<Shared<DB>>,
+}
+
+struct Shared<DB: Database> {
     connect: <DB::Connection as Connection>::Options,
     /// Idle connections, each with the time it was opened.
     idle: Mutex<Vec<(DB::Connection, Instant)>>,
     /// One per connection open or being opened: bounds them.
-    permits: Semaphore,
-    /// Longest a read waits for a connection (or for a new one to open).
+    permits: Arc<Semaphore>,
+    /// Longest a caller waits for a connection (or for a new one to open).
     acquire_timeout: Duration,
 }
 
 /// A statement whose rows are read as `O`.
 pub(crate) type Statement<'q, DB, O> = QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>>;
 
-/// A connection lent to one read.
-struct Lease<'p, DB: Database> {
-    pool: &'p ReadPool<DB>,
+/// A connection lent to one statement or one transaction. Dropped without
+/// [`Lease::give_back`], its connection is closed rather than reused.
+pub(crate) struct Lease<DB: Database> {
+    pool: Arc<Shared<DB>>,
     conn: Option<(DB::Connection, Instant)>,
-    /// Taken from the idle list rather than opened for this read: the
+    /// Taken from the idle list rather than opened for this lease: the
     /// server may have closed it meanwhile.
     reused: bool,
-    _permit: SemaphorePermit<'p>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl<DB: Database> ReadPool<DB>
+impl<DB: Database> LeasePool<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
@@ -58,11 +67,13 @@ where
         size: u32,
         acquire_timeout: Duration,
     ) -> Self {
-        ReadPool {
-            connect,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(size.max(1) as usize),
-            acquire_timeout,
+        LeasePool {
+            shared: Arc::new(Shared {
+                connect,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(size.max(1) as usize)),
+                acquire_timeout,
+            }),
         }
     }
 
@@ -96,30 +107,52 @@ where
         }
     }
 
-    async fn lease(&self, reuse: bool) -> Result<Lease<'_, DB>, StoreError> {
+    /// A connection with `statement` (`BEGIN`, `BEGIN IMMEDIATE`) run on
+    /// it. A reused connection the server closed while it sat idle is
+    /// replaced once: nothing was begun on it.
+    pub(crate) async fn begin(&self, statement: &'static str) -> Result<Lease<DB>, StoreError> {
+        let mut lease = self.lease(true).await?;
+        match lease.conn().execute(statement).await {
+            Ok(_) => Ok(lease),
+            Err(e) if lease.reused && connection_lost(&e) => {
+                drop(lease);
+                let mut lease = self.lease(false).await?;
+                lease.conn().execute(statement).await?;
+                Ok(lease)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A connection for the caller's statements, idle or newly opened,
+    /// within the pool's acquire timeout. Give it back with
+    /// [`Lease::finish`] (or [`Lease::give_back`]) once they ran to
+    /// completion.
+    pub(crate) async fn lease(&self, reuse: bool) -> Result<Lease<DB>, StoreError> {
+        let shared = &self.shared;
         let timed_out = |_| StoreError::Unavailable(sqlx::Error::PoolTimedOut);
         // One bound for the wait for a permit and the connect together.
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
-        let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+        let deadline = tokio::time::Instant::now() + shared.acquire_timeout;
+        let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
             .await
             .map_err(timed_out)?
-            .expect("BUG: the read pool's semaphore is never closed");
+            .expect("BUG: a lease pool's semaphore is never closed");
         let idle = if reuse {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+            shared.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
         } else {
             None
         };
         let (conn, reused) = match idle {
             Some(conn) => (conn, true),
             None => {
-                let conn = tokio::time::timeout_at(deadline, self.connect.connect())
+                let conn = tokio::time::timeout_at(deadline, shared.connect.connect())
                     .await
                     .map_err(timed_out)??;
                 ((conn, Instant::now()), false)
             }
         };
         Ok(Lease {
-            pool: self,
+            pool: shared.clone(),
             conn: Some(conn),
             reused,
             _permit: permit,
@@ -143,8 +176,8 @@ fn connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
-impl<DB: Database> Lease<'_, DB> {
-    fn conn(&mut self) -> &mut DB::Connection {
+impl<DB: Database> Lease<DB> {
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
         &mut self
             .conn
             .as_mut()
@@ -152,9 +185,10 @@ impl<DB: Database> Lease<'_, DB> {
             .0
     }
 
-    /// Puts the connection back for the next read: only after a statement
-    /// ran to completion, so nothing of it is left on the wire.
-    fn give_back(mut self) {
+    /// Puts the connection back for the next caller: only after its
+    /// statements ran to completion, so nothing of them is left on the
+    /// wire (and, for a transaction, after it ended).
+    pub(crate) fn give_back(mut self) {
         if let Some((conn, opened)) = self.conn.take() {
             if opened.elapsed() < MAX_LIFETIME {
                 let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -164,10 +198,20 @@ impl<DB: Database> Lease<'_, DB> {
             }
         }
     }
+
+    /// Ends a lease lent for one statement: its connection goes back when
+    /// the statement succeeded, and is closed when it failed.
+    pub(crate) fn finish<T>(self, done: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        if done.is_ok() {
+            self.give_back();
+        }
+        Ok(done?)
+    }
 }
 
-impl<DB: Database> Drop for Lease<'_, DB> {
-    /// Not given back: its statement may be half read. Closed, not reused.
+impl<DB: Database> Drop for Lease<DB> {
+    /// Not given back: its statement may be half read, its transaction
+    /// open. Closed (which rolls that back), not reused.
     fn drop(&mut self) {
         if let Some((conn, _)) = self.conn.take() {
             close(conn);
