@@ -329,7 +329,8 @@ pub trait Tx: Send {
     /// recorded, also by a transaction that raced this one. The caller then
     /// undoes them all ([`Tx::rollback_to_savepoint`]) and records them one
     /// at a time with [`Tx::insert_event`], which tells which. PostgreSQL
-    /// does it in one statement, SQLite in two.
+    /// does it in one statement, SQLite in two (sent as one string for a
+    /// lone event and its subscription).
     async fn record_and_save(
         &mut self,
         events: &[NewEvent<'_>],

@@ -33,6 +33,41 @@ impl SqliteTx {
             tx: OwnedTx::begin(writer, "BEGIN IMMEDIATE").await?,
         })
     }
+
+    /// [`Tx::record_and_save`] of a lone event (a webhook that came alone,
+    /// most of them at low load): both statements in one string, so they
+    /// go to the connection's thread, and their answer comes back, once
+    /// instead of twice. The save runs only when the insert inserted
+    /// (`changes()` is the insert's count while the update runs); the
+    /// insert's `RETURNING` says whether it did. Runs of several keep two
+    /// statements, each prepared once per size.
+    async fn record_and_save_one(
+        &mut self,
+        event: &NewEvent<'_>,
+        record: &SubscriptionRecord,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        static RECORD_AND_SAVE_ONE: LazyLock<String> = LazyLock::new(|| {
+            let events = rows::column_count(rows::EVENT_COLUMNS);
+            let columns = rows::column_count(rows::SUBSCRIPTION_COLUMNS);
+            format!(
+                "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING RETURNING 1; \
+                 WITH v ({}) AS (VALUES {}) {} AND changes() = 1",
+                rows::EVENT_COLUMNS,
+                value_rows(1, events, None),
+                rows::SUBSCRIPTION_COLUMNS,
+                value_rows(1, columns, None),
+                save_subscriptions_from("v", &format!("${}", events + columns + 1)),
+            )
+        });
+        let row = SubscriptionRow::from(record);
+        let inserted =
+            bind_subscription(bind_event(sqlx::query(&RECORD_AND_SAVE_ONE), event), &row)
+                .bind(now_ms)
+                .fetch_all(self.tx.conn())
+                .await?;
+        Ok(inserted.len() as u64)
+    }
 }
 
 /// Binds `row` in the order of [`rows::SUBSCRIPTION_COLUMNS`].
@@ -230,6 +265,9 @@ impl Tx for SqliteTx {
         records: &[&SubscriptionRecord],
         now_ms: i64,
     ) -> Result<u64, StoreError> {
+        if let ([event], [record]) = (events, records) {
+            return self.record_and_save_one(event, record, now_ms).await;
+        }
         let sql = format!(
             "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING",
             rows::EVENT_COLUMNS,

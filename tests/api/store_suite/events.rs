@@ -151,6 +151,18 @@ async fn record_and_save_stores_the_subscriptions_only_when_every_event_is_new(b
     tx.commit().await.unwrap();
     assert_eq!(status(store.clone()).await, None, "the placeholder only");
 
+    // A lone event recorded before (SQLite writes one in one string): not
+    // stored either.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
+    let inserted = tx
+        .record_and_save(&[Event::new("evt_2", "two").as_new()], &[&record], 2)
+        .await
+        .unwrap();
+    assert_eq!(inserted, 0);
+    tx.commit().await.unwrap();
+    assert_eq!(status(store.clone()).await, None, "the placeholder only");
+
     // All new: stored with them.
     let mut tx = store.begin().await.unwrap();
     tx.lock_subscription("sub_1", "cus_1", 3).await.unwrap();
