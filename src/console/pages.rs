@@ -309,6 +309,7 @@ fn subscription(s: &SubscriptionRecord) -> Markup {
                 @else { "—" }
             }
             dt { "Past due since" } dd { (opt_secs(s.past_due_since)) }
+            dt { "Last seen out of dunning" } dd { (opt_secs(s.recovered_at)) }
             dt { "Prices" } dd { (s.items.iter().map(|i| i.price_id.as_str()).collect::<Vec<_>>().join(", ")) }
             dt { "Snapshot" } dd { (opt_secs(Some(s.snapshot_created))) " from "
                 @if s.snapshot_event_id.is_empty() { "—" } @else { a href={ "/admin/events/" (s.snapshot_event_id) } { (s.snapshot_event_id) } } }

@@ -101,16 +101,17 @@ pub(super) async fn save(
     Ok(())
 }
 
-/// A snapshot too old to apply still counts for the user it links, when
-/// the stored record has none (see [`subscription::fill_link`]).
-pub(super) async fn keep_link(
+/// A snapshot too old to apply still counts for the user it links and for
+/// where a dunning run began (see [`subscription::learn_from_stale`]).
+pub(super) async fn learn_from_stale(
     tx: &mut dyn Tx,
     now: i64,
     current: &SubscriptionRecord,
     snap: &SubscriptionSnapshot,
+    stamp: &Stamp,
     affected: &mut Affected,
 ) -> Result<(), StoreError> {
-    match subscription::fill_link(current, snap) {
+    match subscription::learn_from_stale(current, snap, stamp) {
         Some(linked) => save(tx, now, current, &linked, affected).await,
         None => Ok(()),
     }
@@ -175,7 +176,7 @@ pub(super) fn step(current: &SubscriptionRecord, write: &Write<'_>, envelope: &E
                     outcome: Outcome::Applied,
                 },
                 Transition::Stale => Step::Write {
-                    record: subscription::fill_link(current, snap),
+                    record: subscription::learn_from_stale(current, snap, &stamp),
                     outcome: Outcome::Stale,
                 },
                 Transition::Impossible { from, to } => Step::Impossible { from, to },

@@ -542,7 +542,8 @@ impl Ledger {
                 Outcome::Applied
             }
             Transition::Stale => {
-                effects::keep_link(&mut *tx, now, &current, snap, &mut affected).await?;
+                effects::learn_from_stale(&mut *tx, now, &current, snap, &stamp, &mut affected)
+                    .await?;
                 Outcome::Stale
             }
             Transition::Impossible { .. } => Outcome::Stale,

@@ -41,13 +41,15 @@ pub(crate) struct SubscriptionRow {
     pub snapshot_event_id: String,
     pub verified_at: i64,
     pub hold_review_id: Option<i64>,
+    pub recovered_at: Option<i64>,
 }
 
 /// The columns of [`SubscriptionRow`], in its order. `id` comes first: the
 /// key that `SAVE_SUBSCRIPTION` binds as `$1`.
 pub(crate) const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, status, current_period_end, \
      paid_through, trial_end, cancel_at_period_end, past_due_since, cancel_at, pause_reason, \
-     items, user_id, snapshot_created, snapshot_event_id, verified_at, hold_review_id";
+     items, user_id, snapshot_created, snapshot_event_id, verified_at, hold_review_id, \
+     recovered_at";
 
 impl TryFrom<SubscriptionRow> for SubscriptionRecord {
     type Error = StoreError;
@@ -72,6 +74,7 @@ impl TryFrom<SubscriptionRow> for SubscriptionRecord {
             cancel_at: row.cancel_at,
             pause: row.pause_reason.as_deref().map(PauseKind::parse),
             past_due_since: row.past_due_since,
+            recovered_at: row.recovered_at,
             items,
             user_id: row.user_id,
             snapshot_created: row.snapshot_created,
@@ -101,6 +104,7 @@ impl From<&SubscriptionRecord> for SubscriptionRow {
             snapshot_event_id: r.snapshot_event_id.clone(),
             verified_at: r.verified_at,
             hold_review_id: r.hold_review_id,
+            recovered_at: r.recovered_at,
         }
     }
 }
@@ -531,7 +535,8 @@ mod tests {
              paid_through = $5, trial_end = $6, cancel_at_period_end = $7, \
              past_due_since = $8, cancel_at = $9, pause_reason = $10, items = $11, \
              user_id = $12, snapshot_created = $13, snapshot_event_id = $14, \
-             verified_at = $15, hold_review_id = $16, updated_at_ms = $17 WHERE id = $1"
+             verified_at = $15, hold_review_id = $16, recovered_at = $17, updated_at_ms = $18 \
+             WHERE id = $1"
         );
     }
 

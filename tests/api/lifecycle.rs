@@ -14,6 +14,7 @@ on_both_backends!(
     a_stale_past_due_after_a_newer_active_keeps_access,
     a_paid_invoice_seen_before_its_renewal_extends_access,
     past_due_keeps_access_through_the_grace_window,
+    the_grace_counts_from_the_run_start_whatever_order_the_webhooks_came_in,
     product_filter_counts_only_matching_subscriptions,
     has_access_refuses_anything_but_exactly_one_subject,
     a_subscription_that_moves_to_another_user_is_invalidated_for_both,
@@ -312,6 +313,50 @@ async fn past_due_keeps_access_through_the_grace_window(backend: Backend) {
     ))
     .await;
     let r = app.access_for_customer("cus_pd_old").await;
+    assert_eq!((r.has_access, r.reason), (false, Reason::PastDue as i32));
+}
+
+/// Two dunning runs with a payment between them, and one run's two
+/// webhooks newest first: each grace counts from where its run began, as
+/// if the webhooks had come in order.
+async fn the_grace_counts_from_the_run_start_whatever_order_the_webhooks_came_in(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let t = now();
+    let updated = |id: &str, at: i64, sub: &Sub| {
+        subscription_event(id, "customer.subscription.updated", at, sub, Shape::Basil)
+    };
+
+    // past_due 10 days ago, paid 5 days ago, past_due again a day ago; the
+    // payment arrives last. Until it does, one run seems to have begun 10
+    // days ago (its 7-day grace over); once it does, the run began a day
+    // ago.
+    let sub = Sub::new("sub_runs", "cus_runs", "past_due", t + DAY);
+    app.deliver(&updated("evt_runs_1", t - 10 * DAY, &sub))
+        .await;
+    app.deliver(&updated("evt_runs_3", t - DAY, &sub)).await;
+    let r = app.access_for_customer("cus_runs").await;
+    assert_eq!((r.has_access, r.reason), (false, Reason::PastDue as i32));
+    let paid = updated("evt_runs_2", t - 5 * DAY, &sub.status("active"));
+    assert_eq!(app.deliver(&paid).await, "stale");
+    let r = app.access_for_customer("cus_runs").await;
+    assert_eq!(
+        (r.has_access, r.reason, r.access_until),
+        (true, Reason::PastDueGrace as i32, t - DAY + 7 * DAY)
+    );
+
+    // past_due 2 days ago arrives before past_due 8 days ago: the run
+    // began 8 days ago and its grace is over.
+    let sub = Sub::new("sub_late_start", "cus_late_start", "past_due", t + DAY);
+    app.deliver(&updated("evt_start_2", t - 2 * DAY, &sub))
+        .await;
+    let r = app.access_for_customer("cus_late_start").await;
+    assert_eq!(r.access_until, t - 2 * DAY + 7 * DAY);
+    assert_eq!(
+        app.deliver(&updated("evt_start_1", t - 8 * DAY, &sub))
+            .await,
+        "stale"
+    );
+    let r = app.access_for_customer("cus_late_start").await;
     assert_eq!((r.has_access, r.reason), (false, Reason::PastDue as i32));
 }
 

@@ -53,6 +53,7 @@ fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q
         .bind(&row.snapshot_event_id)
         .bind(row.verified_at)
         .bind(row.hold_review_id)
+        .bind(row.recovered_at)
 }
 
 /// Binds `event` in the order of [`rows::EVENT_COLUMNS`].
@@ -98,9 +99,9 @@ fn bind_notification<'q>(
 
 /// The PostgreSQL types of [`rows::SUBSCRIPTION_COLUMNS`], in its order:
 /// the casts of the arrays a multi-row statement unnests.
-const SUBSCRIPTION_TYPES: [&str; 16] = [
+const SUBSCRIPTION_TYPES: [&str; 17] = [
     "text", "text", "text", "int8", "int8", "int8", "bool", "int8", "int8", "text", "text", "text",
-    "int8", "text", "int8", "int8",
+    "int8", "text", "int8", "int8", "int8",
 ];
 
 /// The PostgreSQL types of [`rows::EVENT_COLUMNS`], in its order.
@@ -273,6 +274,7 @@ fn bind_subscription_arrays<'q>(query: Query<'q>, rows: &'q [SubscriptionRow]) -
         .bind(column(rows, |r| r.snapshot_event_id.as_str()))
         .bind(column(rows, |r| r.verified_at))
         .bind(column(rows, |r| r.hold_review_id))
+        .bind(column(rows, |r| r.recovered_at))
 }
 
 /// Binds `events` column by column, one array each, in the order of

@@ -89,6 +89,7 @@ fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q
         .bind(&row.snapshot_event_id)
         .bind(row.verified_at)
         .bind(row.hold_review_id)
+        .bind(row.recovered_at)
 }
 
 /// Binds `event` in the order of [`rows::EVENT_COLUMNS`].

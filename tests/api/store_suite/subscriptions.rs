@@ -31,6 +31,7 @@ fn full_record(id: &str, customer: &str) -> SubscriptionRecord {
         cancel_at: Some(15),
         pause: Some(PauseKind::FirstPaymentFailure),
         past_due_since: Some(14),
+        recovered_at: Some(13),
         items: vec![
             Item {
                 price_id: "price_1".to_owned(),
