@@ -145,14 +145,11 @@ impl Store for SqliteStore {
         limit: i64,
         include_acked: bool,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let mut lease = self.writer.lease(true).await?;
-        let done = sqlx::query_as(&rows::LIST_NOTIFICATIONS)
-            .bind(after_id)
-            .bind(limit)
-            .bind(include_acked)
-            .fetch_all(lease.conn())
-            .await;
-        lease.finish(done)
+        self.writer
+            .fetch_all(&rows::LIST_NOTIFICATIONS, |q| {
+                q.bind(after_id).bind(limit).bind(include_acked)
+            })
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -183,14 +180,10 @@ impl Store for SqliteStore {
                  ORDER BY id LIMIT $3) RETURNING {NOTIFICATION_COLUMNS}"
             )
         });
-        let mut lease = self.writer.lease(true).await?;
-        let done = sqlx::query_as(&CLAIM)
-            .bind(now_ms)
-            .bind(now_ms.saturating_add(lease_ms))
-            .bind(limit)
-            .fetch_all(lease.conn())
-            .await;
-        lease.finish(done)
+        let until = now_ms.saturating_add(lease_ms);
+        self.writer
+            .fetch_all(&CLAIM, |q| q.bind(now_ms).bind(until).bind(limit))
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -232,13 +225,11 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut lease = self.writer.lease(true).await?;
-        let done = sqlx::query_as(rows::GET_STATE)
-            .bind(key)
-            .fetch_optional(lease.conn())
-            .await;
-        let value: Option<(String,)> = lease.finish(done)?;
-        Ok(value.map(|(v,)| v))
+        let value: Vec<(String,)> = self
+            .writer
+            .fetch_all(rows::GET_STATE, |q| q.bind(key))
+            .await?;
+        Ok(value.into_iter().next().map(|(v,)| v))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -254,14 +245,12 @@ impl Store for SqliteStore {
         before_id: i64,
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let mut lease = self.writer.lease(true).await?;
-        let done = sqlx::query_as(&rows::LIST_AUDIT)
-            .bind(target.unwrap_or(""))
-            .bind(before_id.max(0))
-            .bind(limit)
-            .fetch_all(lease.conn())
-            .await;
-        lease.finish(done)
+        let (target, before_id) = (target.unwrap_or(""), before_id.max(0));
+        self.writer
+            .fetch_all(&rows::LIST_AUDIT, |q| {
+                q.bind(target).bind(before_id).bind(limit)
+            })
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -308,13 +297,9 @@ impl Store for SqliteStore {
         id: &str,
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let mut lease = self.writer.lease(true).await?;
-        let done = sqlx::query_as(&rows::NOTIFICATIONS_ABOUT)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(lease.conn())
-            .await;
-        lease.finish(done)
+        self.writer
+            .fetch_all(&rows::NOTIFICATIONS_ABOUT, |q| q.bind(id).bind(limit))
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
