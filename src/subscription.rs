@@ -539,10 +539,9 @@ pub fn learn_from_stale(
     if current.id != snap.id {
         return None;
     }
-    let mut learned = current.clone();
-    if learned.user_id.is_none() {
-        learned.user_id.clone_from(&snap.user_id);
-    }
+    let link = snap.user_id.as_ref().filter(|_| current.user_id.is_none());
+    let mut past_due_since = current.past_due_since;
+    let mut recovered_at = current.recovered_at;
     let created = stamp.created;
     let in_a_run = current.status.is_some_and(|s| in_dunning(s, current.pause));
     // Within one second the order of snapshots is not in their times:
@@ -551,15 +550,25 @@ pub fn learn_from_stale(
         let after_recovery = current.recovered_at.is_none_or(|r| created > r);
         let earlier = current.past_due_since.is_none_or(|since| created < since);
         if in_a_run && after_recovery && earlier {
-            learned.past_due_since = Some(created);
+            past_due_since = Some(created);
         }
     } else if current.recovered_at.is_none_or(|r| created >= r) {
-        learned.recovered_at = Some(created);
+        recovered_at = Some(created);
         if in_a_run && current.past_due_since.is_some_and(|since| since <= created) {
-            learned.past_due_since = Some(current.snapshot_created.max(created));
+            past_due_since = Some(current.snapshot_created.max(created));
         }
     }
-    (learned != *current).then_some(learned)
+    // Cloned only when something was learned: most stale snapshots tell
+    // nothing new.
+    let learned = link.is_some()
+        || past_due_since != current.past_due_since
+        || recovered_at != current.recovered_at;
+    learned.then(|| SubscriptionRecord {
+        user_id: link.cloned().or_else(|| current.user_id.clone()),
+        past_due_since,
+        recovered_at,
+        ..current.clone()
+    })
 }
 
 #[cfg(test)]
