@@ -128,3 +128,58 @@ fn open_error(path: &Path, error: sqlx::Error) -> StoreError {
 /// `$1` product ids as a JSON array: the known feature maps among them
 /// (lookup keys as JSON).
 const PRODUCT_FEATURES: &str = "SELECT product_id, features FROM product_features WHERE features IS NOT NULL AND product_id IN (SELECT value FROM json_each($1))";
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// Migration 11 on a database that already has subscriptions: a row in
+    /// a dunning run gets a recovery just before the run's start (so no
+    /// older snapshot moves the start earlier), the others none.
+    #[tokio::test]
+    async fn recovered_at_is_backfilled_just_before_a_running_dunning_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        let before = sqlx::migrate::Migrator {
+            migrations: Cow::Owned(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| m.version < 20261129000011)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run_direct(&mut conn).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO subscriptions (id, customer_id, status, past_due_since, updated_at_ms) \
+             VALUES ('sub_run', 'cus_1', 'past_due', 1000, 0), \
+                    ('sub_fine', 'cus_1', 'active', NULL, 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        let rows: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT id, recovered_at FROM subscriptions ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("sub_fine".to_owned(), None),
+                ("sub_run".to_owned(), Some(999))
+            ]
+        );
+    }
+}
