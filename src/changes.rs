@@ -207,17 +207,10 @@ impl Changes {
     /// Adds every user linked to the touched customers, publishes the
     /// subjects to other replicas, commits, then invalidates them here:
     /// once per transaction, however many events it holds.
-    pub async fn commit(
-        &self,
-        mut tx: Box<dyn Tx>,
-        mut affected: Affected,
-    ) -> Result<(), StoreError> {
-        if !affected.is_empty() {
-            for user in tx.publish_with_users(&affected).await? {
-                affected.add_user(&user);
-            }
+    pub async fn commit(&self, tx: Box<dyn Tx>, mut affected: Affected) -> Result<(), StoreError> {
+        for user in tx.publish_and_commit(&affected).await? {
+            affected.add_user(&user);
         }
-        tx.commit().await?;
         self.cache.invalidate(&affected);
         Ok(())
     }

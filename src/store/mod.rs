@@ -469,6 +469,21 @@ pub trait Tx: Send {
     /// whole transaction is lost.
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// [`Tx::publish_with_users`] (when something changed), then
+    /// [`Tx::commit`]: the users read. SQLite reads them and commits in
+    /// one string, one hand-off to its connection's thread instead of two.
+    async fn publish_and_commit(
+        mut self: Box<Self>,
+        affected: &Affected,
+    ) -> Result<Vec<String>, StoreError> {
+        let users = if affected.is_empty() {
+            Vec::new()
+        } else {
+            self.publish_with_users(affected).await?
+        };
+        self.commit().await?;
+        Ok(users)
+    }
     /// Ends the transaction without writing anything. Dropping a `Tx`
     /// also rolls back, but closes its connection to be sure; this keeps
     /// the connection.

@@ -98,6 +98,7 @@ const COVERED: &[&str] = &[
     "savepoint",
     "rollback_to_savepoint",
     "commit",
+    "publish_and_commit",
     "rollback",
 ];
 

@@ -27,10 +27,14 @@ pub(crate) struct SqliteTx {
 
 impl SqliteTx {
     /// IMMEDIATE takes the write lock at BEGIN, so a writer that is not
-    /// really the only one fails loudly here instead of at COMMIT.
+    /// really the only one fails loudly there instead of at COMMIT. The
+    /// BEGIN goes with the first statement: in one string with it where
+    /// that statement may come first (locking subscriptions, a savepoint),
+    /// so a lone webhook's transaction takes one hand-off to the
+    /// connection's thread fewer.
     pub(crate) async fn begin(writer: &LeasePool<Sqlite>) -> Result<Self, StoreError> {
         Ok(SqliteTx {
-            tx: OwnedTx::begin(writer, "BEGIN IMMEDIATE").await?,
+            tx: OwnedTx::begin_with_first_statement(writer, "BEGIN IMMEDIATE").await?,
         })
     }
 
@@ -64,11 +68,18 @@ impl SqliteTx {
         let inserted =
             bind_subscription(bind_event(sqlx::query(&RECORD_AND_SAVE_ONE), event), &row)
                 .bind(now_ms)
-                .fetch_all(self.tx.conn())
+                .fetch_all(self.tx.begun().await?)
                 .await?;
         Ok(inserted.len() as u64)
     }
 }
+
+/// `$1` customer ids as one JSON list, which `json_each` reads back:
+/// every user linked to them, directly or through a subscription.
+const USERS_OF_CUSTOMERS: &str = "SELECT user_id FROM customer_users \
+     WHERE customer_id IN (SELECT value FROM json_each($1)) \
+     UNION SELECT user_id FROM subscriptions \
+     WHERE customer_id IN (SELECT value FROM json_each($1)) AND user_id IS NOT NULL";
 
 /// Binds `row` in the order of [`rows::SUBSCRIPTION_COLUMNS`].
 fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q> {
@@ -171,14 +182,14 @@ impl Tx for SqliteTx {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
         let inserted = bind_event(sqlx::query(&rows::INSERT_EVENT), event)
-            .fetch_optional(self.tx.conn())
+            .fetch_optional(self.tx.begun().await?)
             .await?;
         if inserted.is_some() {
             return Ok(Recorded::New);
         }
         let hashes: Option<(String, Option<String>)> = sqlx::query_as(rows::EVENT_HASHES)
             .bind(event.id)
-            .fetch_optional(self.tx.conn())
+            .fetch_optional(self.tx.begun().await?)
             .await?;
         Ok(match hashes {
             Some((payload_sha256, content_sha256)) => Recorded::Duplicate {
@@ -193,7 +204,7 @@ impl Tx for SqliteTx {
     async fn load_event(&mut self, id: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(sqlx::query_as(rows::LOAD_EVENT)
             .bind(id)
-            .fetch_optional(self.tx.conn())
+            .fetch_optional(self.tx.begun().await?)
             .await?)
     }
 
@@ -210,7 +221,7 @@ impl Tx for SqliteTx {
             .bind(outcome.as_str())
             .bind(error)
             .bind(processed_at_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -224,13 +235,14 @@ impl Tx for SqliteTx {
         customer_id: &str,
         now_ms: i64,
     ) -> Result<SubscriptionRecord, StoreError> {
-        let row: SubscriptionRow = sqlx::query_as(&rows::LOCK_SUBSCRIPTION)
+        let sql = self.tx.with_begin(&rows::LOCK_SUBSCRIPTION)?;
+        let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
             .bind(id)
             .bind(customer_id)
             .bind(now_ms)
-            .fetch_one(self.tx.conn())
-            .await?;
-        row.try_into()
+            .fetch_one(self.tx.begun_or_beginning())
+            .await;
+        self.tx.settle(row)?.try_into()
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -247,14 +259,15 @@ impl Tx for SqliteTx {
             rows::NO_OP_UPDATE,
             rows::SUBSCRIPTION_COLUMNS
         );
+        let sql = self.tx.with_begin(&sql)?;
         let query = keys
             .iter()
             .fold(sqlx::query_as(&sql), |q, (id, customer)| {
                 q.bind(*id).bind(*customer)
             })
             .bind(now_ms);
-        let rows: Vec<SubscriptionRow> = query.fetch_all(self.tx.conn()).await?;
-        rows::records(rows)
+        let rows = query.fetch_all(self.tx.begun_or_beginning()).await;
+        rows::records(self.tx.settle(rows)?)
     }
 
     /// The events in one statement, then the records in another when
@@ -277,7 +290,7 @@ impl Tx for SqliteTx {
         let inserted = events
             .iter()
             .fold(sqlx::query(&sql), bind_event)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?
             .rows_affected();
         if inserted < events.len() as u64 || records.is_empty() {
@@ -296,7 +309,7 @@ impl Tx for SqliteTx {
         rows.iter()
             .fold(sqlx::query(&sql), bind_subscription)
             .bind(now_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(inserted)
     }
@@ -308,7 +321,7 @@ impl Tx for SqliteTx {
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
         let rows: Vec<SubscriptionRow> = sqlx::query_as(&rows::SUBSCRIPTIONS_OF_CUSTOMER)
             .bind(customer_id)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         rows::records(rows)
     }
@@ -329,7 +342,7 @@ impl Tx for SqliteTx {
         let customers = serde_json::to_string(customers).expect("BUG: strings serialize");
         let rows: Vec<SubscriptionRow> = sqlx::query_as(&SUBSCRIPTIONS_OF_CUSTOMERS)
             .bind(customers)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         rows::records(rows)
     }
@@ -339,7 +352,7 @@ impl Tx for SqliteTx {
         sqlx::query(rows::SET_HOLD)
             .bind(subscription_id)
             .bind(review_id)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -348,7 +361,7 @@ impl Tx for SqliteTx {
     async fn release_holds(&mut self, review_id: i64) -> Result<Vec<String>, StoreError> {
         let customers: Vec<(String,)> = sqlx::query_as(rows::RELEASE_HOLDS)
             .bind(review_id)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         Ok(customers.into_iter().map(|(c,)| c).collect())
     }
@@ -362,7 +375,7 @@ impl Tx for SqliteTx {
         let row = SubscriptionRow::from(record);
         bind_subscription(sqlx::query(&rows::SAVE_SUBSCRIPTION), &row)
             .bind(now_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -378,7 +391,7 @@ impl Tx for SqliteTx {
             .bind(customer_id)
             .bind(user_id)
             .bind(now_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -387,7 +400,7 @@ impl Tx for SqliteTx {
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
@@ -398,14 +411,10 @@ impl Tx for SqliteTx {
         &mut self,
         customer_ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        const USERS_OF_CUSTOMERS: &str = "SELECT user_id FROM customer_users \
-             WHERE customer_id IN (SELECT value FROM json_each($1)) \
-             UNION SELECT user_id FROM subscriptions \
-             WHERE customer_id IN (SELECT value FROM json_each($1)) AND user_id IS NOT NULL";
         let ids = serde_json::to_string(customer_ids).expect("BUG: strings serialize");
         let users: Vec<(String,)> = sqlx::query_as(USERS_OF_CUSTOMERS)
             .bind(ids)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
@@ -427,7 +436,7 @@ impl Tx for SqliteTx {
         let customers = serde_json::to_string(customers).expect("BUG: strings serialize");
         Ok(sqlx::query_as(FIRST_USERS)
             .bind(customers)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?)
     }
 
@@ -440,7 +449,7 @@ impl Tx for SqliteTx {
             .bind(review.reason.as_str())
             .bind(review.details)
             .bind(review.created_at_ms)
-            .fetch_one(self.tx.conn())
+            .fetch_one(self.tx.begun().await?)
             .await?;
         Ok(id)
     }
@@ -454,7 +463,7 @@ impl Tx for SqliteTx {
         sqlx::query(rows::NOTE_REVIEW_OUTCOME)
             .bind(review_id)
             .bind(outcome)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -470,7 +479,7 @@ impl Tx for SqliteTx {
             .bind(review_id)
             .bind(now_ms)
             .bind(resolution)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -483,7 +492,7 @@ impl Tx for SqliteTx {
     ) -> Result<i64, StoreError> {
         let row = bind_notification(sqlx::query(&rows::INSERT_NOTIFICATION), change)
             .bind(created_at_ms)
-            .fetch_one(self.tx.conn())
+            .fetch_one(self.tx.begun().await?)
             .await?;
         Ok(row.try_get("id")?)
     }
@@ -516,7 +525,7 @@ impl Tx for SqliteTx {
             .iter()
             .fold(sqlx::query(&sql), bind_notification)
             .bind(created_at_ms)
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -535,7 +544,7 @@ impl Tx for SqliteTx {
             .bind(product)
             .bind(json)
             .bind(read_at_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -549,7 +558,7 @@ impl Tx for SqliteTx {
         sqlx::query(rows::FORGET_PRODUCT_FEATURES)
             .bind(product)
             .bind(changed_at_ms)
-            .execute(self.tx.conn())
+            .execute(self.tx.begun().await?)
             .await?;
         Ok(())
     }
@@ -564,7 +573,7 @@ impl Tx for SqliteTx {
         }
         let rows = sqlx::query_as(super::PRODUCT_FEATURES)
             .bind(serde_json::to_string(products).expect("BUG: strings serialize"))
-            .fetch_all(self.tx.conn())
+            .fetch_all(self.tx.begun().await?)
             .await?;
         crate::store::rows::feature_maps(rows)
     }
@@ -583,7 +592,7 @@ impl Tx for SqliteTx {
             .bind(json)
             .bind(as_of_ms)
             .bind(now_ms)
-            .fetch_optional(self.tx.conn())
+            .fetch_optional(self.tx.begun().await?)
             .await?;
         Ok(stored.is_some())
     }
@@ -594,7 +603,7 @@ impl Tx for SqliteTx {
             Some(value) => sqlx::query(rows::SET_STATE).bind(key).bind(value),
             None => sqlx::query(rows::DELETE_STATE).bind(key),
         };
-        query.execute(self.tx.conn()).await?;
+        query.execute(self.tx.begun().await?).await?;
         Ok(())
     }
 
@@ -608,7 +617,7 @@ impl Tx for SqliteTx {
             .bind(entry.action)
             .bind(entry.target)
             .bind(entry.note)
-            .fetch_one(self.tx.conn())
+            .fetch_one(self.tx.begun().await?)
             .await?;
         Ok(id)
     }
@@ -631,6 +640,27 @@ impl Tx for SqliteTx {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await
+    }
+
+    /// The users' statement and `COMMIT` in one string.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn publish_and_commit(
+        self: Box<Self>,
+        affected: &Affected,
+    ) -> Result<Vec<String>, StoreError> {
+        static USERS_AND_COMMIT: LazyLock<String> =
+            LazyLock::new(|| format!("{USERS_OF_CUSTOMERS}; COMMIT"));
+        if affected.customers.is_empty() {
+            self.tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&affected.customers).expect("BUG: strings serialize");
+        let mut ending = self.tx.ending().await?;
+        let users = sqlx::query_as::<_, (String,)>(&USERS_AND_COMMIT)
+            .bind(ids)
+            .fetch_all(ending.conn())
+            .await;
+        Ok(ending.ended(users)?.into_iter().map(|(u,)| u).collect())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

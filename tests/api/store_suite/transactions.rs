@@ -9,6 +9,7 @@ on_both_backends!(
     dropping_a_transaction_leaves_nothing_behind_and_keeps_the_store_working,
     publish_changes_reaches_watchers_on_postgres_only,
     publish_with_users_returns_the_customers_users_and_publishes_them_too,
+    publish_and_commit_commits_and_returns_the_customers_users,
 );
 
 /// Writes through every `Tx` method that writes.
@@ -226,10 +227,7 @@ async fn publish_changes_reaches_watchers_on_postgres_only(backend: Backend) {
 async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(backend: Backend) {
     let Fresh { store, db: _db } = fresh(backend).await;
     let mut tx = store.begin().await.unwrap();
-    tx.link_customer("cus_1", "user_linked", 1).await.unwrap();
-    let mut record = tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
-    record.user_id = Some("user_of_sub".to_owned());
-    tx.save_subscription(&record, 1).await.unwrap();
+    link_two_users(&mut *tx).await;
     tx.link_customer("cus_other", "user_elsewhere", 1)
         .await
         .unwrap();
@@ -281,6 +279,81 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
         .await
         .expect("watch stops")
         .unwrap();
+}
+
+async fn publish_and_commit_commits_and_returns_the_customers_users(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    link_two_users(&mut *tx).await;
+    // Nothing touched: committed all the same, no users read.
+    assert!(tx
+        .publish_and_commit(&Affected::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .subscriptions_for_user("user_linked")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (mut heard, stop, watcher) = watching(&store);
+    if backend == Backend::Postgres {
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
+    }
+    let affected = Affected {
+        customers: vec!["cus_1".to_owned()],
+        users: vec!["user_given".to_owned()],
+        products: Vec::new(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_1", "user_new", 2).await.unwrap();
+    let mut users = tx.publish_and_commit(&affected).await.unwrap();
+    users.sort();
+    // The transaction's own link is read, and committed.
+    assert_eq!(users, ["user_linked", "user_new", "user_of_sub"]);
+    assert_eq!(
+        store
+            .subscriptions_for_user("user_new")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    if backend == Backend::Postgres {
+        let Some(StoreEvent::Changed(mut published)) = next(&mut heard).await else {
+            panic!("a change is published");
+        };
+        published.users.sort();
+        assert_eq!(
+            published.users,
+            ["user_given", "user_linked", "user_new", "user_of_sub"]
+        );
+    }
+    // The writer goes on after a commit that read users.
+    let mut tx = store.begin().await.unwrap();
+    tx.set_state("after", Some("1")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.get_state("after").await.unwrap().as_deref(),
+        Some("1")
+    );
+    stop.cancel();
+    tokio::time::timeout(SOON, watcher)
+        .await
+        .expect("watch stops")
+        .unwrap();
+}
+
+/// `cus_1` gets `user_linked` directly and `user_of_sub` through `sub_1`.
+async fn link_two_users(tx: &mut dyn tollgate::store::Tx) {
+    tx.link_customer("cus_1", "user_linked", 1).await.unwrap();
+    let mut record = tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
+    record.user_id = Some("user_of_sub".to_owned());
+    tx.save_subscription(&record, 1).await.unwrap();
 }
 
 /// `store.watch` running: what it hears, how to stop it, and its task.
