@@ -214,4 +214,20 @@ impl Changes {
         self.cache.invalidate(&affected);
         Ok(())
     }
+
+    /// [`Changes::commit`] of a transaction that published `affected`
+    /// already, `users` being the users it read for the customers.
+    pub async fn commit_published(
+        &self,
+        tx: Box<dyn Tx>,
+        mut affected: Affected,
+        users: Vec<String>,
+    ) -> Result<(), StoreError> {
+        tx.commit().await?;
+        for user in &users {
+            affected.add_user(user);
+        }
+        self.cache.invalidate(&affected);
+        Ok(())
+    }
 }

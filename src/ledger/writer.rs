@@ -316,6 +316,12 @@ struct Batch<'s> {
     /// Several jobs: each gets a savepoint. A job alone has the whole
     /// transaction, which saves a statement.
     nested: bool,
+    /// How many jobs the batch holds.
+    jobs: usize,
+    /// The users read when a run of the whole batch published what it
+    /// touched with its own statement ([`Tx::record_save_and_publish`]);
+    /// the commit then publishes nothing more. Undoing clears it.
+    published: Option<Vec<String>>,
 }
 
 impl Batch<'_> {
@@ -338,6 +344,7 @@ impl Batch<'_> {
     /// Undoes the current job's writes: back to its savepoint, or the whole
     /// transaction of a job alone (a later write begins another).
     async fn undo(&mut self) -> Result<(), Failure> {
+        self.published = None;
         if self.nested {
             let tx = self.tx().await?;
             tx.rollback_to_savepoint().await.map_err(Failure::Batch)
@@ -378,6 +385,8 @@ impl Ledger {
             store: self.store.as_ref(),
             tx: None,
             nested: jobs.len() > 1,
+            jobs: jobs.len(),
+            published: None,
         };
         let (works, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
@@ -437,10 +446,15 @@ impl Ledger {
             (None, None) => return answer(done),
             (None, Some(tx)) => tx,
         };
+        let published = batch.published;
         let changes = self.changes.clone();
         let writer = writer.to_owned();
         let commit = async move {
-            match changes.commit(tx, touched).await {
+            let committed = match published {
+                Some(users) => changes.commit_published(tx, touched, users).await,
+                None => changes.commit(tx, touched).await,
+            };
+            match committed {
                 Ok(()) => answer(done),
                 Err(e) => lost(done, &e, &writer),
             }

@@ -337,6 +337,22 @@ pub trait Tx: Send {
         records: &[&SubscriptionRecord],
         now_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// [`Tx::record_and_save`], and `affected` published as
+    /// [`Tx::publish_with_users`] publishes it, for a transaction that
+    /// writes nothing more: how many events were inserted, and the users
+    /// read, or `None` when the publishing is left to the commit
+    /// ([`Tx::publish_and_commit`]). PostgreSQL does it all in one
+    /// statement (undone, notification too, with the events when they
+    /// are undone); the others leave it to the commit.
+    async fn record_save_and_publish(
+        &mut self,
+        events: &[NewEvent<'_>],
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+        _affected: &Affected,
+    ) -> Result<(u64, Option<Vec<String>>), StoreError> {
+        Ok((self.record_and_save(events, records, now_ms).await?, None))
+    }
     /// Every subscription of a customer, read inside the transaction.
     async fn customer_records(
         &mut self,

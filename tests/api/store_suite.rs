@@ -95,6 +95,7 @@ const COVERED: &[&str] = &[
     "record_audit",
     "publish_changes",
     "publish_with_users",
+    "record_save_and_publish",
     "savepoint",
     "rollback_to_savepoint",
     "commit",

@@ -139,8 +139,8 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One array per column of [`rows::EVENT_COLUMNS`] (`$1..$14`), then one
-/// per column of [`rows::SUBSCRIPTION_COLUMNS`] (`$15..$30`), `$31` now
-/// and `$32` how many events there are: the subscriptions are stored only
+/// per column of [`rows::SUBSCRIPTION_COLUMNS`] (`$15..$31`), `$32` now
+/// and `$33` how many events there are: the subscriptions are stored only
 /// if every event was inserted (a data-modifying `WITH` runs whether or not
 /// it is read). Returns how many were.
 ///
@@ -151,7 +151,25 @@ static LOCK_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
 /// [`linked_users`]); the conflict of an upsert is found on the primary key
 /// whatever the statistics. A row never locked is not there, so the probe
 /// leaves it out rather than insert it.
-static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
+static RECORD_AND_SAVE: LazyLock<String> =
+    LazyLock::new(|| record_and_save("SELECT n FROM inserted"));
+
+/// [`RECORD_AND_SAVE`]'s placeholders, then channel, customers, users,
+/// products and the longest payload: [`PUBLISH_WITH_USERS`] in the same
+/// statement, one round trip fewer. Returns how many events
+/// were inserted and the users linked to the customers. The users are
+/// read as the statement found them, before its own writes, which only
+/// link the users of the records given (among the users given); its
+/// notification is undone with whatever undoes the events.
+static RECORD_SAVE_AND_PUBLISH: LazyLock<String> = LazyLock::new(|| {
+    let first = EVENT_TYPES.len() + SUBSCRIPTION_TYPES.len() + 3;
+    let publish = publish(first, "n, ", "inserted, ");
+    record_and_save(&format!(", {publish}"))
+});
+
+/// The statement of [`RECORD_AND_SAVE`] with `tail` after its last
+/// common table expression (`saved`).
+fn record_and_save(tail: &str) -> String {
     let events = EVENT_TYPES.len();
     let subscriptions = SUBSCRIPTION_TYPES.len();
     let now = format!("${}", events + subscriptions + 1);
@@ -170,15 +188,14 @@ static RECORD_AND_SAVE: LazyLock<String> = LazyLock::new(|| {
          CROSS JOIN LATERAL (SELECT 1 FROM subscriptions WHERE id = v.id OFFSET 0) AS locked \
          WHERE (SELECT n FROM inserted) = {all} \
          ON CONFLICT (id) DO UPDATE SET {assignments}, updated_at_ms = excluded.updated_at_ms \
-         RETURNING 1) \
-         SELECT n FROM inserted",
+         RETURNING 1){tail}",
         events_columns = rows::EVENT_COLUMNS,
         events_rows = unnest(&EVENT_TYPES),
         columns = rows::SUBSCRIPTION_COLUMNS,
         subscription_rows = unnest_from(&SUBSCRIPTION_TYPES, events + 1),
         assignments = assignments.join(", "),
     )
-});
+}
 
 /// `$1..$11` one array per column of [`rows::NOTIFICATION_CHANGE_COLUMNS`]
 /// but the last, `$12` created at: [`rows::INSERT_NOTIFICATION`] for each
@@ -236,22 +253,53 @@ fn linked_users(customers: &str) -> String {
 /// longest payload: the users linked to the customers (as
 /// [`linked_users`] reads them), and a notification of all of them,
 /// `*` when it would be longer. Users already given are not read back.
-static PUBLISH_WITH_USERS: LazyLock<String> = LazyLock::new(|| {
+static PUBLISH_WITH_USERS: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {}", publish(1, "", "")));
+
+/// [`PUBLISH_WITH_USERS`] but its `WITH`, with its placeholders numbered
+/// from `$first`, and `select` and `from` put first in its last `SELECT`
+/// and its `FROM`: for a statement of more common table expressions.
+fn publish(first: usize, select: &str, from: &str) -> String {
+    let [channel, customers, users, products, longest] =
+        std::array::from_fn(|i| format!("${}", first + i));
     format!(
-        "WITH linked AS ({}), \
-     payload AS (SELECT json_build_object('c', $2::text[], \
-       'u', array(SELECT unnest($3::text[]) UNION SELECT user_id FROM linked), \
-       'p', $4::text[])::text AS p) \
-     SELECT array(SELECT user_id FROM linked) FROM payload, \
-       LATERAL pg_notify($1, CASE WHEN octet_length(payload.p) > $5 THEN '*' ELSE payload.p END) \
-       AS sent",
-        linked_users("$2")
+        "linked AS ({linked}), \
+         payload AS (SELECT json_build_object('c', {customers}::text[], \
+           'u', array(SELECT unnest({users}::text[]) UNION SELECT user_id FROM linked), \
+           'p', {products}::text[])::text AS p) \
+         SELECT {select}array(SELECT user_id FROM linked) FROM {from}payload, \
+           LATERAL pg_notify({channel}, \
+             CASE WHEN octet_length(payload.p) > {longest} THEN '*' ELSE payload.p END) AS sent",
+        linked = linked_users(&customers),
     )
-});
+}
 
 /// One column of `rows`, as the array a multi-row statement unnests.
 fn column<'r, R, T>(rows: &'r [R], f: impl Fn(&'r R) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
+}
+
+/// [`RECORD_AND_SAVE`]'s values (in `sql`, which may go on from there).
+fn bind_record_and_save<'q>(
+    sql: &'q str,
+    events: &[NewEvent<'q>],
+    rows: &'q [SubscriptionRow],
+    now_ms: i64,
+) -> Query<'q> {
+    let query = bind_event_arrays(sqlx::query(sql), events);
+    bind_subscription_arrays(query, rows)
+        .bind(now_ms)
+        .bind(events.len() as i64)
+}
+
+/// The values of [`publish`]: channel, `affected` and the longest payload.
+fn bind_publication<'q>(query: Query<'q>, affected: &'q Affected) -> Query<'q> {
+    query
+        .bind(INVALIDATION_CHANNEL)
+        .bind(&affected.customers)
+        .bind(&affected.users)
+        .bind(&affected.products)
+        .bind(rows::MAX_PUBLICATION_BYTES as i32)
 }
 
 /// Binds `rows` column by column, one array each, in the order of
@@ -394,14 +442,33 @@ impl Tx for PgTx {
     ) -> Result<u64, StoreError> {
         let rows: Vec<SubscriptionRow> =
             records.iter().map(|r| SubscriptionRow::from(*r)).collect();
-        let query = bind_event_arrays(sqlx::query(&RECORD_AND_SAVE), events);
-        let row = bind_subscription_arrays(query, &rows)
-            .bind(now_ms)
-            .bind(events.len() as i64)
+        let row = bind_record_and_save(&RECORD_AND_SAVE, events, &rows, now_ms)
             .fetch_one(self.tx.conn())
             .await?;
         let inserted: i64 = row.try_get(0)?;
         Ok(inserted as u64)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_save_and_publish(
+        &mut self,
+        events: &[NewEvent<'_>],
+        records: &[&SubscriptionRecord],
+        now_ms: i64,
+        affected: &Affected,
+    ) -> Result<(u64, Option<Vec<String>>), StoreError> {
+        if affected.is_empty() {
+            return Ok((self.record_and_save(events, records, now_ms).await?, None));
+        }
+        let rows: Vec<SubscriptionRow> =
+            records.iter().map(|r| SubscriptionRow::from(*r)).collect();
+        let query = bind_record_and_save(&RECORD_SAVE_AND_PUBLISH, events, &rows, now_ms);
+        let row = bind_publication(query, affected)
+            .fetch_one(self.tx.conn())
+            .await?;
+        let inserted: i64 = row.try_get(0)?;
+        let users: Vec<String> = row.try_get(1)?;
+        Ok((inserted as u64, Some(users)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -716,15 +783,10 @@ impl Tx for PgTx {
     /// the payload built as [`rows::publication`] builds it, and sent.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
-        let (users,): (Vec<String>,) = sqlx::query_as(&PUBLISH_WITH_USERS)
-            .bind(INVALIDATION_CHANNEL)
-            .bind(&affected.customers)
-            .bind(&affected.users)
-            .bind(&affected.products)
-            .bind(rows::MAX_PUBLICATION_BYTES as i32)
+        let row = bind_publication(sqlx::query(&PUBLISH_WITH_USERS), affected)
             .fetch_one(self.tx.conn())
             .await?;
-        Ok(users)
+        Ok(row.try_get(0)?)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -10,6 +10,7 @@ on_both_backends!(
     publish_changes_reaches_watchers_on_postgres_only,
     publish_with_users_returns_the_customers_users_and_publishes_them_too,
     publish_and_commit_commits_and_returns_the_customers_users,
+    record_save_and_publish_publishes_with_the_events_on_postgres_and_leaves_it_to_the_commit_elsewhere,
 );
 
 /// Writes through every `Tx` method that writes.
@@ -252,18 +253,7 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
             panic!("a change is published");
         };
         published.users.sort();
-        assert_eq!(
-            published,
-            Affected {
-                customers: vec!["cus_1".to_owned()],
-                users: vec![
-                    "user_given".to_owned(),
-                    "user_linked".to_owned(),
-                    "user_of_sub".to_owned()
-                ],
-                products: vec!["prod_1".to_owned()],
-            }
-        );
+        assert_eq!(published, given_and_linked());
         // Too many subjects for one notification: forget everything.
         let many = Affected {
             customers: (0..1000).map(|i| format!("cus_many_{i}")).collect(),
@@ -346,6 +336,97 @@ async fn publish_and_commit_commits_and_returns_the_customers_users(backend: Bac
         .await
         .expect("watch stops")
         .unwrap();
+}
+
+async fn record_save_and_publish_publishes_with_the_events_on_postgres_and_leaves_it_to_the_commit_elsewhere(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    link_two_users(&mut *tx).await;
+    tx.commit().await.unwrap();
+    let (mut heard, stop, watcher) = watching(&store);
+    if backend == Backend::Postgres {
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
+    }
+    let affected = Affected {
+        customers: vec!["cus_1".to_owned()],
+        users: vec!["user_given".to_owned()],
+        products: vec!["prod_1".to_owned()],
+    };
+    let status = |store: Arc<dyn Store>| async move {
+        let records = store.subscriptions_for_customer("cus_1").await.unwrap();
+        records.first().and_then(|r| r.status)
+    };
+
+    let one = Event::new("evt_1", "one");
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
+    record.status = Some(Status::Active);
+    let (inserted, published) = tx
+        .record_save_and_publish(&[one.as_new()], &[&record], 2, &affected)
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    match backend {
+        Backend::Sqlite => assert_eq!(published, None),
+        Backend::Postgres => {
+            let mut users = published.expect("published with the events");
+            users.sort();
+            assert_eq!(users, ["user_linked", "user_of_sub"]);
+        }
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(status(store.clone()).await, Some(Status::Active));
+    assert!(store.get_event("evt_1").await.unwrap().is_some());
+    if backend == Backend::Postgres {
+        let Some(StoreEvent::Changed(mut heard_now)) = next(&mut heard).await else {
+            panic!("a change is published at commit");
+        };
+        heard_now.users.sort();
+        assert_eq!(heard_now, given_and_linked());
+    }
+
+    // Recorded before: nothing stored, and once undone nothing heard.
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx.lock_subscription("sub_1", "cus_1", 3).await.unwrap();
+    record.status = Some(Status::Canceled);
+    let (inserted, _) = tx
+        .record_save_and_publish(&[one.as_new()], &[&record], 3, &affected)
+        .await
+        .unwrap();
+    assert_eq!(inserted, 0);
+    tx.rollback().await.unwrap();
+    assert_eq!(status(store.clone()).await, Some(Status::Active));
+    if backend == Backend::Postgres {
+        let marker = Affected {
+            customers: vec!["cus_marker".to_owned()],
+            ..Affected::default()
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.publish_changes(&marker).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Changed(marker)));
+    }
+    stop.cancel();
+    tokio::time::timeout(SOON, watcher)
+        .await
+        .expect("watch stops")
+        .unwrap();
+}
+
+/// What the tests publish for `cus_1`, with its users read by
+/// [`link_two_users`].
+fn given_and_linked() -> Affected {
+    Affected {
+        customers: vec!["cus_1".to_owned()],
+        users: vec![
+            "user_given".to_owned(),
+            "user_linked".to_owned(),
+            "user_of_sub".to_owned(),
+        ],
+        products: vec!["prod_1".to_owned()],
+    }
 }
 
 /// `cus_1` gets `user_linked` directly and `user_of_sub` through `sub_1`.
