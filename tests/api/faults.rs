@@ -248,14 +248,16 @@ async fn postgres_a_connection_killed_mid_transaction_costs_one_503_and_nothing_
     );
 }
 
-/// Waits (up to 10 s) for a session of Tollgate's to wait on a lock, and
-/// terminates it, as a crashed connection would end.
+/// Waits (up to 10 s) for a session of Tollgate's to wait on a lock in
+/// `admin`'s database, and terminates it, as a crashed connection would
+/// end. Only that database's: tests running beside this one have their
+/// own, and their servers wait on locks too.
 pub(crate) async fn terminate_tollgate_waiting_on_a_lock(admin: &mut sqlx::PgConnection) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: Option<(i32,)> = sqlx::query_as(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'tollgate' \
-             AND wait_event_type = 'Lock' LIMIT 1",
+             AND datname = current_database() AND wait_event_type = 'Lock' LIMIT 1",
         )
         .fetch_optional(&mut *admin)
         .await
