@@ -215,19 +215,25 @@ impl Changes {
         Ok(())
     }
 
+    /// After a write that committed on its own and published `affected`
+    /// (reading `users` for its customers): invalidates them here.
+    pub fn written(&self, mut affected: Affected, users: Vec<String>) {
+        for user in &users {
+            affected.add_user(user);
+        }
+        self.cache.invalidate(&affected);
+    }
+
     /// [`Changes::commit`] of a transaction that published `affected`
     /// already, `users` being the users it read for the customers.
     pub async fn commit_published(
         &self,
         tx: Box<dyn Tx>,
-        mut affected: Affected,
+        affected: Affected,
         users: Vec<String>,
     ) -> Result<(), StoreError> {
         tx.commit().await?;
-        for user in &users {
-            affected.add_user(user);
-        }
-        self.cache.invalidate(&affected);
+        self.written(affected, users);
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ pub const LEDGER_QUEUED: &str = "tollgate_ledger_queued";
 pub const LEDGER_BATCHES_LOST: &str = "tollgate_ledger_batches_lost_total";
 pub const LEDGER_BULK_WRITES: &str = "tollgate_ledger_bulk_writes_total";
 pub const LEDGER_BULK_UNDONE: &str = "tollgate_ledger_bulk_undone_total";
+pub const LEDGER_UNLOCKED_WRITES: &str = "tollgate_ledger_unlocked_writes_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -167,6 +168,10 @@ fn describe() {
     describe_counter!(
         LEDGER_BULK_UNDONE,
         "Events of runs the ledger's writer undid and wrote one at a time instead, by reason: error (a statement failed), recorded (an event was a duplicate), review (an event needs a review)."
+    );
+    describe_counter!(
+        LEDGER_UNLOCKED_WRITES,
+        "Lone webhooks the ledger's writer tried to write without a transaction, on the record as it read it, by result: written, or passed (a new subscription, a step that needs a review, the record changed meanwhile, a duplicate, an error) to the transaction that writes it as usual."
     );
     describe_counter!(
         CONNECTIONS_DROPPED,

@@ -510,6 +510,23 @@ pub trait Tx: Send {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError>;
+    /// Records `event` and stores `record` (when the event changed the
+    /// subscription) in one statement that commits on its own, only while
+    /// the subscription is stored as `expected` (every column) and the
+    /// event is new, and publishes `affected` with it as
+    /// [`Tx::publish_with_users`] does: the users read. `None` when it
+    /// wrote nothing (the row changed since it was read, or the event is
+    /// recorded); the caller then writes the event the usual way, in a
+    /// transaction. A lone webhook's write without a transaction held
+    /// open across round trips.
+    async fn record_and_save_if_unchanged(
+        &self,
+        event: &NewEvent<'_>,
+        expected: &SubscriptionRecord,
+        record: Option<&SubscriptionRecord>,
+        affected: &Affected,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError>;
     /// Subscriptions of a user: linked through the customer or metadata.
     async fn subscriptions_for_user(
         &self,

@@ -219,22 +219,41 @@ pub(crate) static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
 /// The update of [`LOCK_SUBSCRIPTION`] and its multi-row forms.
 pub(crate) const NO_OP_UPDATE: &str = "UPDATE SET updated_at_ms = subscriptions.updated_at_ms";
 
-/// [`SUBSCRIPTION_COLUMNS`] as `$1..$14` (`$1`, the id, is the key), then
+/// [`SUBSCRIPTION_COLUMNS`] as `$1..` (`$1`, the id, is the key), then
 /// `updated_at_ms`.
 pub(crate) static SAVE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE subscriptions SET {}, updated_at_ms = ${} WHERE id = $1",
+        subscription_assignments(1),
+        column_count(SUBSCRIPTION_COLUMNS) + 1
+    )
+});
+
+/// `customer_id = $n, ...`: every column of [`SUBSCRIPTION_COLUMNS`] but
+/// the id, set from the row bound from `$first` (its id there).
+pub(crate) fn subscription_assignments(first: usize) -> String {
     let assignments: Vec<String> = SUBSCRIPTION_COLUMNS
         .split(',')
         .map(str::trim)
         .enumerate()
         .skip(1)
-        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .map(|(i, column)| format!("{column} = ${}", i + first))
+        .collect();
+    assignments.join(", ")
+}
+
+/// True of a subscription stored as the row bound from `$first` (every
+/// column of [`SUBSCRIPTION_COLUMNS`], NULLs equal): the optimistic check
+/// of [`super::Store::record_and_save_if_unchanged`].
+pub(crate) fn stored_as(first: usize) -> String {
+    let values: Vec<String> = (first..first + column_count(SUBSCRIPTION_COLUMNS))
+        .map(|i| format!("${i}"))
         .collect();
     format!(
-        "UPDATE subscriptions SET {}, updated_at_ms = ${} WHERE id = $1",
-        assignments.join(", "),
-        column_count(SUBSCRIPTION_COLUMNS) + 1
+        "id = ${first} AND ({SUBSCRIPTION_COLUMNS}) IS NOT DISTINCT FROM ({})",
+        values.join(", ")
     )
-});
+}
 
 /// `$1` subscription id, `$2` review id.
 pub(crate) const SET_HOLD: &str = "UPDATE subscriptions SET hold_review_id = $2 WHERE id = $1";

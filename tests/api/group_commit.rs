@@ -27,6 +27,7 @@ on_both_backends!(
     a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply,
     a_batch_that_loses_its_database_answers_503_to_all_and_a_retry_applies_each_once,
     a_lone_webhook_is_committed_at_once_in_a_batch_of_one,
+    a_lone_webhook_on_a_stored_subscription_is_written_without_a_transaction,
     a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_would,
     a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time,
     events_the_reconciler_finds_are_written_in_runs_and_each_change_announced,
@@ -408,6 +409,7 @@ async fn a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply(bac
     let gate = Gate::close(&server, "sub_gate").await;
     let (taken, written) = server.batches().await;
     let bulk_before = server.metric(BULK_WRITES).await;
+    let unlocked_before = server.metric(UNLOCKED_WRITTEN).await;
     let batch: Vec<Value> = (0..6)
         .map(|i| match i {
             3 => created("poison", "active", t - 10),
@@ -451,8 +453,13 @@ async fn a_poisoned_event_in_a_batch_is_recorded_failed_and_the_others_apply(bac
     assert_eq!(server.metric(&bulk_undone("error")).await, 5.0);
     assert_eq!(
         server.metric(BULK_WRITES).await,
-        bulk_before + 1.0,
-        "the gate's event alone"
+        bulk_before,
+        "no run written whole"
+    );
+    assert_eq!(
+        server.metric(UNLOCKED_WRITTEN).await,
+        unlocked_before + 1.0,
+        "the gate's event alone, without a transaction"
     );
 
     let store = store_of(&server).await;
@@ -610,6 +617,47 @@ async fn a_lone_webhook_is_committed_at_once_in_a_batch_of_one(backend: Backend)
     let store = store_of(&server).await;
     let stored = store.get_event("evt_alone").await.unwrap();
     assert_eq!(stored.map(|e| e.outcome).as_deref(), Some("applied"));
+}
+
+async fn a_lone_webhook_on_a_stored_subscription_is_written_without_a_transaction(
+    backend: Backend,
+) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    let counts = || async {
+        (
+            server.metric(UNLOCKED_WRITTEN).await,
+            server.metric(UNLOCKED_PASSED).await,
+        )
+    };
+    // A new subscription: nothing stored to decide on, written as usual.
+    let (written, passed) = counts().await;
+    server.deliver(&created("solo", "active", t - 60)).await;
+    assert_eq!(counts().await, (written, passed + 1.0));
+
+    let past_due = updated("evt_solo_past_due", "solo", "past_due", t - 30);
+    let answer = server.deliver(&past_due).await;
+    assert_eq!(answer["outcome"], "applied");
+    assert_eq!(counts().await, (written + 1.0, passed + 1.0));
+    // Older than what is stored: recorded stale, without a transaction too.
+    let old = updated("evt_solo_old", "solo", "canceled", t - 45);
+    assert_eq!(server.deliver(&old).await["outcome"], "stale");
+    assert_eq!(counts().await, (written + 2.0, passed + 1.0));
+    // A redelivery: passed on, and answered as the duplicate it is.
+    let again = server.deliver(&past_due).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(counts().await, (written + 2.0, passed + 2.0));
+
+    let store = store_of(&server).await;
+    let stored = store.subscriptions_for_customer("cus_solo").await.unwrap();
+    assert_eq!(
+        stored[0].status,
+        Some(tollgate::subscription::Status::PastDue)
+    );
+    for (id, outcome) in [("evt_solo_past_due", "applied"), ("evt_solo_old", "stale")] {
+        let event = store.get_event(id).await.unwrap().unwrap();
+        assert_eq!((event.id.as_str(), event.outcome.as_str()), (id, outcome));
+    }
 }
 
 /// Runs `body` on PostgreSQL only (skipped, loudly, without one unless
@@ -934,6 +982,10 @@ async fn a_deadlock_between_two_writers_is_transient_and_the_retry_applies() {
 }
 
 const BULK_WRITES: &str = "tollgate_ledger_bulk_writes_total";
+/// A lone webhook on a stored subscription, written without a transaction.
+const UNLOCKED_WRITTEN: &str = "tollgate_ledger_unlocked_writes_total{result=\"written\"}";
+/// One that went to the transaction that writes it as usual.
+const UNLOCKED_PASSED: &str = "tollgate_ledger_unlocked_writes_total{result=\"passed\"}";
 
 fn bulk_undone(reason: &str) -> String {
     format!("tollgate_ledger_bulk_undone_total{{reason=\"{reason}\"}}")
@@ -997,6 +1049,7 @@ async fn a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_
     let gate = Gate::close(&server, "sub_gate").await;
     let (taken, written) = server.batches().await;
     let before = server.metric(BULK_WRITES).await;
+    let unlocked_before = server.metric(UNLOCKED_WRITTEN).await;
     let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
     let (gated, queued) = server.queue_behind(&gate, &gate_event, &run).await;
     gate.open().await;
@@ -1013,10 +1066,11 @@ async fn a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_
         ["applied", "applied", "applied", "applied", "stale", "applied"]
     );
     assert_eq!(server.batches().await, (taken + 2.0, written + 7.0));
+    assert_eq!(server.metric(BULK_WRITES).await, before + 6.0, "one run");
     assert_eq!(
-        server.metric(BULK_WRITES).await,
-        before + 7.0,
-        "the gate's event alone, then one run"
+        server.metric(UNLOCKED_WRITTEN).await,
+        unlocked_before + 1.0,
+        "the gate's event alone, without a transaction"
     );
     assert_eq!(server.metric(&bulk_undone("error")).await, 0.0);
 
@@ -1080,6 +1134,7 @@ async fn a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time(backend:
     ];
     let gate = Gate::close(&server, "sub_gate").await;
     let before = server.metric(BULK_WRITES).await;
+    let unlocked_before = server.metric(UNLOCKED_WRITTEN).await;
     let gate_event = updated("evt_gate_past_due", "gate", "past_due", t - 20);
     let (gated, queued) = server.queue_behind(&gate, &gate_event, &run).await;
     gate.open().await;
@@ -1096,8 +1151,13 @@ async fn a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time(backend:
     assert_eq!(server.metric(&bulk_undone("recorded")).await, 3.0);
     assert_eq!(
         server.metric(BULK_WRITES).await,
-        before + 1.0,
-        "the gate's event alone"
+        before,
+        "no run written whole"
+    );
+    assert_eq!(
+        server.metric(UNLOCKED_WRITTEN).await,
+        unlocked_before + 1.0,
+        "the gate's event alone, without a transaction"
     );
 
     let store = store_of(&server).await;

@@ -37,6 +37,7 @@ use crate::on_both_backends;
 const COVERED: &[&str] = &[
     // Store
     "begin",
+    "record_and_save_if_unchanged",
     "subscriptions_for_user",
     "subscriptions_for_customer",
     "non_terminal_subscriptions",

@@ -32,7 +32,7 @@ use super::{Answer, Batch, Failure, Work};
 use crate::changes::Watched;
 use crate::event::{self, DomainEvent, InvoicePaid};
 use crate::ledger::effects::{self, Step, Write};
-use crate::ledger::{Fetched, Ingested, Ledger, Source};
+use crate::ledger::{Fetched, Ingested, Ledger, Received, Source};
 use crate::outcome::Outcome;
 use crate::store::{NewEvent, StoreError};
 use crate::subject::Affected;
@@ -130,6 +130,81 @@ impl Ledger {
                 }
             })
             .collect()
+    }
+
+    /// A lone plain webhook written without a transaction: the stored
+    /// record read, the step decided on it, and the event written only
+    /// while the record is still as read
+    /// ([`crate::store::Store::record_and_save_if_unchanged`]): two
+    /// statements instead of a transaction's four. Its answer and what it
+    /// touched (invalidated here already), or `None` when it wrote
+    /// nothing (a new subscription, a step that needs a review, a record
+    /// changed meanwhile, a duplicate, an error): the batch then writes it
+    /// as usual, which tells which.
+    pub(super) async fn write_unlocked(&self, work: &Work, plain: &Plain) -> Option<Answer> {
+        let Work::Ingest {
+            envelope,
+            received,
+            source: source @ Source::Webhook,
+            ..
+        } = work
+        else {
+            return None;
+        };
+        let written = self.try_unlocked(envelope, received, *source, plain).await;
+        let result = if written.is_some() {
+            "written"
+        } else {
+            "passed"
+        };
+        metrics::counter!(crate::metrics::LEDGER_UNLOCKED_WRITES, "result" => result).increment(1);
+        written
+    }
+
+    async fn try_unlocked(
+        &self,
+        envelope: &event::Envelope,
+        received: &Received,
+        source: Source,
+        plain: &Plain,
+    ) -> Option<Answer> {
+        let (id, customer) = plain.key();
+        let current = match self.store.subscriptions_for_customer(customer).await {
+            Ok(records) => records.into_iter().find(|r| r.id == id)?,
+            Err(e) => {
+                tracing::info!(error = %e, "an unlocked read failed; the event is written as usual");
+                return None;
+            }
+        };
+        let (outcome, record) = match effects::step(&current, &plain.write(), envelope) {
+            Step::Write { record, outcome } => (outcome, record),
+            Step::Tie { .. } | Step::Impossible { .. } => return None,
+        };
+        let mut affected = Affected::default();
+        if let Some(record) = &record {
+            affected.add_record(&current);
+            affected.add_record(record);
+        }
+        let now = self.clock.now_ms();
+        let row = received.row(envelope, source, now, (outcome, None));
+        let written = self
+            .store
+            .record_and_save_if_unchanged(&row, &current, record.as_ref(), &affected, now)
+            .await;
+        match written {
+            Ok(Some(users)) => {
+                self.changes.written(affected, users);
+                Some(Answer::Ingested(Ingested::Recorded {
+                    outcome,
+                    follow_up: Vec::new(),
+                }))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::info!(error = %e, "an unlocked write failed; the event is written as usual");
+                None
+            }
+        }
     }
 
     /// Writes `run` (plain jobs, at least one) inside a savepoint of

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::tx::PgTx;
+use super::tx::{self, PgTx};
 use super::{PgStore, INVALIDATION_CHANNEL, RECONCILER_LOCK};
 use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
 use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
-use crate::store::{Store, StoreError, StoreEvent, Tx};
+use crate::store::{NewEvent, Store, StoreError, StoreEvent, Tx};
+use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
 
 /// `$1` user id: as SQLite's [`rows::SUBSCRIPTIONS_OF_USER`], with each
@@ -51,6 +52,27 @@ impl Store for PgStore {
             .fetch_all(&SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
         rows::user_records(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_and_save_if_unchanged(
+        &self,
+        event: &NewEvent<'_>,
+        expected: &SubscriptionRecord,
+        record: Option<&SubscriptionRecord>,
+        affected: &Affected,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let expected = SubscriptionRow::from(expected);
+        let record = record.map(SubscriptionRow::from);
+        let mut lease = self.transactions.lease(true).await?;
+        let written = tx::bind_if_unchanged(event, &expected, record.as_ref(), affected, now_ms)
+            .fetch_optional(lease.conn())
+            .await;
+        match lease.finish(written)? {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -163,9 +163,57 @@ static RECORD_AND_SAVE: LazyLock<String> =
 /// notification is undone with whatever undoes the events.
 static RECORD_SAVE_AND_PUBLISH: LazyLock<String> = LazyLock::new(|| {
     let first = EVENT_TYPES.len() + SUBSCRIPTION_TYPES.len() + 3;
-    let publish = publish(first, "n, ", "inserted, ");
+    let publish = publish(first, "n, ", "inserted, ", "");
     record_and_save(&format!(", {publish}"))
 });
+
+/// [`crate::store::Store::record_and_save_if_unchanged`] in one
+/// statement: `$1..$14` the event, `$15..$31` the subscription as read,
+/// `$32..$48` as it is to be stored, `$49` now, `$50` whether to store it,
+/// then [`publish`]'s values. The row is locked only while it is as read:
+/// when a transaction changes it meanwhile, the lock waits for it, checks
+/// the condition again on the newest version, and finds nothing. The
+/// event is recorded only then, the subscription stored only when the
+/// event was, and the notification sent only then too. No row when
+/// nothing was written.
+pub(super) static RECORD_AND_SAVE_IF_UNCHANGED: LazyLock<String> = LazyLock::new(|| {
+    let events = EVENT_TYPES.len();
+    let columns = SUBSCRIPTION_TYPES.len();
+    let expected = events + 1;
+    let new = expected + columns;
+    let now = new + columns;
+    let event_values: Vec<String> = (1..=events).map(|i| format!("${i}")).collect();
+    format!(
+        "WITH current AS (SELECT 1 FROM subscriptions WHERE {stored} FOR UPDATE), \
+         recorded AS (INSERT INTO events ({event_columns}) SELECT {event_values} \
+           WHERE EXISTS (SELECT 1 FROM current) ON CONFLICT DO NOTHING RETURNING 1), \
+         saved AS (UPDATE subscriptions SET {assignments}, updated_at_ms = ${now} \
+           WHERE id = ${expected} AND ${save} AND EXISTS (SELECT 1 FROM recorded) RETURNING 1), \
+         inserted AS (SELECT count(*) AS n FROM recorded), {publish}",
+        stored = rows::stored_as(expected),
+        event_columns = rows::EVENT_COLUMNS,
+        event_values = event_values.join(", "),
+        assignments = rows::subscription_assignments(new),
+        save = now + 1,
+        publish = publish(now + 2, "", "inserted, ", "WHERE inserted.n > 0"),
+    )
+});
+
+/// Binds [`RECORD_AND_SAVE_IF_UNCHANGED`]'s values.
+pub(super) fn bind_if_unchanged<'q>(
+    event: &NewEvent<'q>,
+    expected: &'q SubscriptionRow,
+    record: Option<&'q SubscriptionRow>,
+    affected: &'q Affected,
+    now_ms: i64,
+) -> Query<'q> {
+    let query = bind_event(sqlx::query(&RECORD_AND_SAVE_IF_UNCHANGED), event);
+    let query = bind_subscription(
+        bind_subscription(query, expected),
+        record.unwrap_or(expected),
+    );
+    bind_publication(query.bind(now_ms).bind(record.is_some()), affected)
+}
 
 /// The statement of [`RECORD_AND_SAVE`] with `tail` after its last
 /// common table expression (`saved`).
@@ -254,12 +302,14 @@ fn linked_users(customers: &str) -> String {
 /// [`linked_users`] reads them), and a notification of all of them,
 /// `*` when it would be longer. Users already given are not read back.
 static PUBLISH_WITH_USERS: LazyLock<String> =
-    LazyLock::new(|| format!("WITH {}", publish(1, "", "")));
+    LazyLock::new(|| format!("WITH {}", publish(1, "", "", "")));
 
 /// [`PUBLISH_WITH_USERS`] but its `WITH`, with its placeholders numbered
-/// from `$first`, and `select` and `from` put first in its last `SELECT`
-/// and its `FROM`: for a statement of more common table expressions.
-fn publish(first: usize, select: &str, from: &str) -> String {
+/// from `$first`, `select` and `from` put first in its last `SELECT` and
+/// its `FROM`, and `only_if` (a `WHERE`, or nothing) on the notification:
+/// for a statement of more common table expressions. No row, and nothing
+/// sent, when `only_if` is false.
+fn publish(first: usize, select: &str, from: &str, only_if: &str) -> String {
     let [channel, customers, users, products, longest] =
         std::array::from_fn(|i| format!("${}", first + i));
     format!(
@@ -268,8 +318,9 @@ fn publish(first: usize, select: &str, from: &str) -> String {
            'u', array(SELECT unnest({users}::text[]) UNION SELECT user_id FROM linked), \
            'p', {products}::text[])::text AS p) \
          SELECT {select}array(SELECT user_id FROM linked) FROM {from}payload, \
-           LATERAL pg_notify({channel}, \
-             CASE WHEN octet_length(payload.p) > {longest} THEN '*' ELSE payload.p END) AS sent",
+           LATERAL (SELECT pg_notify({channel}, \
+             CASE WHEN octet_length(payload.p) > {longest} THEN '*' ELSE payload.p END) \
+             {only_if}) AS sent",
         linked = linked_users(&customers),
     )
 }

@@ -4,11 +4,14 @@
 
 use async_trait::async_trait;
 
-use super::tx::SqliteTx;
+use sqlx::Row;
+
+use super::tx::{self, SqliteTx};
 use super::SqliteStore;
 use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
 use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
-use crate::store::{Store, StoreError, Tx};
+use crate::store::{NewEvent, Store, StoreError, Tx};
+use crate::subject::Affected;
 use crate::subscription::SubscriptionRecord;
 
 #[async_trait]
@@ -28,6 +31,38 @@ impl Store for SqliteStore {
             .fetch_all(&rows::SUBSCRIPTIONS_OF_USER, |q| q.bind(user_id))
             .await?;
         rows::user_records(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn record_and_save_if_unchanged(
+        &self,
+        event: &NewEvent<'_>,
+        expected: &SubscriptionRecord,
+        record: Option<&SubscriptionRecord>,
+        affected: &Affected,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let expected = SubscriptionRow::from(expected);
+        let record = record.map(SubscriptionRow::from);
+        let customers = serde_json::to_string(&affected.customers).expect("BUG: strings serialize");
+        // On any error the lease is dropped, which closes the connection
+        // and rolls back whatever of the string began.
+        let mut lease = self.writer.lease(true).await?;
+        let written = tx::bind_if_unchanged(event, &expected, record.as_ref(), customers, now_ms)
+            .fetch_all(lease.conn())
+            .await;
+        let rows = lease.finish(written)?;
+        let mut inserted = false;
+        let mut users = Vec::new();
+        for row in rows {
+            let (kind, user): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+            match (kind.as_str(), user) {
+                ("inserted", _) => inserted = true,
+                (_, Some(user)) => users.push(user),
+                (_, None) => {}
+            }
+        }
+        Ok(inserted.then_some(users))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

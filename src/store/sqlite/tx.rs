@@ -76,10 +76,66 @@ impl SqliteTx {
 
 /// `$1` customer ids as one JSON list, which `json_each` reads back:
 /// every user linked to them, directly or through a subscription.
-const USERS_OF_CUSTOMERS: &str = "SELECT user_id FROM customer_users \
-     WHERE customer_id IN (SELECT value FROM json_each($1)) \
-     UNION SELECT user_id FROM subscriptions \
-     WHERE customer_id IN (SELECT value FROM json_each($1)) AND user_id IS NOT NULL";
+static USERS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| users_of_customers("$1"));
+
+/// [`USERS_OF_CUSTOMERS`] with the list bound as `list`.
+fn users_of_customers(list: &str) -> String {
+    format!(
+        "SELECT user_id FROM customer_users \
+         WHERE customer_id IN (SELECT value FROM json_each({list})) \
+         UNION SELECT user_id FROM subscriptions \
+         WHERE customer_id IN (SELECT value FROM json_each({list})) AND user_id IS NOT NULL"
+    )
+}
+
+/// [`crate::store::Store::record_and_save_if_unchanged`] in one string,
+/// one hand-off to the writer connection's thread: `$1..$14` the event,
+/// `$15..$31` the subscription as read, `$32..$48` as it is to be stored,
+/// `$49` now, `$50` whether to store it, `$51` the customers as a JSON
+/// list. The event is recorded only while the row is as read, the
+/// subscription stored only when the event was (`changes()`), the users
+/// read, and all of it committed. Rows are `("inserted", NULL)` when the
+/// event was recorded, then `("user", id)` for each user.
+pub(super) static RECORD_AND_SAVE_IF_UNCHANGED: LazyLock<String> = LazyLock::new(|| {
+    let events = rows::column_count(rows::EVENT_COLUMNS);
+    let columns = rows::column_count(rows::SUBSCRIPTION_COLUMNS);
+    let expected = events + 1;
+    let new = expected + columns;
+    let now = new + columns;
+    let event_values: Vec<String> = (1..=events).map(|i| format!("${i}")).collect();
+    format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO events ({event_columns}) SELECT {event_values} \
+           WHERE EXISTS (SELECT 1 FROM subscriptions WHERE {stored}) \
+           ON CONFLICT DO NOTHING RETURNING 'inserted', NULL; \
+         UPDATE subscriptions SET {assignments}, updated_at_ms = ${now} \
+           WHERE id = ${expected} AND ${save} AND changes() = 1; \
+         SELECT 'user', user_id FROM ({users}); \
+         COMMIT",
+        event_columns = rows::EVENT_COLUMNS,
+        event_values = event_values.join(", "),
+        stored = rows::stored_as(expected),
+        assignments = rows::subscription_assignments(new),
+        save = now + 1,
+        users = users_of_customers(&format!("${}", now + 2)),
+    )
+});
+
+/// Binds [`RECORD_AND_SAVE_IF_UNCHANGED`]'s values.
+pub(super) fn bind_if_unchanged<'q>(
+    event: &NewEvent<'q>,
+    expected: &'q SubscriptionRow,
+    record: Option<&'q SubscriptionRow>,
+    customers: String,
+    now_ms: i64,
+) -> Query<'q> {
+    let query = bind_event(sqlx::query(&RECORD_AND_SAVE_IF_UNCHANGED), event);
+    let query = bind_subscription(
+        bind_subscription(query, expected),
+        record.unwrap_or(expected),
+    );
+    query.bind(now_ms).bind(record.is_some()).bind(customers)
+}
 
 /// Binds `row` in the order of [`rows::SUBSCRIPTION_COLUMNS`].
 fn bind_subscription<'q>(query: Query<'q>, row: &'q SubscriptionRow) -> Query<'q> {
@@ -412,7 +468,7 @@ impl Tx for SqliteTx {
         customer_ids: &[String],
     ) -> Result<Vec<String>, StoreError> {
         let ids = serde_json::to_string(customer_ids).expect("BUG: strings serialize");
-        let users: Vec<(String,)> = sqlx::query_as(USERS_OF_CUSTOMERS)
+        let users: Vec<(String,)> = sqlx::query_as(&USERS_OF_CUSTOMERS)
             .bind(ids)
             .fetch_all(self.tx.begun().await?)
             .await?;
@@ -649,7 +705,7 @@ impl Tx for SqliteTx {
         affected: &Affected,
     ) -> Result<Vec<String>, StoreError> {
         static USERS_AND_COMMIT: LazyLock<String> =
-            LazyLock::new(|| format!("{USERS_OF_CUSTOMERS}; COMMIT"));
+            LazyLock::new(|| format!("{}; COMMIT", *USERS_OF_CUSTOMERS));
         if affected.customers.is_empty() {
             self.tx.commit().await?;
             return Ok(Vec::new());

@@ -11,6 +11,8 @@ on_both_backends!(
     publish_with_users_returns_the_customers_users_and_publishes_them_too,
     publish_and_commit_commits_and_returns_the_customers_users,
     record_save_and_publish_publishes_with_the_events_on_postgres_and_leaves_it_to_the_commit_elsewhere,
+    record_and_save_if_unchanged_writes_only_a_new_event_on_the_row_it_was_decided_on,
+    record_and_save_if_unchanged_writes_nothing_when_a_transaction_changes_the_row_meanwhile,
 );
 
 /// Writes through every `Tx` method that writes.
@@ -234,10 +236,7 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
         .unwrap();
     tx.commit().await.unwrap();
 
-    let (mut heard, stop, watcher) = watching(&store);
-    if backend == Backend::Postgres {
-        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
-    }
+    let (mut heard, stop, watcher) = listening(&store, backend).await;
     let affected = Affected {
         customers: vec!["cus_1".to_owned()],
         users: vec!["user_given".to_owned()],
@@ -264,11 +263,7 @@ async fn publish_with_users_returns_the_customers_users_and_publishes_them_too(b
         tx.commit().await.unwrap();
         assert_eq!(next(&mut heard).await, Some(StoreEvent::Unknown));
     }
-    stop.cancel();
-    tokio::time::timeout(SOON, watcher)
-        .await
-        .expect("watch stops")
-        .unwrap();
+    stop_watching(stop, watcher).await;
 }
 
 async fn publish_and_commit_commits_and_returns_the_customers_users(backend: Backend) {
@@ -290,10 +285,7 @@ async fn publish_and_commit_commits_and_returns_the_customers_users(backend: Bac
         1
     );
 
-    let (mut heard, stop, watcher) = watching(&store);
-    if backend == Backend::Postgres {
-        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
-    }
+    let (mut heard, stop, watcher) = listening(&store, backend).await;
     let affected = Affected {
         customers: vec!["cus_1".to_owned()],
         users: vec!["user_given".to_owned()],
@@ -331,11 +323,7 @@ async fn publish_and_commit_commits_and_returns_the_customers_users(backend: Bac
         store.get_state("after").await.unwrap().as_deref(),
         Some("1")
     );
-    stop.cancel();
-    tokio::time::timeout(SOON, watcher)
-        .await
-        .expect("watch stops")
-        .unwrap();
+    stop_watching(stop, watcher).await;
 }
 
 async fn record_save_and_publish_publishes_with_the_events_on_postgres_and_leaves_it_to_the_commit_elsewhere(
@@ -345,10 +333,7 @@ async fn record_save_and_publish_publishes_with_the_events_on_postgres_and_leave
     let mut tx = store.begin().await.unwrap();
     link_two_users(&mut *tx).await;
     tx.commit().await.unwrap();
-    let (mut heard, stop, watcher) = watching(&store);
-    if backend == Backend::Postgres {
-        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
-    }
+    let (mut heard, stop, watcher) = listening(&store, backend).await;
     let affected = Affected {
         customers: vec!["cus_1".to_owned()],
         users: vec!["user_given".to_owned()],
@@ -408,11 +393,144 @@ async fn record_save_and_publish_publishes_with_the_events_on_postgres_and_leave
         tx.commit().await.unwrap();
         assert_eq!(next(&mut heard).await, Some(StoreEvent::Changed(marker)));
     }
-    stop.cancel();
-    tokio::time::timeout(SOON, watcher)
+    stop_watching(stop, watcher).await;
+}
+
+async fn record_and_save_if_unchanged_writes_only_a_new_event_on_the_row_it_was_decided_on(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let mut tx = store.begin().await.unwrap();
+    link_two_users(&mut *tx).await;
+    tx.commit().await.unwrap();
+    let (mut heard, stop, watcher) = listening(&store, backend).await;
+    let read = |store: Arc<dyn Store>| async move {
+        let records = store.subscriptions_for_customer("cus_1").await.unwrap();
+        records.into_iter().next().expect("sub_1 is stored")
+    };
+    let affected = Affected {
+        customers: vec!["cus_1".to_owned()],
+        users: vec!["user_given".to_owned()],
+        products: vec!["prod_1".to_owned()],
+    };
+
+    // As read: written, published, the users read.
+    let before = read(store.clone()).await;
+    let mut after = before.clone();
+    after.status = Some(Status::PastDue);
+    let one = Event::new("evt_1", "one");
+    let mut users = store
+        .record_and_save_if_unchanged(&one.as_new(), &before, Some(&after), &affected, 5)
         .await
-        .expect("watch stops")
+        .unwrap()
+        .expect("written");
+    users.sort();
+    assert_eq!(users, ["user_linked", "user_of_sub"]);
+    assert_eq!(read(store.clone()).await, after);
+    assert!(store.get_event("evt_1").await.unwrap().is_some());
+    if backend == Backend::Postgres {
+        let Some(StoreEvent::Changed(mut published)) = next(&mut heard).await else {
+            panic!("a change is published");
+        };
+        published.users.sort();
+        assert_eq!(published, given_and_linked());
+    }
+
+    // Decided on a row that has changed since: nothing written.
+    let mut canceled = before.clone();
+    canceled.status = Some(Status::Canceled);
+    let two = Event::new("evt_2", "two");
+    let written = store
+        .record_and_save_if_unchanged(&two.as_new(), &before, Some(&canceled), &affected, 6)
+        .await
         .unwrap();
+    assert_eq!(written, None);
+    assert_eq!(read(store.clone()).await, after);
+    assert!(store.get_event("evt_2").await.unwrap().is_none());
+
+    // An event recorded before: nothing written either.
+    let written = store
+        .record_and_save_if_unchanged(&one.as_new(), &after, Some(&canceled), &affected, 6)
+        .await
+        .unwrap();
+    assert_eq!(written, None);
+    assert_eq!(read(store.clone()).await, after);
+
+    // A subscription never stored: nothing.
+    let absent = SubscriptionRecord::placeholder("sub_absent", "cus_1");
+    let three = Event::new("evt_3", "three");
+    let written = store
+        .record_and_save_if_unchanged(&three.as_new(), &absent, Some(&canceled), &affected, 6)
+        .await
+        .unwrap();
+    assert_eq!(written, None);
+    assert!(store.get_event("evt_3").await.unwrap().is_none());
+
+    // An event that changes nothing: recorded alone.
+    let written = store
+        .record_and_save_if_unchanged(&three.as_new(), &after, None, &Affected::default(), 7)
+        .await
+        .unwrap();
+    assert_eq!(written, Some(Vec::new()));
+    assert!(store.get_event("evt_3").await.unwrap().is_some());
+    assert_eq!(read(store.clone()).await, after);
+
+    // Nothing heard of what was not written.
+    if backend == Backend::Postgres {
+        let marker = Affected {
+            customers: vec!["cus_marker".to_owned()],
+            ..Affected::default()
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.publish_changes(&marker).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut next_heard = next(&mut heard).await;
+        // The event that changed nothing published nothing worth hearing.
+        if next_heard == Some(StoreEvent::Changed(Affected::default())) {
+            next_heard = next(&mut heard).await;
+        }
+        assert_eq!(next_heard, Some(StoreEvent::Changed(marker)));
+    }
+    stop_watching(stop, watcher).await;
+}
+
+async fn record_and_save_if_unchanged_writes_nothing_when_a_transaction_changes_the_row_meanwhile(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
+    let before = store.subscriptions_for_customer("cus_1").await.unwrap()[0].clone();
+
+    // A transaction holds the row (SQLite: the writer) and changes it.
+    let mut tx = store.begin().await.unwrap();
+    let mut changed = tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
+    changed.status = Some(Status::Unpaid);
+    tx.save_subscription(&changed, 2).await.unwrap();
+    let write = tokio::spawn({
+        let (store, before) = (store.clone(), before.clone());
+        async move {
+            let mut after = before.clone();
+            after.status = Some(Status::Canceled);
+            let event = Event::new("evt_1", "one");
+            store
+                .record_and_save_if_unchanged(
+                    &event.as_new(),
+                    &before,
+                    Some(&after),
+                    &Affected::default(),
+                    3,
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(BLOCKED).await;
+    assert!(!write.is_finished(), "the write waits for the transaction");
+    tx.commit().await.unwrap();
+
+    assert_eq!(write.await.unwrap().unwrap(), None);
+    let stored = store.subscriptions_for_customer("cus_1").await.unwrap();
+    assert_eq!(stored[0].status, Some(Status::Unpaid));
+    assert!(store.get_event("evt_1").await.unwrap().is_none());
 }
 
 /// What the tests publish for `cus_1`, with its users read by
@@ -435,6 +553,30 @@ async fn link_two_users(tx: &mut dyn tollgate::store::Tx) {
     let mut record = tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
     record.user_id = Some("user_of_sub".to_owned());
     tx.save_subscription(&record, 1).await.unwrap();
+}
+
+/// [`watching`], once PostgreSQL's listener listens.
+async fn listening(
+    store: &Arc<dyn Store>,
+    backend: Backend,
+) -> (
+    mpsc::Receiver<StoreEvent>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let (mut heard, stop, watcher) = watching(store);
+    if backend == Backend::Postgres {
+        assert_eq!(next(&mut heard).await, Some(StoreEvent::Listening));
+    }
+    (heard, stop, watcher)
+}
+
+async fn stop_watching(stop: CancellationToken, watcher: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(SOON, watcher)
+        .await
+        .expect("watch stops")
+        .unwrap();
 }
 
 /// `store.watch` running: what it hears, how to stop it, and its task.
