@@ -56,6 +56,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 mod bulk;
+mod known;
 
 use super::{
     effects, ApiApplied, Fetched, Ingested, Ledger, ReadOrigin, Received, Recording, Source,
@@ -77,6 +78,8 @@ const QUEUE_CAPACITY: usize = 1024;
 /// Where jobs are queued for the writer tasks: one queue each.
 pub(super) struct Queue {
     writers: Vec<mpsc::Sender<Job>>,
+    /// What lone webhooks last wrote, for the next one's decision.
+    known: known::Known,
 }
 
 struct Job {
@@ -179,7 +182,10 @@ pub(super) fn start(ledger: Weak<Ledger>, count: usize) -> Queue {
             jobs
         })
         .collect();
-    Queue { writers }
+    Queue {
+        writers,
+        known: known::Known::default(),
+    }
 }
 
 /// Which of `writers` writes the jobs of `key`: the same one for equal
@@ -396,6 +402,9 @@ impl Ledger {
                 return answer(replies.into_iter().zip([Ok(written)]).collect());
             }
         }
+        // Written in the transaction below, they change from what a lone
+        // webhook last wrote.
+        self.writer.known.forget(&keys);
         let mut touched = Affected::default();
         let mut answers: Vec<Result<Answer, StoreError>> = Vec::with_capacity(works.len());
         let mut lost_at = None;

@@ -133,7 +133,9 @@ impl Ledger {
     }
 
     /// A lone plain webhook written without a transaction: the stored
-    /// record read, the step decided on it, and the event written only
+    /// record read (or, when a lone webhook of its customer was the last
+    /// to write it, taken as that one left it: [`super::known`]), the
+    /// step decided on it, and the event written only
     /// while the record is still as read
     /// ([`crate::store::Store::record_and_save_if_unchanged`]): two
     /// statements instead of a transaction's four. Its answer and what it
@@ -169,30 +171,40 @@ impl Ledger {
         plain: &Plain,
     ) -> Option<Answer> {
         let (id, customer) = plain.key();
-        let current = match self.store.subscriptions_for_customer(customer).await {
-            Ok(records) => records.into_iter().find(|r| r.id == id)?,
-            Err(e) => {
-                tracing::info!(error = %e, "an unlocked read failed; the event is written as usual");
-                return None;
-            }
+        let known = &self.writer.known;
+        let mut records = match known.get(customer) {
+            Some(records) => records,
+            None => match self.store.subscriptions_for_customer(customer).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::info!(error = %e, "an unlocked read failed; the event is written as usual");
+                    return None;
+                }
+            },
         };
-        let (outcome, record) = match effects::step(&current, &plain.write(), envelope) {
+        let at = records.iter().position(|r| r.id == id)?;
+        let current = &records[at];
+        let (outcome, record) = match effects::step(current, &plain.write(), envelope) {
             Step::Write { record, outcome } => (outcome, record),
             Step::Tie { .. } | Step::Impossible { .. } => return None,
         };
         let mut affected = Affected::default();
         if let Some(record) = &record {
-            affected.add_record(&current);
+            affected.add_record(current);
             affected.add_record(record);
         }
         let now = self.clock.now_ms();
         let row = received.row(envelope, source, now, (outcome, None));
         let written = self
             .store
-            .record_and_save_if_unchanged(&row, &current, record.as_ref(), &affected, now)
+            .record_and_save_if_unchanged(&row, current, record.as_ref(), &affected, now)
             .await;
         match written {
             Ok(Some(users)) => {
+                if let Some(record) = record {
+                    records[at] = record;
+                }
+                known.remember(customer, records);
                 self.changes.written(affected, users);
                 Some(Answer::Ingested(Ingested::Recorded {
                     outcome,
