@@ -17,6 +17,13 @@
 //! commit fails, the connection dies) every job of the batch is answered
 //! with an error: none of them was stored.
 //!
+//! A batch of one plain webhook on a subscription already stored (most
+//! webhooks at low load) is first tried without a transaction: decided on
+//! the stored record, then written by one statement that commits on its
+//! own only if the row is still as decided on ([`bulk`]'s
+//! `write_unlocked`, [`Store::record_and_save_if_unchanged`]); whatever it
+//! does not write goes the transaction's way.
+//!
 //! On PostgreSQL a writer writes its next batch while the last ones commit
 //! ([`Committing`]), and several writers may run side by side
 //! (`--ledger-writers`, one by default: one writer's batches are the
