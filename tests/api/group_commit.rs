@@ -28,6 +28,7 @@ on_both_backends!(
     a_batch_that_loses_its_database_answers_503_to_all_and_a_retry_applies_each_once,
     a_lone_webhook_is_committed_at_once_in_a_batch_of_one,
     a_lone_webhook_on_a_stored_subscription_is_written_without_a_transaction,
+    a_lone_webhook_after_another_writer_changed_the_row_is_decided_on_the_stored_row,
     a_run_of_plain_events_is_written_at_once_and_stores_what_one_at_a_time_would,
     a_run_holding_a_redelivery_is_undone_and_written_one_at_a_time,
     events_the_reconciler_finds_are_written_in_runs_and_each_change_announced,
@@ -658,6 +659,52 @@ async fn a_lone_webhook_on_a_stored_subscription_is_written_without_a_transactio
         let event = store.get_event(id).await.unwrap().unwrap();
         assert_eq!((event.id.as_str(), event.outcome.as_str()), (id, outcome));
     }
+}
+
+async fn a_lone_webhook_after_another_writer_changed_the_row_is_decided_on_the_stored_row(
+    backend: Backend,
+) {
+    let server = Server::start(backend, TestDatabase::create(backend).await).await;
+    let t = now();
+    server.deliver(&created("moved", "active", t - 60)).await;
+    let first = updated("evt_moved_past_due", "moved", "past_due", t - 50);
+    assert_eq!(server.deliver(&first).await["outcome"], "applied");
+
+    // Another writer (a second replica) stores a newer snapshot: the
+    // writer's memory of the row is out of date.
+    let store = store_of(&server).await;
+    let mut tx = store.begin().await.unwrap();
+    let mut record = tx
+        .lock_subscription("sub_moved", "cus_moved", 1)
+        .await
+        .unwrap();
+    record.status = Some(tollgate::subscription::Status::Canceled);
+    record.snapshot_created = t - 40;
+    record.snapshot_event_id = "evt_elsewhere".to_owned();
+    tx.save_subscription(&record, 1).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Older than what is stored now, newer than what the writer wrote:
+    // stale, as the stored row says.
+    let (written, passed) = (
+        server.metric(UNLOCKED_WRITTEN).await,
+        server.metric(UNLOCKED_PASSED).await,
+    );
+    let between = updated("evt_moved_active", "moved", "active", t - 45);
+    assert_eq!(server.deliver(&between).await["outcome"], "stale");
+    assert_eq!(server.metric(UNLOCKED_WRITTEN).await, written);
+    assert_eq!(server.metric(UNLOCKED_PASSED).await, passed + 1.0);
+    let stored = store.subscriptions_for_customer("cus_moved").await.unwrap();
+    assert_eq!(
+        stored[0].status,
+        Some(tollgate::subscription::Status::Canceled)
+    );
+
+    // Forgotten once written in a transaction: the next one decides on
+    // the stored row again, without a transaction.
+    let newer = updated("evt_moved_canceled", "moved", "canceled", t - 30);
+    assert_eq!(server.deliver(&newer).await["outcome"], "applied");
+    assert_eq!(server.metric(UNLOCKED_WRITTEN).await, written + 1.0);
 }
 
 /// Runs `body` on PostgreSQL only (skipped, loudly, without one unless
