@@ -163,7 +163,7 @@ static RECORD_AND_SAVE: LazyLock<String> =
 /// notification is undone with whatever undoes the events.
 static RECORD_SAVE_AND_PUBLISH: LazyLock<String> = LazyLock::new(|| {
     let first = EVENT_TYPES.len() + SUBSCRIPTION_TYPES.len() + 3;
-    let publish = publish(first, "n, ", "inserted, ", "");
+    let publish = publish(first, "n, ", "inserted CROSS JOIN ", None);
     record_and_save(&format!(", {publish}"))
 });
 
@@ -195,7 +195,7 @@ pub(super) static RECORD_AND_SAVE_IF_UNCHANGED: LazyLock<String> = LazyLock::new
         event_values = event_values.join(", "),
         assignments = rows::subscription_assignments(new),
         save = now + 1,
-        publish = publish(now + 2, "", "inserted, ", "WHERE inserted.n > 0"),
+        publish = publish(now + 2, "", "inserted CROSS JOIN ", Some("inserted.n > 0")),
     )
 });
 
@@ -302,25 +302,36 @@ fn linked_users(customers: &str) -> String {
 /// [`linked_users`] reads them), and a notification of all of them,
 /// `*` when it would be longer. Users already given are not read back.
 static PUBLISH_WITH_USERS: LazyLock<String> =
-    LazyLock::new(|| format!("WITH {}", publish(1, "", "", "")));
+    LazyLock::new(|| format!("WITH {}", publish(1, "", "", None)));
 
 /// [`PUBLISH_WITH_USERS`] but its `WITH`, with its placeholders numbered
-/// from `$first`, `select` and `from` put first in its last `SELECT` and
-/// its `FROM`, and `only_if` (a `WHERE`, or nothing) on the notification:
-/// for a statement of more common table expressions. No row, and nothing
-/// sent, when `only_if` is false.
-fn publish(first: usize, select: &str, from: &str, only_if: &str) -> String {
+/// from `$first`, and `select` and `from` (ending in a join) put first in
+/// its last `SELECT` and its `FROM`: for a statement of more common table
+/// expressions. With `written`, a condition saying the statement wrote
+/// something, there is a row only when it holds, and a notification only
+/// when it holds and something is touched.
+fn publish(first: usize, select: &str, from: &str, written: Option<&str>) -> String {
     let [channel, customers, users, products, longest] =
         std::array::from_fn(|i| format!("${}", first + i));
+    let (notify_if, row_if) = match written {
+        None => ("true".to_owned(), String::new()),
+        Some(written) => (
+            format!(
+                "{written} AND cardinality({customers}::text[]) + cardinality({users}::text[]) \
+                 + cardinality({products}::text[]) > 0"
+            ),
+            format!("WHERE {written}"),
+        ),
+    };
     format!(
         "linked AS ({linked}), \
          payload AS (SELECT json_build_object('c', {customers}::text[], \
            'u', array(SELECT unnest({users}::text[]) UNION SELECT user_id FROM linked), \
            'p', {products}::text[])::text AS p) \
-         SELECT {select}array(SELECT user_id FROM linked) FROM {from}payload, \
-           LATERAL (SELECT pg_notify({channel}, \
+         SELECT {select}array(SELECT user_id FROM linked) FROM {from}payload \
+           LEFT JOIN LATERAL (SELECT pg_notify({channel}, \
              CASE WHEN octet_length(payload.p) > {longest} THEN '*' ELSE payload.p END) \
-             {only_if}) AS sent",
+             WHERE {notify_if}) AS sent ON true {row_if}",
         linked = linked_users(&customers),
     )
 }
@@ -607,19 +618,6 @@ impl Tx for PgTx {
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let users: Vec<(String,)> = sqlx::query_as(rows::USERS_OF_CUSTOMER)
             .bind(customer_id)
-            .fetch_all(self.tx.conn())
-            .await?;
-        Ok(users.into_iter().map(|(u,)| u).collect())
-    }
-
-    #[tracing::instrument(level = "debug", skip_all)]
-    async fn users_of_customers(
-        &mut self,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>, StoreError> {
-        static USERS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| linked_users("$1"));
-        let users: Vec<(String,)> = sqlx::query_as(&USERS_OF_CUSTOMERS)
-            .bind(customer_ids)
             .fetch_all(self.tx.conn())
             .await?;
         Ok(users.into_iter().map(|(u,)| u).collect())
