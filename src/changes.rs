@@ -207,11 +207,9 @@ impl Changes {
     /// Adds every user linked to the touched customers, publishes the
     /// subjects to other replicas, commits, then invalidates them here:
     /// once per transaction, however many events it holds.
-    pub async fn commit(&self, tx: Box<dyn Tx>, mut affected: Affected) -> Result<(), StoreError> {
-        for user in tx.publish_and_commit(&affected).await? {
-            affected.add_user(&user);
-        }
-        self.cache.invalidate(&affected);
+    pub async fn commit(&self, tx: Box<dyn Tx>, affected: Affected) -> Result<(), StoreError> {
+        let users = tx.publish_and_commit(&affected).await?;
+        self.written(affected, users);
         Ok(())
     }
 

@@ -383,12 +383,6 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
     /// Every user linked to a customer, directly or through a subscription.
     async fn users_of_customer(&mut self, customer_id: &str) -> Result<Vec<String>, StoreError>;
-    /// [`Tx::users_of_customer`] of several customers at once, in one
-    /// statement, without repeats.
-    async fn users_of_customers(
-        &mut self,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>, StoreError>;
     /// The least user id linked to each of `customers` (directly or
     /// through a subscription), as `(customer, user)`, in one statement; a
     /// customer no user is linked to is left out. The least of
@@ -462,20 +456,11 @@ pub trait Tx: Send {
     /// Tells other replicas, at commit, which subjects changed (a no-op
     /// where one process owns the store).
     async fn publish_changes(&mut self, affected: &Affected) -> Result<(), StoreError>;
-    /// The users linked to `affected`'s customers ([`Tx::users_of_customers`]),
-    /// and `affected` published with them ([`Tx::publish_changes`]): what a
-    /// commit tells other replicas. PostgreSQL does both in one statement.
-    async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
-        let users = if affected.customers.is_empty() {
-            Vec::new()
-        } else {
-            self.users_of_customers(&affected.customers).await?
-        };
-        let mut published = affected.clone();
-        users.iter().for_each(|u| published.add_user(u));
-        self.publish_changes(&published).await?;
-        Ok(users)
-    }
+    /// Every user linked to `affected`'s customers ([`Tx::users_of_customer`]
+    /// of each, in one statement, without repeats), and `affected`
+    /// published with them ([`Tx::publish_changes`]): what a commit tells
+    /// other replicas.
+    async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError>;
     /// Marks the point [`Tx::rollback_to_savepoint`] returns to: the start
     /// of one event's writes in a transaction that holds several. Marks
     /// nest; each is kept until the transaction ends.

@@ -94,8 +94,10 @@ where
         match self.begin {
             Begin::Done => {}
             Begin::Pending(begin) => {
-                let sent = self.lease_conn().execute(begin).await;
+                // In flight before the await: a drop mid-way must not give
+                // the connection back with a transaction maybe begun.
                 self.begin = Begin::InFlight;
+                let sent = self.lease_conn().execute(begin).await;
                 self.settle(sent)?;
             }
             Begin::InFlight | Begin::Unknown => return Err(begin_unknown()),

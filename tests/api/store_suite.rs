@@ -82,7 +82,6 @@ const COVERED: &[&str] = &[
     "save_subscription",
     "link_customer",
     "users_of_customer",
-    "users_of_customers",
     "first_users_of_customers",
     "flag_review",
     "note_review_outcome",

@@ -461,13 +461,14 @@ impl Tx for SqliteTx {
         Ok(users.into_iter().map(|(u,)| u).collect())
     }
 
-    /// The ids go in as one JSON list, which `json_each` reads back.
+    /// The users only: one process owns the file, there is no one to
+    /// tell ([`Tx::publish_changes`]).
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn users_of_customers(
-        &mut self,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>, StoreError> {
-        let ids = serde_json::to_string(customer_ids).expect("BUG: strings serialize");
+    async fn publish_with_users(&mut self, affected: &Affected) -> Result<Vec<String>, StoreError> {
+        if affected.customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&affected.customers).expect("BUG: strings serialize");
         let users: Vec<(String,)> = sqlx::query_as(&USERS_OF_CUSTOMERS)
             .bind(ids)
             .fetch_all(self.tx.begun().await?)

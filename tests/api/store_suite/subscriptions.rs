@@ -381,13 +381,17 @@ async fn link_customer_is_idempotent_and_users_of_customer_unions_both_sources(b
     assert!(tx.users_of_customer("cus_nobody").await.unwrap().is_empty());
     save_in(&mut *tx, "sub_2", "cus_2", Some("user_meta")).await;
     save_in(&mut *tx, "sub_3", "cus_3", Some("user_3")).await;
-    let customers = ["cus_1", "cus_2", "cus_nobody"].map(str::to_owned);
+    let customers = Affected {
+        customers: ["cus_1", "cus_2", "cus_nobody"].map(str::to_owned).to_vec(),
+        ..Affected::default()
+    };
     assert_eq!(
-        sorted(tx.users_of_customers(&customers).await.unwrap()),
+        sorted(tx.publish_with_users(&customers).await.unwrap()),
         ["user_linked", "user_meta"],
         "the users of every customer named, each once"
     );
-    assert!(tx.users_of_customers(&[]).await.unwrap().is_empty());
+    let nobody = Affected::default();
+    assert!(tx.publish_with_users(&nobody).await.unwrap().is_empty());
     tx.commit().await.unwrap();
     assert_eq!(
         ids(store.subscriptions_for_user("user_linked").await.unwrap()),
