@@ -495,39 +495,11 @@ async fn record_and_save_if_unchanged_writes_nothing_when_a_transaction_changes_
     backend: Backend,
 ) {
     let Fresh { store, db: _db } = fresh(backend).await;
-    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
-    let before = store.subscriptions_for_customer("cus_1").await.unwrap()[0].clone();
-
-    // A transaction holds the row (SQLite: the writer) and changes it.
-    let mut tx = store.begin().await.unwrap();
-    let mut changed = tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
-    changed.status = Some(Status::Unpaid);
-    tx.save_subscription(&changed, 2).await.unwrap();
-    let write = tokio::spawn({
-        let (store, before) = (store.clone(), before.clone());
-        async move {
-            let mut after = before.clone();
-            after.status = Some(Status::Canceled);
-            let event = Event::new("evt_1", "one");
-            store
-                .record_and_save_if_unchanged(
-                    &event.as_new(),
-                    &before,
-                    Some(&after),
-                    &Affected::default(),
-                    3,
-                )
-                .await
-        }
-    });
-    tokio::time::sleep(BLOCKED).await;
-    assert!(!write.is_finished(), "the write waits for the transaction");
-    tx.commit().await.unwrap();
-
-    assert_eq!(write.await.unwrap().unwrap(), None);
-    let stored = store.subscriptions_for_customer("cus_1").await.unwrap();
-    assert_eq!(stored[0].status, Some(Status::Unpaid));
-    assert!(store.get_event("evt_1").await.unwrap().is_none());
+    let (written, stored, recorded) =
+        unlocked_write_behind_a_transaction(&store, Some(Status::Unpaid)).await;
+    assert_eq!(written, None);
+    assert_eq!(stored, Some(Status::Unpaid));
+    assert!(!recorded);
 }
 
 /// PostgreSQL checks the row again after waiting for the lock: a lock
@@ -537,11 +509,30 @@ async fn record_and_save_if_unchanged_writes_after_a_transaction_that_held_the_r
     backend: Backend,
 ) {
     let Fresh { store, db: _db } = fresh(backend).await;
-    save(&*store, "sub_1", "cus_1", status(Status::Active)).await;
+    let (written, stored, recorded) = unlocked_write_behind_a_transaction(&store, None).await;
+    assert_eq!(written, Some(Vec::new()));
+    assert_eq!(stored, Some(Status::Canceled));
+    assert!(recorded);
+}
+
+/// Stores `sub_1` active, then holds its row in a transaction (SQLite:
+/// the writer) that stores it as `held_as`, or leaves it as it was, while
+/// an unlocked write of `evt_1` decided on the active row (canceling it)
+/// waits; commits once the write is seen waiting. What the write returned,
+/// the status stored after both, and whether `evt_1` is recorded.
+async fn unlocked_write_behind_a_transaction(
+    store: &Arc<dyn Store>,
+    held_as: Option<Status>,
+) -> (Option<Vec<String>>, Option<Status>, bool) {
+    save(&**store, "sub_1", "cus_1", status(Status::Active)).await;
     let before = store.subscriptions_for_customer("cus_1").await.unwrap()[0].clone();
 
     let mut tx = store.begin().await.unwrap();
-    tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
+    let mut held = tx.lock_subscription("sub_1", "cus_1", 2).await.unwrap();
+    if let Some(held_as) = held_as {
+        held.status = Some(held_as);
+        tx.save_subscription(&held, 2).await.unwrap();
+    }
     let write = tokio::spawn({
         let (store, before) = (store.clone(), before.clone());
         async move {
@@ -563,10 +554,10 @@ async fn record_and_save_if_unchanged_writes_after_a_transaction_that_held_the_r
     assert!(!write.is_finished(), "the write waits for the transaction");
     tx.commit().await.unwrap();
 
-    assert_eq!(write.await.unwrap().unwrap(), Some(Vec::new()));
+    let written = write.await.unwrap().unwrap();
     let stored = store.subscriptions_for_customer("cus_1").await.unwrap();
-    assert_eq!(stored[0].status, Some(Status::Canceled));
-    assert!(store.get_event("evt_1").await.unwrap().is_some());
+    let recorded = store.get_event("evt_1").await.unwrap().is_some();
+    (written, stored[0].status, recorded)
 }
 
 /// What the tests publish for `cus_1`, with its users read by
