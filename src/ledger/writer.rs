@@ -329,12 +329,6 @@ struct Batch<'s> {
     /// Several jobs: each gets a savepoint. A job alone has the whole
     /// transaction, which saves a statement.
     nested: bool,
-    /// How many jobs the batch holds.
-    jobs: usize,
-    /// The users read when a run of the whole batch published what it
-    /// touched with its own statement ([`Tx::record_save_and_publish`]);
-    /// the commit then publishes nothing more. Undoing clears it.
-    published: Option<Vec<String>>,
 }
 
 impl Batch<'_> {
@@ -357,7 +351,6 @@ impl Batch<'_> {
     /// Undoes the current job's writes: back to its savepoint, or the whole
     /// transaction of a job alone (a later write begins another).
     async fn undo(&mut self) -> Result<(), Failure> {
-        self.published = None;
         if self.nested {
             let tx = self.tx().await?;
             tx.rollback_to_savepoint().await.map_err(Failure::Batch)
@@ -398,8 +391,6 @@ impl Ledger {
             store: self.store.as_ref(),
             tx: None,
             nested: jobs.len() > 1,
-            jobs: jobs.len(),
-            published: None,
         };
         let (works, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
@@ -413,6 +404,10 @@ impl Ledger {
         // webhook last wrote.
         self.writer.known.forget(&keys);
         let mut touched = Affected::default();
+        // The users read when a run of the whole batch published what it
+        // touched with its own statement ([`Tx::record_save_and_publish`]):
+        // the commit then publishes nothing more.
+        let mut published = None;
         let mut answers: Vec<Result<Answer, StoreError>> = Vec::with_capacity(works.len());
         let mut lost_at = None;
         let mut next = 0;
@@ -423,8 +418,10 @@ impl Ledger {
                 .map_while(|(work, plain)| Some((work, plain.as_ref()?)))
                 .collect();
             if !run.is_empty() {
-                match self.write_plain(&mut batch, &run).await {
-                    Ok(Some(written)) => {
+                let whole_batch = run.len() == works.len();
+                match self.write_plain(&mut batch, &run, whole_batch).await {
+                    Ok(Some((written, users))) => {
+                        published = users;
                         for (answer, affected) in written {
                             touched.merge(&affected);
                             answers.push(Ok(answer));
@@ -467,7 +464,6 @@ impl Ledger {
             (None, None) => return answer(done),
             (None, Some(tx)) => tx,
         };
-        let published = batch.published;
         let changes = self.changes.clone();
         let writer = writer.to_owned();
         let commit = async move {

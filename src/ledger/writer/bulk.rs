@@ -63,7 +63,7 @@ impl Plain {
 
 /// A written run: each job's answer and what it touched, and the users
 /// read when the run published what it touched.
-type Written = (Vec<(Answer, Affected)>, Option<Vec<String>>);
+pub(super) type Written = (Vec<(Answer, Affected)>, Option<Vec<String>>);
 
 /// Why a run went back to the path that writes one event at a time; the
 /// label of [`crate::metrics::LEDGER_BULK_UNDONE`].
@@ -219,18 +219,20 @@ impl Ledger {
         }
     }
 
-    /// Writes `run` (plain jobs, at least one) inside a savepoint of
-    /// `batch`: each job's answer and what it touched, in order. `None`
-    /// when the run was undone, for the path that writes one at a time.
+    /// Writes `run` (plain jobs, at least one; `whole_batch` when nothing
+    /// else is in `batch`) inside a savepoint of `batch`: each job's answer
+    /// and what it touched, in order, and the users read when the run
+    /// published what it touched. `None` when the run was undone, for the
+    /// path that writes one at a time.
     pub(super) async fn write_plain(
         &self,
         batch: &mut Batch<'_>,
         run: &[(&Work, &Plain)],
-    ) -> Result<Option<Vec<(Answer, Affected)>>, Failure> {
+        whole_batch: bool,
+    ) -> Result<Option<Written>, Failure> {
         batch.open().await?;
-        match self.try_plain(batch, run).await? {
-            Ok((written, published)) => {
-                batch.published = published;
+        match self.try_plain(batch, run, whole_batch).await? {
+            Ok(written) => {
                 metrics::counter!(crate::metrics::LEDGER_BULK_WRITES).increment(run.len() as u64);
                 Ok(Some(written))
             }
@@ -249,9 +251,9 @@ impl Ledger {
         &self,
         batch: &mut Batch<'_>,
         run: &[(&Work, &Plain)],
+        whole_batch: bool,
     ) -> Result<Result<Written, Undone>, Failure> {
         let now = self.clock.now_ms();
-        let whole_batch = run.len() == batch.jobs;
         let tx = batch.tx().await?;
 
         // A change the reconciler finds is news to the product: its
