@@ -8,6 +8,8 @@
 //! `refresh_timeout`). If Stripe cannot answer, access continues as
 //! `STALE_GRACE` until `stale_grace` after local data says it ended.
 
+mod batch;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,9 @@ pub struct Access {
     staleness: Staleness,
     /// Store reads under way, by subject.
     loads: Arc<Mutex<HashMap<Subject, Load>>>,
+    /// Where those reads go: concurrent misses of different subjects share
+    /// one store read.
+    reads: Arc<batch::ReadBatcher>,
     next_load: AtomicU64,
 }
 
@@ -86,6 +91,7 @@ impl Access {
         staleness: Staleness,
     ) -> Self {
         Access {
+            reads: Arc::new(batch::ReadBatcher::new(store.clone())),
             store,
             clock,
             cache,
@@ -121,20 +127,16 @@ impl Access {
             return running.clone();
         }
         let id = self.next_load.fetch_add(1, Ordering::Relaxed);
-        let (store, cache, loads_map) =
-            (self.store.clone(), self.cache.clone(), self.loads.clone());
+        let (reads, cache, loads_map) =
+            (self.reads.clone(), self.cache.clone(), self.loads.clone());
         let key = subject.clone();
         let task = tokio::spawn(async move {
-            let result = match load(store.as_ref(), &key).await {
-                Ok(records) => {
-                    cache.insert(key.clone(), ticket, records.clone());
-                    Some(records)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "subject read failed");
-                    None
-                }
-            };
+            metrics::counter!(crate::metrics::SUBJECT_LOADS).increment(1);
+            let result = reads.read(key.clone()).await.map(|records| {
+                let records = compact::from_records(&records);
+                cache.insert(key.clone(), ticket, records.clone());
+                records
+            });
             let mut loads = loads_map.lock().unwrap_or_else(|p| p.into_inner());
             if loads.get(&key).is_some_and(|l| l.id == id) {
                 loads.remove(&key);

@@ -18,6 +18,7 @@ pub const HAS_ACCESS_SECONDS: &str = "tollgate_has_access_duration_seconds";
 pub const CACHE_HITS: &str = "tollgate_cache_hits_total";
 pub const CACHE_MISSES: &str = "tollgate_cache_misses_total";
 pub const SUBJECT_LOADS: &str = "tollgate_subject_loads_total";
+pub const SUBJECT_READS: &str = "tollgate_subject_reads_total";
 pub const STRIPE_REQUESTS: &str = "tollgate_stripe_requests_total";
 pub const REFRESHES: &str = "tollgate_refreshes_total";
 pub const RECONCILER_LAG: &str = "tollgate_reconciler_lag_seconds";
@@ -107,7 +108,11 @@ fn describe() {
     );
     describe_counter!(
         SUBJECT_LOADS,
-        "Store reads of a subject's records: concurrent misses of one subject share one."
+        "Loads of a subject's records from the store: concurrent misses of one subject share one."
+    );
+    describe_counter!(
+        SUBJECT_READS,
+        "Store reads for subject loads: the loads waiting when a read starts share it."
     );
     describe_counter!(
         STRIPE_REQUESTS,

@@ -32,7 +32,7 @@ pub use sqlite::SqliteStore;
 
 use crate::access_change::AccessChange;
 use crate::outcome::{Outcome, ReviewReason};
-use crate::subject::Affected;
+use crate::subject::{Affected, Subject};
 use crate::subscription::SubscriptionRecord;
 
 /// What went wrong in the store. Every variant means the write did not
@@ -521,6 +521,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         customer_id: &str,
     ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Each subject's subscriptions (as `subscriptions_for_user` or
+    /// `subscriptions_for_customer` give them), in `subjects`' order, read
+    /// together: HasAccess's concurrent cache misses share one round trip
+    /// instead of paying one each. Both backends read them in one
+    /// statement per kind of subject; this default reads them one by one.
+    async fn subscriptions_of_subjects(
+        &self,
+        subjects: &[Subject],
+    ) -> Result<Vec<Vec<SubscriptionRecord>>, StoreError> {
+        let mut all = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            all.push(match subject {
+                Subject::User(id) => self.subscriptions_for_user(id).await?,
+                Subject::Customer(id) => self.subscriptions_for_customer(id).await?,
+            });
+        }
+        Ok(all)
+    }
     /// Ids of subscriptions that can still change, for the sweep.
     async fn non_terminal_subscriptions(&self) -> Result<Vec<String>, StoreError>;
     /// (customer, one of its subscriptions) for live subscriptions whose

@@ -13,10 +13,11 @@
 //! the statements follow from the column list, and unit tests in each
 //! backend check that its bind function binds one value per column.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::store::{StoreError, StoreEvent};
-use crate::subject::Affected;
+use crate::subject::{Affected, Subject};
 use crate::subscription::{Item, PauseKind, Status, SubscriptionRecord};
 
 /// A `subscriptions` row as stored: read with `FromRow`, written by each
@@ -184,6 +185,57 @@ pub(crate) fn user_records(
     rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     rows.dedup_by(|a, b| a.id == b.id);
     records(rows)
+}
+
+/// A subscription row read for one of several subjects at once
+/// ([`crate::store::Store::subscriptions_of_subjects`]), with the user or
+/// customer id it was read for.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct KeyedSubscriptionRow {
+    pub subject_key: String,
+    #[sqlx(flatten)]
+    pub row: SubscriptionRow,
+}
+
+/// The distinct user ids and customer ids among `subjects`, to bind.
+pub(crate) fn subject_keys(subjects: &[Subject]) -> (Vec<String>, Vec<String>) {
+    let (mut users, mut customers) = (Vec::new(), Vec::new());
+    for subject in subjects {
+        match subject {
+            Subject::User(id) => users.push(id.clone()),
+            Subject::Customer(id) => customers.push(id.clone()),
+        }
+    }
+    for keys in [&mut users, &mut customers] {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    (users, customers)
+}
+
+/// Each subject's records, in `subjects`' order, from the rows read for
+/// its users (`users`) and its customers (`customers`): each user's as
+/// [`user_records`] gives them.
+pub(crate) fn subjects_records(
+    subjects: &[Subject],
+    users: Vec<KeyedSubscriptionRow>,
+    customers: Vec<KeyedSubscriptionRow>,
+) -> Result<Vec<Vec<SubscriptionRecord>>, StoreError> {
+    fn by_key(rows: Vec<KeyedSubscriptionRow>) -> HashMap<String, Vec<SubscriptionRow>> {
+        let mut map: HashMap<String, Vec<SubscriptionRow>> = HashMap::new();
+        for keyed in rows {
+            map.entry(keyed.subject_key).or_default().push(keyed.row);
+        }
+        map
+    }
+    let (users, customers) = (by_key(users), by_key(customers));
+    subjects
+        .iter()
+        .map(|subject| match subject {
+            Subject::User(id) => user_records(users.get(id).cloned().unwrap_or_default()),
+            Subject::Customer(id) => records(customers.get(id).cloned().unwrap_or_default()),
+        })
+        .collect()
 }
 
 /// `$1` customer id.

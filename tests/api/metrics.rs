@@ -279,3 +279,83 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
     assert_eq!(get(&m, "tollgate_cache_misses_total", ""), 200.0);
     assert_eq!(get(&m, "tollgate_subject_loads_total", ""), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_different_subjects_share_store_reads() {
+    use sqlx::{Connection, Executor};
+    let test = "concurrent_misses_of_different_subjects_share_store_reads";
+    if !crate::helpers::backend_ready(Backend::Postgres, test).await {
+        return;
+    }
+    let (db, _stripe, server) = serve(Backend::Postgres).await;
+    const CUSTOMERS: usize = 30;
+    for i in 0..CUSTOMERS {
+        // Every third one canceled: each answer must be its own subject's.
+        let status = if i % 3 == 0 { "canceled" } else { "active" };
+        let sub = Sub::new(
+            &format!("sub_b{i}"),
+            &format!("cus_b{i}"),
+            status,
+            now() + 86_400,
+        );
+        server
+            .deliver(&subscription_event(
+                &format!("evt_b{i}"),
+                "customer.subscription.updated",
+                now() - 10,
+                &sub,
+                Shape::Basil,
+            ))
+            .await;
+    }
+
+    // The reads block on the lock; the misses behind them queue.
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let client = server.entitlements().await;
+    let asks: Vec<_> = (0..CUSTOMERS)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let answer = client
+                    .has_access(HasAccessRequest {
+                        customer_id: format!("cus_b{i}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (i, answer.has_access)
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    while get(&scrape(&server).await, "tollgate_subject_loads_total", "") < CUSTOMERS as f64 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the asks never all arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    blocker.execute("COMMIT").await.unwrap();
+    for ask in asks {
+        let (i, granted) = ask.await.unwrap();
+        assert_eq!(granted, i % 3 != 0, "cus_b{i} answered for itself");
+    }
+    let m = scrape(&server).await;
+    assert_eq!(
+        get(&m, "tollgate_subject_loads_total", ""),
+        CUSTOMERS as f64
+    );
+    // Two reads went out before the lock was let go, each with what had
+    // arrived; everything that queued behind them went out as one.
+    let reads = get(&m, "tollgate_subject_reads_total", "");
+    assert!(
+        (1.0..=3.0).contains(&reads),
+        "{CUSTOMERS} misses took {reads} store reads"
+    );
+}

@@ -26,7 +26,7 @@ use tollgate::store::{
     self, Counts, NewEvent, NewReview, Recorded, ReviewFilter, Store, StoreError, StoreEvent,
     StoreOptions,
 };
-use tollgate::subject::Affected;
+use tollgate::subject::{Affected, Subject};
 use tollgate::subscription::{Item, PauseKind, Status, SubscriptionRecord};
 
 use crate::helpers::{Backend, TestDatabase};
@@ -40,6 +40,7 @@ const COVERED: &[&str] = &[
     "record_and_save_if_unchanged",
     "subscriptions_for_user",
     "subscriptions_for_customer",
+    "subscriptions_of_subjects",
     "non_terminal_subscriptions",
     "unlinked_customers",
     "get_event",

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::tx::{self, PgTx};
 use super::{PgStore, INVALIDATION_CHANNEL, RECONCILER_LOCK};
-use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
+use crate::store::rows::{self, KeyedSubscriptionRow, SubscriptionRow, NOTIFICATION_COLUMNS};
 use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
 use crate::store::{NewEvent, Store, StoreError, StoreEvent, Tx};
-use crate::subject::Affected;
+use crate::subject::{Affected, Subject};
 use crate::subscription::SubscriptionRecord;
 
 /// `$1` user id: as SQLite's [`rows::SUBSCRIPTIONS_OF_USER`], with each
@@ -35,8 +35,60 @@ static SUBSCRIPTIONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// `$1` user ids: [`SUBSCRIPTIONS_OF_USER`] for each, every row with the
+/// id it was read for. Each id is looked up in `LATERAL` subqueries, for
+/// the same reason as there: a join's generic plan could scan.
+static SUBSCRIPTIONS_OF_USERS: LazyLock<String> = LazyLock::new(|| {
+    let columns = rows::SUBSCRIPTION_COLUMNS;
+    let qualified = rows::qualified_subscription_columns("s");
+    format!(
+        "SELECT k.id AS subject_key, {qualified} FROM unnest($1::text[]) AS k(id) \
+         CROSS JOIN LATERAL \
+         (SELECT {columns} FROM subscriptions WHERE user_id = k.id OFFSET 0) AS s \
+         UNION ALL SELECT k.id, {qualified} FROM unnest($1::text[]) AS k(id) \
+         CROSS JOIN LATERAL \
+         (SELECT customer_id FROM customer_users WHERE user_id = k.id OFFSET 0) AS l \
+         CROSS JOIN LATERAL \
+         (SELECT {columns} FROM subscriptions WHERE customer_id = l.customer_id OFFSET 0) AS s"
+    )
+});
+
+/// `$1` customer ids: each one's subscriptions, with it.
+static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT k.id AS subject_key, {} FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL \
+         (SELECT {} FROM subscriptions WHERE customer_id = k.id OFFSET 0) AS s",
+        rows::qualified_subscription_columns("s"),
+        rows::SUBSCRIPTION_COLUMNS
+    )
+});
+
+/// The rows of `sql` for `keys` (bound as one array); none to read for
+/// none.
+async fn keyed_rows(
+    reads: &crate::store::lease_pool::LeasePool<sqlx::Postgres>,
+    sql: &str,
+    keys: &[String],
+) -> Result<Vec<KeyedSubscriptionRow>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    reads.fetch_all(sql, |q| q.bind(keys)).await
+}
+
 #[async_trait]
 impl Store for PgStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(subjects = subjects.len()))]
+    async fn subscriptions_of_subjects(
+        &self,
+        subjects: &[Subject],
+    ) -> Result<Vec<Vec<SubscriptionRecord>>, StoreError> {
+        let (users, customers) = rows::subject_keys(subjects);
+        let users = keyed_rows(&self.reads, &SUBSCRIPTIONS_OF_USERS, &users).await?;
+        let customers = keyed_rows(&self.reads, &SUBSCRIPTIONS_OF_CUSTOMERS, &customers).await?;
+        rows::subjects_records(subjects, users, customers)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
         Ok(Box::new(PgTx::begin(&self.transactions).await?))

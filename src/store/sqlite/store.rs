@@ -2,20 +2,71 @@
 //! writes, and reads that must see the latest write (`get_state`,
 //! notifications), go to the writer connection.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 
 use sqlx::Row;
 
 use super::tx::{self, SqliteTx};
 use super::SqliteStore;
-use crate::store::rows::{self, SubscriptionRow, NOTIFICATION_COLUMNS};
+use crate::store::rows::{self, KeyedSubscriptionRow, SubscriptionRow, NOTIFICATION_COLUMNS};
 use crate::store::{AuditRow, Counts, EventRow, NotificationRow, ReviewFilter, ReviewRow};
 use crate::store::{NewEvent, Store, StoreError, Tx};
-use crate::subject::Affected;
+use crate::subject::{Affected, Subject};
 use crate::subscription::SubscriptionRecord;
+
+/// `$1` a JSON array of user ids: [`rows::SUBSCRIPTIONS_OF_USER`] for
+/// each, every row with the id it was read for. `CROSS JOIN` keeps the
+/// ids the outer loop (SQLite does not reorder it), so each is an index
+/// lookup rather than a scan probing the list.
+static SUBSCRIPTIONS_OF_USERS: LazyLock<String> = LazyLock::new(|| {
+    let columns = rows::qualified_subscription_columns("s");
+    format!(
+        "SELECT k.value AS subject_key, {columns} FROM json_each($1) AS k \
+         CROSS JOIN subscriptions AS s WHERE s.user_id = k.value \
+         UNION ALL SELECT k.value, {columns} FROM json_each($1) AS k \
+         CROSS JOIN customer_users AS l CROSS JOIN subscriptions AS s \
+         WHERE l.user_id = k.value AND s.customer_id = l.customer_id"
+    )
+});
+
+/// `$1` a JSON array of customer ids: each one's subscriptions, with it.
+static SUBSCRIPTIONS_OF_CUSTOMERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT k.value AS subject_key, {} FROM json_each($1) AS k \
+         CROSS JOIN subscriptions AS s WHERE s.customer_id = k.value",
+        rows::qualified_subscription_columns("s")
+    )
+});
+
+/// The rows of `sql` for `keys` (bound as one JSON array); none to read
+/// for none.
+async fn keyed_rows(
+    reads: &crate::store::lease_pool::LeasePool<sqlx::Sqlite>,
+    sql: &str,
+    keys: &[String],
+) -> Result<Vec<KeyedSubscriptionRow>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = serde_json::json!(keys).to_string();
+    reads.fetch_all(sql, |q| q.bind(keys.clone())).await
+}
 
 #[async_trait]
 impl Store for SqliteStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(subjects = subjects.len()))]
+    async fn subscriptions_of_subjects(
+        &self,
+        subjects: &[Subject],
+    ) -> Result<Vec<Vec<SubscriptionRecord>>, StoreError> {
+        let (users, customers) = rows::subject_keys(subjects);
+        let users = keyed_rows(&self.reads, &SUBSCRIPTIONS_OF_USERS, &users).await?;
+        let customers = keyed_rows(&self.reads, &SUBSCRIPTIONS_OF_CUSTOMERS, &customers).await?;
+        rows::subjects_records(subjects, users, customers)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
         Ok(Box::new(SqliteTx::begin(&self.writer).await?))

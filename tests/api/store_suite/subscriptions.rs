@@ -10,6 +10,7 @@ on_both_backends!(
     customer_records_sees_the_transaction_and_readers_see_only_commits,
     customers_records_reads_every_subscription_of_several_customers_at_once,
     subscriptions_for_user_and_customer_follow_metadata_and_links,
+    subscriptions_of_subjects_reads_several_at_once_as_each_alone,
     non_terminal_subscriptions_leave_out_canceled_and_expired,
     unlinked_customers_lists_live_customers_no_user_is_linked_to,
     link_customer_is_idempotent_and_users_of_customer_unions_both_sources,
@@ -310,6 +311,65 @@ async fn subscriptions_for_user_and_customer_follow_metadata_and_links(backend: 
     );
     assert!(store
         .subscriptions_for_customer("cus_nobody")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn subscriptions_of_subjects_reads_several_at_once_as_each_alone(backend: Backend) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let user = |u: &str| {
+        let u = u.to_owned();
+        move |r: &mut SubscriptionRecord| r.user_id = Some(u)
+    };
+    save(&*store, "sub_meta", "cus_1", user("user_1")).await;
+    save(&*store, "sub_linked", "cus_2", status(Status::Active)).await;
+    save(&*store, "sub_both", "cus_2", user("user_1")).await;
+    save(&*store, "sub_other", "cus_3", user("user_2")).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_2", "user_1", 1).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Users and customers mixed, one asked twice, some with nothing.
+    let subjects = [
+        Subject::User("user_1".into()),
+        Subject::Customer("cus_2".into()),
+        Subject::User("user_nobody".into()),
+        Subject::User("user_2".into()),
+        Subject::Customer("cus_nobody".into()),
+        Subject::User("user_1".into()),
+        Subject::Customer("cus_1".into()),
+    ];
+    let together = store.subscriptions_of_subjects(&subjects).await.unwrap();
+    assert_eq!(together.len(), subjects.len(), "one answer per subject");
+    for (subject, records) in subjects.iter().zip(together) {
+        let alone = match subject {
+            Subject::User(id) => store.subscriptions_for_user(id).await.unwrap(),
+            Subject::Customer(id) => store.subscriptions_for_customer(id).await.unwrap(),
+        };
+        assert_eq!(
+            ids(records.clone()),
+            ids(alone.clone()),
+            "{subject:?}: the same subscriptions as read alone"
+        );
+        assert!(
+            records.iter().all(|r| alone.contains(r)),
+            "{subject:?}: whole records"
+        );
+    }
+    let expected: Vec<Vec<&str>> = vec![
+        vec!["sub_both", "sub_linked", "sub_meta"],
+        vec!["sub_both", "sub_linked"],
+        vec![],
+        vec!["sub_other"],
+        vec![],
+        vec!["sub_both", "sub_linked", "sub_meta"],
+        vec!["sub_meta"],
+    ];
+    let read = store.subscriptions_of_subjects(&subjects).await.unwrap();
+    assert_eq!(read.into_iter().map(ids).collect::<Vec<_>>(), expected);
+    assert!(store
+        .subscriptions_of_subjects(&[])
         .await
         .unwrap()
         .is_empty());
