@@ -7,6 +7,14 @@ use tollgate::config::{Cli, Command};
 use tollgate::startup::Application;
 use tollgate::{cli, store, telemetry};
 
+/// jemalloc rather than glibc's malloc: webhook ingest allocates and
+/// frees across threads, and glibc's arenas and consolidation took 17% of
+/// its CPU. Measured side by side on PostgreSQL: CPU per event -9% at
+/// c=8 and -13% at c=32; peak RSS with 1M subjects cached 241 -> 258 MB.
+/// (mimalloc was as fast but peaked at 345 MB.)
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
