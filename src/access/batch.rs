@@ -34,6 +34,9 @@ struct Job {
 
 /// The queue of misses to read; reads run on their own tasks.
 pub(super) struct ReadBatcher {
+    /// Unbounded, yet bounded by what feeds it: one entry per subject
+    /// being loaded, and each load has a request waiting on it, which the
+    /// ports' connection and stream limits bound.
     queue: mpsc::UnboundedSender<Job>,
 }
 
