@@ -50,8 +50,9 @@
 //! - [`changes`]: what every write does around its commit: announce access
 //!   changes, invalidate what it touched.
 //! - [`reviews`]: the manual-review workflow.
-//! - [`access`]: HasAccess: cached records, decide, refresh when stale, stale
-//!   grace when Stripe can't be asked.
+//! - [`access`]: HasAccess: cached records (concurrent misses share store
+//!   reads), decide, refresh when stale, stale grace when Stripe can't be
+//!   asked.
 //! - [`features`]: product feature maps for feature checks: memory, store,
 //!   then one bounded, shared Stripe read per product.
 //! - [`refresh`]: on-demand, single-flight re-reads from Stripe, with a
