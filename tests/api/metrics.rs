@@ -223,7 +223,7 @@ async fn metrics_count_webhooks_checks_and_stripe_calls() {
 /// are waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_of_one_subject_share_one_store_read() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let test = "concurrent_misses_of_one_subject_share_one_store_read";
     if !crate::helpers::backend_ready(Backend::Postgres, test).await {
         return;
@@ -240,12 +240,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
         ))
         .await;
 
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut blocker = lock_subscriptions(&db).await;
     let client = server.entitlements().await;
     let asks: Vec<_> = (0..200)
         .map(|_| {
@@ -263,14 +258,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
         })
         .collect();
     // Every ask has missed the cache and waits on the read (or on another's).
-    let started = std::time::Instant::now();
-    while get(&scrape(&server).await, "tollgate_cache_misses_total", "") < 200.0 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "the asks never all arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_counter(&server, "tollgate_cache_misses_total", 200.0).await;
     blocker.execute("COMMIT").await.unwrap();
     for ask in asks {
         assert!(ask.await.unwrap().has_access);
@@ -282,7 +270,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_of_different_subjects_share_store_reads() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let test = "concurrent_misses_of_different_subjects_share_store_reads";
     if !crate::helpers::backend_ready(Backend::Postgres, test).await {
         return;
@@ -310,12 +298,7 @@ async fn concurrent_misses_of_different_subjects_share_store_reads() {
     }
 
     // The reads block on the lock; the misses behind them queue.
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut blocker = lock_subscriptions(&db).await;
     let client = server.entitlements().await;
     let asks: Vec<_> = (0..CUSTOMERS)
         .map(|i| {
@@ -333,14 +316,7 @@ async fn concurrent_misses_of_different_subjects_share_store_reads() {
             })
         })
         .collect();
-    let started = std::time::Instant::now();
-    while get(&scrape(&server).await, "tollgate_subject_loads_total", "") < CUSTOMERS as f64 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "the asks never all arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_counter(&server, "tollgate_subject_loads_total", CUSTOMERS as f64).await;
     blocker.execute("COMMIT").await.unwrap();
     for ask in asks {
         let (i, granted) = ask.await.unwrap();
@@ -358,4 +334,29 @@ async fn concurrent_misses_of_different_subjects_share_store_reads() {
         (1.0..=3.0).contains(&reads),
         "{CUSTOMERS} misses took {reads} store reads"
     );
+}
+
+/// A connection holding `subscriptions` locked in an open transaction:
+/// every read of it waits until the caller sends `COMMIT`.
+async fn lock_subscriptions(db: &TestDatabase) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    blocker
+}
+
+/// Waits (at most 20 s) until the server's counter `name` reaches `at_least`.
+async fn wait_for_counter(server: &ServerProcess, name: &str, at_least: f64) {
+    let started = std::time::Instant::now();
+    while get(&scrape(server).await, name, "") < at_least {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the asks never all arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -278,18 +278,7 @@ async fn customers_records_reads_every_subscription_of_several_customers_at_once
 
 async fn subscriptions_for_user_and_customer_follow_metadata_and_links(backend: Backend) {
     let Fresh { store, db: _db } = fresh(backend).await;
-    let user = |u: &str| {
-        let u = u.to_owned();
-        move |r: &mut SubscriptionRecord| r.user_id = Some(u)
-    };
-    // By metadata, by a link to the customer, and by both at once.
-    save(&*store, "sub_meta", "cus_1", user("user_1")).await;
-    save(&*store, "sub_linked", "cus_2", status(Status::Active)).await;
-    save(&*store, "sub_both", "cus_2", user("user_1")).await;
-    save(&*store, "sub_other", "cus_3", user("user_2")).await;
-    let mut tx = store.begin().await.unwrap();
-    tx.link_customer("cus_2", "user_1", 1).await.unwrap();
-    tx.commit().await.unwrap();
+    seed_users(&*store).await;
 
     assert_eq!(
         ids(store.subscriptions_for_user("user_1").await.unwrap()),
@@ -318,17 +307,7 @@ async fn subscriptions_for_user_and_customer_follow_metadata_and_links(backend: 
 
 async fn subscriptions_of_subjects_reads_several_at_once_as_each_alone(backend: Backend) {
     let Fresh { store, db: _db } = fresh(backend).await;
-    let user = |u: &str| {
-        let u = u.to_owned();
-        move |r: &mut SubscriptionRecord| r.user_id = Some(u)
-    };
-    save(&*store, "sub_meta", "cus_1", user("user_1")).await;
-    save(&*store, "sub_linked", "cus_2", status(Status::Active)).await;
-    save(&*store, "sub_both", "cus_2", user("user_1")).await;
-    save(&*store, "sub_other", "cus_3", user("user_2")).await;
-    let mut tx = store.begin().await.unwrap();
-    tx.link_customer("cus_2", "user_1", 1).await.unwrap();
-    tx.commit().await.unwrap();
+    seed_users(&*store).await;
 
     // Users and customers mixed, one asked twice, some with nothing.
     let subjects = [
@@ -373,6 +352,22 @@ async fn subscriptions_of_subjects_reads_several_at_once_as_each_alone(backend: 
         .await
         .unwrap()
         .is_empty());
+}
+
+/// user_1 reaches sub_meta by metadata, sub_linked by a link to cus_2,
+/// and sub_both both ways; user_2 reaches sub_other by metadata.
+async fn seed_users(store: &dyn Store) {
+    let user = |u: &str| {
+        let u = u.to_owned();
+        move |r: &mut SubscriptionRecord| r.user_id = Some(u)
+    };
+    save(store, "sub_meta", "cus_1", user("user_1")).await;
+    save(store, "sub_linked", "cus_2", status(Status::Active)).await;
+    save(store, "sub_both", "cus_2", user("user_1")).await;
+    save(store, "sub_other", "cus_3", user("user_2")).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.link_customer("cus_2", "user_1", 1).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// Customers in every state the sweeps tell apart.
