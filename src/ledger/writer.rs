@@ -11,7 +11,8 @@
 //! replicas and invalidates the cache once for everything it touched, and
 //! only then is each job answered. A run of plain events (snapshots and
 //! paid invoices, most webhooks) is written first with a few statements
-//! for the whole run, inside one savepoint, and handed back to
+//! for the whole run, inside one savepoint (none when the run is the whole
+//! batch: undoing it is rolling the transaction back), and handed back to
 //! be written one at a time when that can't give the same result
 //! ([`bulk`]). When the transaction is lost (the
 //! commit fails, the connection dies) every job of the batch is answered
@@ -354,10 +355,16 @@ impl Batch<'_> {
         if self.nested {
             let tx = self.tx().await?;
             tx.rollback_to_savepoint().await.map_err(Failure::Batch)
-        } else if let Some(tx) = self.tx.take() {
-            tx.rollback().await.map_err(Failure::Batch)
         } else {
-            Ok(())
+            self.roll_back().await
+        }
+    }
+
+    /// Rolls the whole transaction back (a later write begins another).
+    async fn roll_back(&mut self) -> Result<(), Failure> {
+        match self.tx.take() {
+            Some(tx) => tx.rollback().await.map_err(Failure::Batch),
+            None => Ok(()),
         }
     }
 
