@@ -32,6 +32,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are: `reason as usize` is below it.
+    pub const COUNT: usize = Reason::FeatureNotIncluded as usize + 1;
+
     pub fn grants(self) -> bool {
         matches!(
             self,
@@ -532,6 +535,47 @@ fn naming_the_feature<R: AccessFacts>(
 mod tests {
     use super::*;
     use crate::subscription::{Item, SubscriptionRecord};
+
+    #[test]
+    fn every_reason_indexes_below_the_count() {
+        // Exhaustive: a new reason does not compile until it is listed.
+        let listed = |r: Reason| match r {
+            Reason::Active
+            | Reason::Trialing
+            | Reason::PastDueGrace
+            | Reason::StaleGrace
+            | Reason::NoSubscription
+            | Reason::Expired
+            | Reason::Canceled
+            | Reason::PastDue
+            | Reason::Unpaid
+            | Reason::Incomplete
+            | Reason::Paused
+            | Reason::ReviewHold
+            | Reason::FeatureNotIncluded => r as usize,
+        };
+        let all = [
+            Reason::Active,
+            Reason::Trialing,
+            Reason::PastDueGrace,
+            Reason::StaleGrace,
+            Reason::NoSubscription,
+            Reason::Expired,
+            Reason::Canceled,
+            Reason::PastDue,
+            Reason::Unpaid,
+            Reason::Incomplete,
+            Reason::Paused,
+            Reason::ReviewHold,
+            Reason::FeatureNotIncluded,
+        ];
+        let mut seen: Vec<usize> = all.iter().map(|&r| listed(r)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), all.len());
+        assert!(seen.iter().all(|&i| i < Reason::COUNT), "{seen:?}");
+        assert_eq!(Reason::COUNT, all.len());
+    }
 
     const DAY: i64 = 86_400;
     const NOW: i64 = 1_800_000_000;
