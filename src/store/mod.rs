@@ -327,8 +327,9 @@ pub trait Tx: Send {
     /// once; one never locked is stored nowhere). Says how many events it
     /// inserted: fewer than given when one of them (or its twin) is already
     /// recorded, also by a transaction that raced this one. The caller then
-    /// undoes them all ([`Tx::rollback_to_savepoint`]) and records them one
-    /// at a time with [`Tx::insert_event`], which tells which. PostgreSQL
+    /// undoes them all ([`Tx::rollback_to_savepoint`], or [`Tx::rollback`]
+    /// when they were all the transaction held) and records them one at a
+    /// time with [`Tx::insert_event`], which tells which. PostgreSQL
     /// does it in one statement, SQLite in two (sent as one string for a
     /// lone event and its subscription).
     async fn record_and_save(
