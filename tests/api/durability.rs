@@ -35,14 +35,7 @@ async fn a_locked_database_gets_503_and_the_retry_succeeds(backend: Backend) {
             conn.execute("BEGIN EXCLUSIVE").await.unwrap();
             Locker::Sqlite(conn)
         }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-            conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
-            Locker::Postgres(conn)
-        }
+        Backend::Postgres => Locker::Postgres(crate::helpers::lock_table(&app.db, "events").await),
     };
     let r = app.post_webhook(&event).await;
     assert_eq!(r.status, 503, "{}", r.body);

@@ -90,6 +90,20 @@ pub struct TestDatabase {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A PostgreSQL connection holding `table` of `db` locked in an open
+/// transaction: every statement on it waits until the caller ends that
+/// transaction (`COMMIT` or `ROLLBACK`), or drops the connection.
+pub async fn lock_table(db: &TestDatabase, table: &str) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    locker.execute("BEGIN").await.unwrap();
+    locker
+        .execute(format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE").as_str())
+        .await
+        .unwrap();
+    locker
+}
+
 impl TestDatabase {
     pub async fn create(backend: Backend) -> TestDatabase {
         match backend {

@@ -7,7 +7,7 @@ use tollgate::proto::HasAccessRequest;
 use tollgate::signature::header_for;
 
 use crate::fake_stripe::FakeStripe;
-use crate::helpers::{now, Backend, ServerProcess, TestDatabase, SECRET};
+use crate::helpers::{lock_table, now, Backend, ServerProcess, TestDatabase, SECRET};
 use crate::stripe::{subscription_event, Shape, Sub};
 
 /// Parses Prometheus text into (name, sorted labels) -> value.
@@ -240,7 +240,7 @@ async fn concurrent_misses_of_one_subject_share_one_store_read() {
         ))
         .await;
 
-    let mut blocker = lock_subscriptions(&db).await;
+    let mut blocker = lock_table(&db, "subscriptions").await;
     let client = server.entitlements().await;
     let asks: Vec<_> = (0..200)
         .map(|_| {
@@ -298,7 +298,7 @@ async fn concurrent_misses_of_different_subjects_share_store_reads() {
     }
 
     // The reads block on the lock; the misses behind them queue.
-    let mut blocker = lock_subscriptions(&db).await;
+    let mut blocker = lock_table(&db, "subscriptions").await;
     let client = server.entitlements().await;
     let asks: Vec<_> = (0..CUSTOMERS)
         .map(|i| {
@@ -334,19 +334,6 @@ async fn concurrent_misses_of_different_subjects_share_store_reads() {
         (1.0..=2.0).contains(&reads),
         "{CUSTOMERS} misses took {reads} store reads"
     );
-}
-
-/// A connection holding `subscriptions` locked in an open transaction:
-/// every read of it waits until the caller sends `COMMIT`.
-async fn lock_subscriptions(db: &TestDatabase) -> sqlx::PgConnection {
-    use sqlx::{Connection, Executor};
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    blocker
 }
 
 /// Waits (at most 20 s) until the server's counter `name` reaches `at_least`.

@@ -91,12 +91,7 @@ async fn reads_cut_short_give_their_connections_back_and_leave_no_stale_rows() {
     save(&*store, "sub_2", "cus_2", status(Status::Active)).await;
 
     // Every read blocks behind a table lock, and its caller gives up.
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    admin.execute("BEGIN").await.unwrap();
-    admin
-        .execute("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut admin = crate::helpers::lock_table(&db, "subscriptions").await;
     // More than the pool's connections (`options`: 4).
     for _ in 0..8 {
         let read = store.subscriptions_for_customer("cus_1");
