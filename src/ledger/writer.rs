@@ -5,14 +5,15 @@
 //! Each writer waits for a job, takes every job already waiting for it (at
 //! most [`MAX_BATCH`]) and never waits for more: a lone webhook is a batch
 //! of one, committed at once. Each job of a batch runs inside its own
-//! savepoint: one whose writes fail is undone alone (and, when the database
+//! savepoint (none for one that begins before anything is written:
+//! undoing it is rolling the transaction back): one whose writes fail is
+//! undone alone (and, when the database
 //! refuses a value of the event for good, recorded as failed instead), and
 //! a duplicate undoes its effect. The batch commits once, tells other
 //! replicas and invalidates the cache once for everything it touched, and
 //! only then is each job answered. A run of plain events (snapshots and
 //! paid invoices, most webhooks) is written first with a few statements
-//! for the whole run, inside one savepoint (none when the run is the whole
-//! batch: undoing it is rolling the transaction back), and handed back to
+//! for the whole run, inside one savepoint, and handed back to
 //! be written one at a time when that can't give the same result
 //! ([`bulk`]). When the transaction is lost (the
 //! commit fails, the connection dies) every job of the batch is answered
@@ -327,9 +328,10 @@ impl Queue {
 struct Batch<'s> {
     store: &'s dyn Store,
     tx: Option<Box<dyn Tx>>,
-    /// Several jobs: each gets a savepoint. A job alone has the whole
-    /// transaction, which saves a statement.
-    nested: bool,
+    /// The current job (or run) began with nothing else written: it took
+    /// no savepoint, and undoing it is rolling the transaction back. Only
+    /// a job that follows kept writes pays a SAVEPOINT's round trip.
+    alone: bool,
 }
 
 impl Batch<'_> {
@@ -340,9 +342,11 @@ impl Batch<'_> {
         Ok(self.tx.as_deref_mut().expect("BUG: begun above"))
     }
 
-    /// Before a job's writes: marks where [`Batch::undo`] returns to.
+    /// Before a job's writes: marks where [`Batch::undo`] returns to (a
+    /// savepoint when the transaction holds other jobs' writes).
     async fn open(&mut self) -> Result<(), Failure> {
-        if self.nested {
+        self.alone = self.tx.is_none();
+        if !self.alone {
             let tx = self.tx().await?;
             tx.savepoint().await.map_err(Failure::Batch)?;
         }
@@ -350,22 +354,16 @@ impl Batch<'_> {
     }
 
     /// Undoes the current job's writes: back to its savepoint, or the whole
-    /// transaction of a job alone (a later write begins another).
+    /// transaction when it held nothing else (a later write begins another).
     async fn undo(&mut self) -> Result<(), Failure> {
-        if self.nested {
-            let tx = self.tx().await?;
-            tx.rollback_to_savepoint().await.map_err(Failure::Batch)
-        } else {
-            self.roll_back().await
+        if self.alone {
+            return match self.tx.take() {
+                Some(tx) => tx.rollback().await.map_err(Failure::Batch),
+                None => Ok(()),
+            };
         }
-    }
-
-    /// Rolls the whole transaction back (a later write begins another).
-    async fn roll_back(&mut self) -> Result<(), Failure> {
-        match self.tx.take() {
-            Some(tx) => tx.rollback().await.map_err(Failure::Batch),
-            None => Ok(()),
-        }
+        let tx = self.tx().await?;
+        tx.rollback_to_savepoint().await.map_err(Failure::Batch)
     }
 
     /// Keeps what a job wrote, or undoes it when it failed.
@@ -397,7 +395,7 @@ impl Ledger {
         let mut batch = Batch {
             store: self.store.as_ref(),
             tx: None,
-            nested: jobs.len() > 1,
+            alone: true,
         };
         let (works, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|job| (job.work, job.reply)).unzip();

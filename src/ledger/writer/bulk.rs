@@ -20,8 +20,8 @@
 //!
 //! Whatever the bulk path can't write as the path that writes one event at
 //! a time would, it leaves to that path: it undoes the run (back to its
-//! savepoint; a run that is its whole batch has none, and the transaction
-//! is rolled back) and hands it back. That is when a statement fails (one
+//! savepoint, or the whole transaction when the run came first) and hands
+//! it back. That is when a statement fails (one
 //! event's value may be refused, and only that event must fail), when an
 //! event is already recorded (a duplicate's effect must not be kept, and
 //! its payload is compared), and when a step needs a review (a same-second
@@ -231,23 +231,14 @@ impl Ledger {
         run: &[(&Work, &Plain)],
         whole_batch: bool,
     ) -> Result<Option<Written>, Failure> {
-        // A run that is the whole batch needs no savepoint of its own (one
-        // round trip less): undoing it is rolling back the transaction,
-        // which holds nothing else.
-        if !whole_batch {
-            batch.open().await?;
-        }
+        batch.open().await?;
         match self.try_plain(batch, run, whole_batch).await? {
             Ok(written) => {
                 metrics::counter!(crate::metrics::LEDGER_BULK_WRITES).increment(run.len() as u64);
                 Ok(Some(written))
             }
             Err(why) => {
-                if whole_batch {
-                    batch.roll_back().await?;
-                } else {
-                    batch.undo().await?;
-                }
+                batch.undo().await?;
                 metrics::counter!(crate::metrics::LEDGER_BULK_UNDONE, "reason" => why.as_str())
                     .increment(run.len() as u64);
                 Ok(None)
