@@ -7,6 +7,7 @@ on_both_backends!(
     lock_subscription_starts_from_a_placeholder_and_save_round_trips_every_field,
     lock_subscription_serializes_writers_of_one_subscription,
     lock_subscriptions_and_record_and_save_write_several_rows_at_once,
+    saves_that_change_the_user_or_customer_move_the_subscription_in_the_reads,
     customer_records_sees_the_transaction_and_readers_see_only_commits,
     customers_records_reads_every_subscription_of_several_customers_at_once,
     subscriptions_for_user_and_customer_follow_metadata_and_links,
@@ -154,6 +155,99 @@ async fn lock_subscriptions_and_record_and_save_write_several_rows_at_once(backe
         .unwrap();
     tx.rollback().await.unwrap();
     assert!(read("cus_gone").await.is_empty());
+}
+
+/// SQLite leaves a subscription's indexed columns (customer, user) out of a
+/// save that does not change them: a save that does must still move the
+/// subscription in the reads by user and customer, alone, in a batch, and
+/// after a rollback to a savepoint undid a save of the same value.
+async fn saves_that_change_the_user_or_customer_move_the_subscription_in_the_reads(
+    backend: Backend,
+) {
+    let Fresh { store, db: _db } = fresh(backend).await;
+    let user = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .subscriptions_for_user(user)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let with_user = |id: &str, customer: &str, user: &str| SubscriptionRecord {
+        user_id: Some(user.to_owned()),
+        ..full_record(id, customer)
+    };
+
+    // Alone: the first save sets the user.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 1).await.unwrap();
+    let first = with_user("sub_1", "cus_1", "u_1");
+    let saved = tx
+        .record_and_save(&[Event::new("evt_1", "one").as_new()], &[&first], 1)
+        .await
+        .unwrap();
+    assert_eq!(saved, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(user("u_1").await, ["sub_1"]);
+
+    // In a batch: one moves to another user, one gets its first.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscriptions(&[("sub_1", "cus_1"), ("sub_2", "cus_2")], 2)
+        .await
+        .unwrap();
+    let (moved, second) = (
+        with_user("sub_1", "cus_1", "u_2"),
+        with_user("sub_2", "cus_2", "u_3"),
+    );
+    let events = [Event::new("evt_2", "two"), Event::new("evt_3", "three")];
+    tx.record_and_save(
+        &[events[0].as_new(), events[1].as_new()],
+        &[&moved, &second],
+        2,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(user("u_1").await.is_empty());
+    assert_eq!(user("u_2").await, ["sub_1"]);
+    assert_eq!(user("u_3").await, ["sub_2"]);
+
+    // Unchanged keys, another status: saved, still found by its user.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 3).await.unwrap();
+    let active = SubscriptionRecord {
+        status: Some(Status::Active),
+        ..moved.clone()
+    };
+    tx.record_and_save(&[Event::new("evt_4", "four").as_new()], &[&active], 3)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let read = store.subscriptions_for_user("u_2").await.unwrap();
+    assert_eq!(read, vec![active.clone()]);
+
+    // A save undone by a rollback to its savepoint, then the same save
+    // again: the second one is not taken for a no-op.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 4).await.unwrap();
+    tx.savepoint().await.unwrap();
+    let again = with_user("sub_1", "cus_1", "u_4");
+    tx.record_and_save(&[Event::new("evt_5", "five").as_new()], &[&again], 4)
+        .await
+        .unwrap();
+    tx.rollback_to_savepoint().await.unwrap();
+    tx.record_and_save(&[Event::new("evt_6", "six").as_new()], &[&again], 4)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(user("u_2").await.is_empty());
+    assert_eq!(user("u_4").await, ["sub_1"]);
 }
 
 async fn lock_subscription_serializes_writers_of_one_subscription(backend: Backend) {
