@@ -284,12 +284,22 @@ pub(crate) static SAVE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
 /// `customer_id = $n, ...`: every column of [`SUBSCRIPTION_COLUMNS`] but
 /// the id, set from the row bound from `$first` (its id there).
 pub(crate) fn subscription_assignments(first: usize) -> String {
+    assignments_where(|_| true, |i, _| format!("${}", i + first))
+}
+
+/// `column = value(i, column)` for each column of [`SUBSCRIPTION_COLUMNS`]
+/// but the id that `keep` keeps (`i` its place in the list, the id's 0).
+pub(crate) fn assignments_where(
+    keep: impl Fn(&str) -> bool,
+    value: impl Fn(usize, &str) -> String,
+) -> String {
     let assignments: Vec<String> = SUBSCRIPTION_COLUMNS
         .split(',')
         .map(str::trim)
         .enumerate()
         .skip(1)
-        .map(|(i, column)| format!("{column} = ${}", i + first))
+        .filter(|(_, column)| keep(column))
+        .map(|(i, column)| format!("{column} = {}", value(i, column)))
         .collect();
     assignments.join(", ")
 }

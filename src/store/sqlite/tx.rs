@@ -61,19 +61,18 @@ impl IndexedKeys {
     }
 }
 
-/// `column = value(i, column)` for every column of
-/// [`rows::SUBSCRIPTION_COLUMNS`] but the id (`i` its place in the list,
-/// the id's 0), [`INDEXED_COLUMNS`] only `with_keys`.
+/// Whether `a` and `b` hold the same [`INDEXED_COLUMNS`].
+fn same_keys(a: &SubscriptionRow, b: &SubscriptionRow) -> bool {
+    a.customer_id == b.customer_id && a.user_id == b.user_id
+}
+
+/// [`rows::assignments_where`] of every column but the id,
+/// [`INDEXED_COLUMNS`] only `with_keys`.
 fn assignments(with_keys: bool, value: impl Fn(usize, &str) -> String) -> String {
-    let assignments: Vec<String> = rows::SUBSCRIPTION_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .enumerate()
-        .skip(1)
-        .filter(|(_, column)| with_keys || !INDEXED_COLUMNS.contains(column))
-        .map(|(i, column)| format!("{column} = {}", value(i, column)))
-        .collect();
-    assignments.join(", ")
+    rows::assignments_where(
+        |column| with_keys || !INDEXED_COLUMNS.contains(&column),
+        value,
+    )
 }
 
 impl SqliteTx {
@@ -204,7 +203,7 @@ pub(super) fn bind_if_unchanged<'q>(
     customers: String,
     now_ms: i64,
 ) -> Query<'q> {
-    let keys_change = record.is_some_and(|r| !IndexedKeys::of(expected).same_as(r));
+    let keys_change = record.is_some_and(|r| !same_keys(expected, r));
     let sql = &RECORD_AND_SAVE_IF_UNCHANGED[usize::from(keys_change)];
     let query = bind_event(sqlx::query(sql), event);
     let query = bind_subscription(
