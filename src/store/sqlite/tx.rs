@@ -177,6 +177,19 @@ fn record_and_save_if_unchanged(with_keys: bool) -> String {
     )
 }
 
+/// [`rows::SAVE_SUBSCRIPTION`] without, then with, the
+/// [`INDEXED_COLUMNS`]; bound the same either way (SQLite leaves the
+/// numbers a statement does not name unused).
+static SAVE_SUBSCRIPTION: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let now = rows::column_count(rows::SUBSCRIPTION_COLUMNS) + 1;
+    [false, true].map(|with_keys| {
+        format!(
+            "UPDATE subscriptions SET {}, updated_at_ms = ${now} WHERE id = $1",
+            assignments(with_keys, |i, _| format!("${}", i + 1)),
+        )
+    })
+});
+
 /// Binds [`RECORD_AND_SAVE_IF_UNCHANGED`]'s values.
 pub(super) fn bind_if_unchanged<'q>(
     event: &NewEvent<'q>,
@@ -492,7 +505,8 @@ impl Tx for SqliteTx {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let row = SubscriptionRow::from(record);
-        bind_subscription(sqlx::query(&rows::SAVE_SUBSCRIPTION), &row)
+        let sql = &SAVE_SUBSCRIPTION[usize::from(self.keys_change(&row))];
+        bind_subscription(sqlx::query(sql), &row)
             .bind(now_ms)
             .execute(self.tx.begun().await?)
             .await?;
@@ -825,6 +839,14 @@ mod tests {
             without.split(", ").count(),
             column_count(rows::SUBSCRIPTION_COLUMNS) - 1 - INDEXED_COLUMNS.len()
         );
+    }
+
+    #[test]
+    fn the_save_with_its_indexed_columns_is_the_shared_statement() {
+        assert_eq!(SAVE_SUBSCRIPTION[1], *rows::SAVE_SUBSCRIPTION);
+        for column in INDEXED_COLUMNS {
+            assert!(!SAVE_SUBSCRIPTION[0].contains(column));
+        }
     }
 
     #[test]

@@ -248,6 +248,28 @@ async fn saves_that_change_the_user_or_customer_move_the_subscription_in_the_rea
     tx.commit().await.unwrap();
     assert!(user("u_2").await.is_empty());
     assert_eq!(user("u_4").await, ["sub_1"]);
+
+    // A save of its own (an event written one at a time) moves it too,
+    // and one that keeps the user keeps it found.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 5).await.unwrap();
+    let saved_alone = with_user("sub_1", "cus_1", "u_5");
+    tx.save_subscription(&saved_alone, 5).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(user("u_4").await.is_empty());
+    assert_eq!(user("u_5").await, ["sub_1"]);
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_subscription("sub_1", "cus_1", 6).await.unwrap();
+    let kept = SubscriptionRecord {
+        status: Some(Status::Active),
+        ..saved_alone
+    };
+    tx.save_subscription(&kept, 6).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.subscriptions_for_user("u_5").await.unwrap(),
+        vec![kept]
+    );
 }
 
 async fn lock_subscription_serializes_writers_of_one_subscription(backend: Backend) {
