@@ -273,13 +273,18 @@ pub(crate) const NO_OP_UPDATE: &str = "UPDATE SET updated_at_ms = subscriptions.
 
 /// [`SUBSCRIPTION_COLUMNS`] as `$1..` (`$1`, the id, is the key), then
 /// `updated_at_ms`.
-pub(crate) static SAVE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+pub(crate) static SAVE_SUBSCRIPTION: LazyLock<String> =
+    LazyLock::new(|| save_subscription(|_| true));
+
+/// [`SAVE_SUBSCRIPTION`] setting only the columns `keep` keeps; bound the
+/// same way (SQLite leaves the numbers a statement does not name unused).
+pub(crate) fn save_subscription(keep: impl Fn(&str) -> bool) -> String {
     format!(
         "UPDATE subscriptions SET {}, updated_at_ms = ${} WHERE id = $1",
-        subscription_assignments(1),
+        assignments_where(keep, |i, _| format!("${}", i + 1)),
         column_count(SUBSCRIPTION_COLUMNS) + 1
     )
-});
+}
 
 /// `customer_id = $n, ...`: every column of [`SUBSCRIPTION_COLUMNS`] but
 /// the id, set from the row bound from `$first` (its id there).

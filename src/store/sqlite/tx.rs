@@ -46,13 +46,15 @@ fn keys(row: &SubscriptionRow) -> (&str, Option<&str>) {
     (&row.customer_id, row.user_id.as_deref())
 }
 
-/// [`rows::assignments_where`] of every column but the id,
-/// [`INDEXED_COLUMNS`] only `with_keys`.
+/// Which columns a save names: every one, [`INDEXED_COLUMNS`] only
+/// `with_keys`.
+fn named(with_keys: bool) -> impl Fn(&str) -> bool {
+    move |column| with_keys || !INDEXED_COLUMNS.contains(&column)
+}
+
+/// [`rows::assignments_where`] of the columns [`named`] names.
 fn assignments(with_keys: bool, value: impl Fn(usize, &str) -> String) -> String {
-    rows::assignments_where(
-        |column| with_keys || !INDEXED_COLUMNS.contains(&column),
-        value,
-    )
+    rows::assignments_where(named(with_keys), value)
 }
 
 impl SqliteTx {
@@ -178,17 +180,9 @@ fn record_and_save_if_unchanged(with_keys: bool) -> String {
 }
 
 /// [`rows::SAVE_SUBSCRIPTION`] without, then with, the
-/// [`INDEXED_COLUMNS`]; bound the same either way (SQLite leaves the
-/// numbers a statement does not name unused).
-static SAVE_SUBSCRIPTION: LazyLock<[String; 2]> = LazyLock::new(|| {
-    let now = rows::column_count(rows::SUBSCRIPTION_COLUMNS) + 1;
-    [false, true].map(|with_keys| {
-        format!(
-            "UPDATE subscriptions SET {}, updated_at_ms = ${now} WHERE id = $1",
-            assignments(with_keys, |i, _| format!("${}", i + 1)),
-        )
-    })
-});
+/// [`INDEXED_COLUMNS`]; bound the same either way.
+static SAVE_SUBSCRIPTION: LazyLock<[String; 2]> =
+    LazyLock::new(|| [false, true].map(|with_keys| rows::save_subscription(named(with_keys))));
 
 /// Binds [`RECORD_AND_SAVE_IF_UNCHANGED`]'s values.
 pub(super) fn bind_if_unchanged<'q>(
