@@ -29,7 +29,8 @@
 # What a full run measures, per backend (sqlite, postgres): preload; `serve`
 # start to first answer; the feature-check pairs; the HasAccess hot path
 # (h2load) against the baseline; the realistic mix (10% cold) against the
-# baseline; webhook ingest against raw single-row inserts at c=1, 8, 32;
+# baseline (each pair in the order that flips every run, as the feature
+# pairs); webhook ingest against raw single-row inserts at c=1, 8, 32;
 # HasAccess p99 alone and under ~50% ingest load; every user read once
 # (touch-all) and the peak RSS with all of them cached; the reconciler's
 # catch-up from a fake Stripe (reconcile-load); and the scaling table:
@@ -169,6 +170,15 @@ h2() {
   emit "$("$BIN/h2load-frame" stats --output "$WORK/h2.out" --log-file "$WORK/h2.log" --tags "$tags")"
 }
 
+# pair_order RUN A B: "A B" in odd runs, "B A" in even ones. A pair
+# measured back to back always in one order carries whatever favours the
+# first or the second slot (a machine settling after the step before, the
+# host's load drifting), and the ratio with it; flipping the order every
+# run puts it on both sides.
+pair_order() {
+  if [ $(($1 % 2)) = 1 ]; then echo "$2 $3"; else echo "$3 $2"; fi
+}
+
 # grpc_check ADDR TAGS: h2load only checks HTTP 200; confirm grpc-status 0
 # and a decodable, granted answer for the same frame.
 grpc_check() {
@@ -193,8 +203,7 @@ feature_pairs() {
     H2_BODY="$WORK/$target.bin" grpc_check "$GRPC_ADDR" "section=feature_check,backend=$backend,target=$target"
   done
   for run in $(seq 1 "$FEATURE_RUNS"); do
-    order="plain feature"
-    [ $((run % 2)) = 0 ] && order="feature plain"
+    order=$(pair_order "$run" plain feature)
     for flags in "${FEATURE_FLAGS[@]}"; do
       label=$(tr -d ' -' <<<"$flags")
       for target in $order; do
@@ -299,8 +308,10 @@ for backend in $BACKENDS; do
   for run in $(seq 1 "$RUNS"); do
     for flags in "${H2_FLAGS[@]}"; do
       label=$(tr -d ' -' <<<"$flags")
-      h2 "$GRPC_ADDR" "section=h2load,backend=$backend,target=tollgate,label=$label,run=$run" $flags
-      h2 "$BASE_ADDR" "section=h2load,backend=$backend,target=baseline,label=$label,run=$run" $flags
+      for target in $(pair_order "$run" tollgate baseline); do
+        addr=$GRPC_ADDR; [ $target = baseline ] && addr=$BASE_ADDR
+        h2 "$addr" "section=h2load,backend=$backend,target=$target,label=$label,run=$run" $flags
+      done
     done
   done
   if [ "$backend" = "${BACKENDS%% *}" ]; then
@@ -318,7 +329,7 @@ for backend in $BACKENDS; do
 
   log "$backend: realistic mix, grpc-load vs baseline"
   for run in $(seq 1 "$RUNS"); do
-    for target in tollgate baseline; do
+    for target in $(pair_order "$run" tollgate baseline); do
       addr=$GRPC_ADDR; [ $target = baseline ] && addr=$BASE_ADDR
       [ $target = tollgate ] && warm_db "$DB_URL"
       emit "$("$BIN/grpc-load" run --addr "$addr" --pattern mix --users "$USERS" -c 4 -m 16 \

@@ -465,8 +465,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         w,
         "Same h2load flags against Tollgate and the bare tonic baseline (a HashMap), \
-         alternated within each run. Latency from h2load's per-request log. The ratio is \
-         the median over runs of each run's Tollgate / baseline pair (they ran back to back).\n"
+         back to back within each run, Tollgate first in odd runs and the baseline first in \
+         even ones. Latency from h2load's per-request log. The ratio is the median over \
+         runs of each run's Tollgate / baseline pair.\n"
     )?;
     writeln!(
         w,
@@ -580,8 +581,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         w,
         "90% of requests to a hot set of 10,000 users, 10% uniform over all users \
-         (mostly cold: a store read), tonic client on the same 2 vCPUs. Ratio: median \
-         of the per-run pairs.\n"
+         (mostly cold: a store read), tonic client on the same 2 vCPUs. Each run measures \
+         Tollgate and the baseline back to back, the order flipping every run. Ratio: \
+         median of the per-run pairs.\n"
     )?;
     writeln!(
         w,
