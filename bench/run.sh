@@ -170,6 +170,11 @@ h2() {
   emit "$("$BIN/h2load-frame" stats --output "$WORK/h2.out" --log-file "$WORK/h2.log" --tags "$tags")"
 }
 
+# addr_of TARGET: the gRPC address of `tollgate` or `baseline`.
+addr_of() {
+  if [ "$1" = baseline ]; then echo "$BASE_ADDR"; else echo "$GRPC_ADDR"; fi
+}
+
 # pair_order RUN A B: "A B" in odd runs, "B A" in even ones. A pair
 # measured back to back always in one order carries whatever favours the
 # first or the second slot (a machine settling after the step before, the
@@ -309,8 +314,7 @@ for backend in $BACKENDS; do
     for flags in "${H2_FLAGS[@]}"; do
       label=$(tr -d ' -' <<<"$flags")
       for target in $(pair_order "$run" tollgate baseline); do
-        addr=$GRPC_ADDR; [ $target = baseline ] && addr=$BASE_ADDR
-        h2 "$addr" "section=h2load,backend=$backend,target=$target,label=$label,run=$run" $flags
+        h2 "$(addr_of "$target")" "section=h2load,backend=$backend,target=$target,label=$label,run=$run" $flags
       done
     done
   done
@@ -330,9 +334,8 @@ for backend in $BACKENDS; do
   log "$backend: realistic mix, grpc-load vs baseline"
   for run in $(seq 1 "$RUNS"); do
     for target in $(pair_order "$run" tollgate baseline); do
-      addr=$GRPC_ADDR; [ $target = baseline ] && addr=$BASE_ADDR
       [ $target = tollgate ] && warm_db "$DB_URL"
-      emit "$("$BIN/grpc-load" run --addr "$addr" --pattern mix --users "$USERS" -c 4 -m 16 \
+      emit "$("$BIN/grpc-load" run --addr "$(addr_of "$target")" --pattern mix --users "$USERS" -c 4 -m 16 \
         --duration "${MIX_SECS}s" --warmup 1s --seed "$run" \
         --tags "section=mix,backend=$backend,target=$target,run=$run")"
     done
